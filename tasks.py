@@ -1,0 +1,140 @@
+"""Developer tasks for matrix-synapse-setup.  `invoke --list` shows them.
+
+Run `scripts/bootstrap` once on a fresh Debian 12 machine (or `scripts/bootstrap build`,
+which also builds); the tasks then use Debian's /usr/bin/python3 and tools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+ROOT = Path(__file__).resolve().parent
+DIST = ROOT / "dist"
+BUILD = ROOT / "build"
+PACKAGE = "matrix-synapse-setup"
+PYTHON = "/usr/bin/python3"
+RUFF = ROOT / ".venv" / "bin" / "ruff"
+TEST_KINDS = ("unit", "integration", "system")
+MAINTAINER_SCRIPTS = ("config", "preinst", "postinst", "prerm", "postrm")
+
+
+def version() -> str:
+    """The package version, as debian/changelog says."""
+    from debian.changelog import Changelog
+
+    with open(ROOT / "debian" / "changelog", encoding="utf-8") as fh:
+        return str(Changelog(fh, max_blocks=1).version)
+
+
+def deb_path() -> Path:
+    return DIST / f"{PACKAGE}_{version()}_all.deb"
+
+
+def source_files() -> list[str]:
+    """Files that make the package: tracked or new, never ignored ones."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return sorted(p for p in out.split("\0") if p and (ROOT / p).is_file())
+
+
+def inputs_digest(files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in files:
+        path = ROOT / name
+        digest.update(name.encode() + b"\0")
+        digest.update(b"x" if os.access(path, os.X_OK) else b"-")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@task(help={"force": "rebuild even if nothing changed", "dry_run": "say what would be done"})
+def build(c, force=False, dry_run=False):
+    """Build dist/matrix-synapse-setup_<version>_all.deb (skipped when nothing changed)."""
+    files = source_files()
+    digest = inputs_digest(files)
+    deb = deb_path()
+    stamp = DIST / f".{deb.name}.inputs"
+    if not force and deb.exists() and stamp.exists() and stamp.read_text() == digest:
+        print(f"{deb.relative_to(ROOT)} is up to date")
+        return
+    srcdir = BUILD / "src" / PACKAGE
+    if dry_run:
+        print(f"would copy {len(files)} files to {srcdir} and build {deb.relative_to(ROOT)}")
+        return
+    shutil.rmtree(BUILD / "src", ignore_errors=True)
+    for name in files:
+        dest = srcdir / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest)
+    c.run(f"cd {srcdir} && dpkg-buildpackage --build=all --no-sign", echo=True)
+    DIST.mkdir(exist_ok=True)
+    built = BUILD / "src" / deb.name
+    if not built.exists():
+        raise Exit(f"dpkg-buildpackage did not produce {built}")
+    shutil.move(built, deb)
+    stamp.write_text(digest)
+    print(f"built {deb.relative_to(ROOT)}")
+
+
+@task(pre=[build])
+def lint(c):
+    """ruff on the Python, shellcheck on the maintainer scripts, lintian on the .deb."""
+    if not RUFF.exists():
+        raise Exit(f"{RUFF} is missing: run scripts/bootstrap first")
+    c.run(f"{RUFF} check .", echo=True)
+    c.run(f"{RUFF} format --check --diff .", echo=True)
+    scripts = [f"debian/{s}" for s in MAINTAINER_SCRIPTS if (ROOT / "debian" / s).exists()]
+    scripts += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "scripts").glob("*.sh"))]
+    scripts += ["scripts/bootstrap", ".ci/run"]
+    c.run("shellcheck " + " ".join(scripts), echo=True)
+    c.run(f"lintian --fail-on error,warning --display-info {deb_path()}", echo=True)
+
+
+@task(
+    help={
+        "kind": "comma-separated subset of unit,integration,system (default: all)",
+        "k": "only tests matching this pytest -k expression",
+    },
+)
+def test(c, kind="", k=""):
+    """Run the whole test suite (or --kind unit / integration / system)."""
+    kinds = [x for x in kind.split(",") if x] or list(TEST_KINDS)
+    unknown = set(kinds) - set(TEST_KINDS)
+    if unknown:
+        raise Exit(
+            f"unknown test kind(s) {', '.join(sorted(unknown))}: use {', '.join(TEST_KINDS)}"
+        )
+    if "system" in kinds:
+        build(c)
+    paths = " ".join(f"tests/{x}" for x in kinds)
+    select = f" -k {k!r}" if k else ""
+    result = c.run(f"{PYTHON} -m pytest {paths}{select}", echo=True, warn=True, pty=False)
+    if result.exited == 5:
+        raise Exit("pytest collected no tests: that is a failure, not a pass")
+    if result.exited:
+        raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
+
+
+@task(help={"dry_run": "say what would be removed"})
+def clean(c, dry_run=False):
+    """Remove build/, dist/ and caches (the system-test root cache is kept in build/cache)."""
+    targets = [BUILD / "src", DIST, ROOT / ".pytest_cache", ROOT / ".ruff_cache"]
+    targets += list(ROOT.glob("**/__pycache__"))
+    for target in targets:
+        if target.exists():
+            print(("would remove " if dry_run else "removing ") + str(target.relative_to(ROOT)))
+            if not dry_run:
+                shutil.rmtree(target)
+
+
+ns = Collection(build, lint, test, clean)
