@@ -24,3 +24,61 @@ BAD_PASSWORD_CHARS = (
     "characters only."
 )
 BAD_SSLMODE = "The TLS mode {value!r} is not one of: {modes}."
+
+# --- provisioning and verification ---------------------------------------
+LIBPQ_MISSING = (
+    "The PostgreSQL client library libpq could not be loaded: install the libpq5 package "
+    "(apt install libpq5) and run 'dpkg --configure -a'."
+)
+NEED_ROOT = (
+    "Provisioning a local cluster needs root (it acts as the postgres user): run "
+    "'matrix-synapse-setup' as root."
+)
+NO_POSTGRES_USER = (
+    "There is no 'postgres' system user, so no local PostgreSQL cluster: install postgresql "
+    "(apt install postgresql), or give the host of a remote server."
+)
+LOCAL_UNREACHABLE = (
+    "Cannot connect to the local PostgreSQL cluster on port {port} ({reason}): check that it "
+    "runs ('pg_lsclusters', 'systemctl status postgresql') and listens on port {port}."
+)
+LOCAL_SUPERUSER_REFUSED = (
+    "The local cluster on port {port} refused the postgres user over the Unix socket "
+    "({reason}): pg_hba.conf needs 'local all postgres peer'."
+)
+SERVER_UNREACHABLE = (
+    "Cannot connect to PostgreSQL at {host}:{port} ({reason}): check that the server runs "
+    "and listens there ('pg_lsclusters', listen_addresses, firewalls)."
+)
+LOGIN_REFUSED = (
+    "PostgreSQL at {host}:{port} refused role '{user}' for database '{dbname}' ({reason}): "
+    "check the password and that pg_hba.conf allows 'host {dbname} {user}' with scram-sha-256."
+)
+DATABASE_MISSING = (
+    "The database '{dbname}' does not exist on {host}:{port}: create it (UTF8, collation and "
+    "ctype C, owner '{user}') or give the name of an existing one."
+)
+SERVER_TOO_OLD = (
+    "PostgreSQL {version} at {where} is too old: Synapse needs PostgreSQL 14 or later; "
+    "upgrade the cluster (pg_upgradecluster) and run this again."
+)
+WRONG_DATABASE = (
+    "The existing database '{dbname}' has {found}, but Synapse needs {needed}; it was left "
+    "untouched. Dump it (pg_dump), recreate it with ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+    "TEMPLATE template0 OWNER {user}, and restore the dump."
+)
+WRONG_OWNER = (
+    "The existing database '{dbname}' is owned by '{owner}', not by '{user}'; it was left "
+    "untouched. Make '{user}' its owner (ALTER DATABASE {dbname} OWNER TO {user}) or choose "
+    "another database name."
+)
+CANNOT_CREATE_TABLE = (
+    "Role '{user}' cannot create tables in database '{dbname}' ({reason}): grant it "
+    "(GRANT CREATE ON SCHEMA public TO {user}) or make it the owner of the database."
+)
+EMPTY_PASSWORD = "No password was given for role '{user}': Synapse logs in with a password."
+ROLE_IS_SUPERUSER = (
+    "The existing role '{user}' is a PostgreSQL superuser; Synapse must not log in as one: "
+    "choose another role name, or run ALTER ROLE {user} NOSUPERUSER."
+)
+SUPERUSER_FAILED = "Provisioning as the postgres user failed: {reason}"

@@ -1,0 +1,134 @@
+"""psycopg, loaded robustly, and the small PostgreSQL helpers we share.
+
+Why the loader: when libpq5 is unpacked in the same dpkg run as this package,
+libc-bin's ldconfig trigger has not run yet when our postinst runs, so
+``/etc/ld.so.cache`` does not list libpq.  psycopg's pure-Python binding asks
+``ctypes.util.find_library("pq")``, which reads that cache, finds nothing, and
+psycopg fails to import.  The dynamic loader itself does not need the cache:
+Debian's ld.so searches the multiarch library directories, so
+``dlopen("libpq.so.5")`` works.  We therefore answer psycopg's look-up with
+that soname, for the duration of the import only, when the loader confirms it
+can open it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import hmac
+import stringprep
+import unicodedata
+from collections.abc import Iterator
+from types import ModuleType
+
+from . import messages
+from .errors import SetupError
+
+LIBPQ_SONAME = "libpq.so.5"
+MIN_SERVER_VERSION = 140000
+
+
+@contextlib.contextmanager
+def _libpq_lookup_fallback() -> Iterator[None]:
+    original = ctypes.util.find_library
+
+    def find_library(name: str) -> str | None:
+        found = original(name)
+        if found is None and name == "pq":
+            try:
+                ctypes.CDLL(LIBPQ_SONAME)
+            except OSError:
+                return None
+            return LIBPQ_SONAME
+        return found
+
+    ctypes.util.find_library = find_library
+    try:
+        yield
+    finally:
+        ctypes.util.find_library = original
+
+
+def import_psycopg() -> ModuleType:
+    """Import psycopg (and psycopg.sql), also before ldconfig knows libpq."""
+    try:
+        with _libpq_lookup_fallback():
+            import psycopg
+            import psycopg.sql
+    except ImportError as err:
+        raise SetupError(messages.LIBPQ_MISSING) from err
+    return psycopg
+
+
+def version_text(version_num: int) -> str:
+    """160004 -> '16.4'."""
+    return f"{version_num // 10000}.{version_num % 10000}"
+
+
+# --- SCRAM-SHA-256 -----------------------------------------------------------
+# PostgreSQL stores "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".
+# Recomputing it for a candidate password tells, without logging in, whether a
+# role already has that password: so a second run can report "unchanged".
+
+
+def saslprep(password: str) -> bytes:
+    """The bytes PostgreSQL hashes for *password* (its pg_saslprep, RFC 4013).
+
+    Pure ASCII is used as it is; otherwise the text is mapped and NFKC
+    normalised, and where SASLprep would refuse it PostgreSQL falls back to the
+    raw UTF-8 bytes, as we do.
+    """
+    raw = password.encode("utf-8")
+    if password.isascii():
+        return raw
+    mapped = "".join(
+        " " if stringprep.in_table_c12(ch) else ch
+        for ch in password
+        if not stringprep.in_table_b1(ch)
+    )
+    normalized = unicodedata.normalize("NFKC", mapped)
+    if not normalized:
+        return raw
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
+    if any(test(ch) for ch in normalized for test in prohibited):
+        return raw
+    rand_al = [stringprep.in_table_d1(ch) for ch in normalized]
+    if any(rand_al) and (
+        any(stringprep.in_table_d2(ch) for ch in normalized) or not (rand_al[0] and rand_al[-1])
+    ):
+        return raw
+    return normalized.encode("utf-8")
+
+
+def scram_matches(stored: str | None, password: str) -> bool:
+    """True when the pg_authid.rolpassword *stored* is a SCRAM hash of *password*."""
+    if not stored or not stored.startswith("SCRAM-SHA-256$"):
+        return False
+    try:
+        _, params, keys = stored.split("$")
+        iterations, salt_b64 = params.split(":")
+        stored_key_b64, server_key_b64 = keys.split(":")
+        salt = base64.b64decode(salt_b64)
+        salted = hashlib.pbkdf2_hmac("sha256", saslprep(password), salt, int(iterations))
+    except ValueError:
+        return False
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return hmac.compare_digest(
+        base64.b64encode(stored_key).decode(), stored_key_b64
+    ) and hmac.compare_digest(base64.b64encode(server_key).decode(), server_key_b64)

@@ -1,0 +1,141 @@
+"""The part of provisioning that runs with the ``postgres`` uid.
+
+Started by :func:`matrix_synapse_setup.provision.provision` as
+``python3 -m matrix_synapse_setup.superuser`` with privileges dropped.  It
+reads one JSON request on stdin (the password travels there, never on a
+command line), connects as ``postgres`` over the Unix socket with peer
+authentication, and writes one JSON answer on stdout: the steps it took, or
+an error message.  SQL is composed with psycopg.sql only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from . import messages
+from .errors import SetupError, debugging
+from .pg import import_psycopg, scram_matches
+from .provision import (
+    CHANGED,
+    CREATED,
+    DATABASE_QUERY,
+    UNCHANGED,
+    ServerUnavailable,
+    Step,
+    _reason,
+    check_database,
+    check_version,
+)
+from .settings import Settings, validate_name, validate_password, validate_port
+
+
+def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
+    name = f"role {settings.user}"
+    row = conn.execute(
+        "SELECT rolsuper, rolcanlogin, rolpassword FROM pg_authid WHERE rolname = %s",
+        (settings.user,),
+    ).fetchone()
+    if row is not None and row[0]:
+        raise SetupError(messages.ROLE_IS_SUPERUSER.format(user=settings.user))
+    if row is not None and row[1] and scram_matches(row[2], settings.password):
+        return Step(name, UNCHANGED)
+    # Hashed here, on the client side: the clear text never reaches the server.
+    hashed = conn.pgconn.encrypt_password(
+        settings.password.encode(), settings.user.encode(), b"scram-sha-256"
+    ).decode("ascii")
+    if row is None:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(settings.user), sql.Literal(hashed)
+            )
+        )
+        return Step(name, CREATED)
+    conn.execute(
+        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(settings.user), sql.Literal(hashed)
+        )
+    )
+    return Step(name, CHANGED, "password set" if row[1] else "login and password set")
+
+
+def inspect_database(conn: Any, settings: Settings, where: str) -> bool:
+    """True if the database exists and is right; refuse it if it is wrong."""
+    row = conn.execute(DATABASE_QUERY, (settings.dbname,)).fetchone()
+    if row is not None:
+        check_database(row, settings, where)
+    return row is not None
+
+
+def ensure_database(conn: Any, sql: Any, settings: Settings, exists: bool) -> list[Step]:
+    if exists:
+        return [Step(f"database {settings.dbname}", UNCHANGED)]
+    conn.execute(
+        sql.SQL(
+            "CREATE DATABASE {} WITH OWNER {} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        ).format(sql.Identifier(settings.dbname), sql.Identifier(settings.user))
+    )
+    return [Step(f"database {settings.dbname}", CREATED, "UTF8, C, C, owner " + settings.user)]
+
+
+def provision_as_superuser(request: dict[str, Any]) -> list[Step]:
+    settings = Settings(
+        port=validate_port(request["port"]),
+        dbname=validate_name("database", request["dbname"]),
+        user=validate_name("role", request["user"]),
+        password=validate_password(request["password"]),
+    )
+    psycopg = import_psycopg()
+    where = f"local cluster (port {settings.port})"
+    try:
+        conn = psycopg.connect(
+            host=request["socket_dir"],
+            port=settings.port,
+            dbname="postgres",
+            user="postgres",
+            autocommit=True,  # CREATE DATABASE cannot run in a transaction
+            connect_timeout=10,
+            application_name="matrix-synapse-setup",
+        )
+    except psycopg.Error as err:
+        text = str(err)
+        template = (
+            messages.LOCAL_SUPERUSER_REFUSED
+            if "authentication failed" in text or "pg_hba.conf" in text
+            else messages.LOCAL_UNREACHABLE
+        )
+        reason = _reason(err)
+        if "No such file or directory" in text:
+            reason = f"no socket {request['socket_dir']}/.s.PGSQL.{settings.port}"
+        raise ServerUnavailable(template.format(port=settings.port, reason=reason)) from None
+    with conn:
+        steps = [check_version(conn.info.server_version, where)]
+        # Inspect everything before changing anything: a refusal changes nothing.
+        exists = inspect_database(conn, settings, where)
+        steps.append(ensure_role(conn, psycopg.sql, settings))
+        steps += ensure_database(conn, psycopg.sql, settings, exists)
+    return steps
+
+
+def main() -> int:
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+        steps = provision_as_superuser(request)
+        answer: dict[str, Any] = {"steps": [step.__dict__ for step in steps]}
+    except SetupError as err:
+        answer = {"error": {"message": err.message, "retry": isinstance(err, ServerUnavailable)}}
+    except Exception as err:
+        if debugging():
+            raise
+        reason = f"{type(err).__name__}: {_reason(err)}"
+        answer = {
+            "error": {"message": messages.SUPERUSER_FAILED.format(reason=reason), "retry": False}
+        }
+    json.dump(answer, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

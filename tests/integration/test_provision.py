@@ -1,0 +1,329 @@
+"""Provisioning and verification against a real PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.pg import import_psycopg
+from matrix_synapse_setup.provision import ServerUnavailable, changed, provision, verify
+from matrix_synapse_setup.settings import Settings
+
+psycopg = import_psycopg()
+sql = psycopg.sql
+
+ADVERSARIAL_PASSWORDS = [
+    'it\'s "quoted"',
+    "back\\slash\\",
+    " leading and trailing spaces ",
+    "$HOME %s %(x)s {0} ${x}",
+    "user:pass@host/db?x=1#frag",
+    "'; DROP ROLE postgres; --",
+    "äöü ñ 日本語 пароль ﬁ",
+    "- yes",
+    "null",
+    "a" * 200,
+    "=",
+    "e\u0301",  # combining accent: SASLprep normalises it
+]
+
+
+def local(cluster, dbname, user, password="s3cret-Pass", **kw) -> Settings:
+    return Settings(
+        host="localhost", port=cluster.port, dbname=dbname, user=user, password=password, **kw
+    )
+
+
+def run(cluster, settings):
+    return provision(settings, socket_dir=cluster.socket_dir)
+
+
+def outcomes(steps):
+    return {step.name.split(" on ")[0]: step.outcome for step in steps}
+
+
+def can_login(cluster, dbname, user, password) -> bool:
+    try:
+        psycopg.connect(
+            host="127.0.0.1",
+            port=cluster.port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            sslmode="disable",
+            connect_timeout=5,
+        ).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_fresh_cluster_gets_role_and_database_as_synapse_needs(cluster, names):
+    dbname, user = names
+    steps = run(cluster, local(cluster, dbname, user))
+    got = outcomes(steps)
+    assert got[f"role {user}"] == "created"
+    assert got[f"database {dbname}"] == "created"
+    assert got[f"login as {user} over TCP"] == "ok"
+    assert got[f"create tables in {dbname}"] == "ok"
+
+    [(enc, collate, ctype, owner)] = cluster.query(
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba)"
+        " FROM pg_database WHERE datname = %s",
+        (dbname,),
+    )
+    assert (enc, collate, ctype, owner) == ("UTF8", "C", "C", user)
+    [(login, superuser, createdb, createrole, stored)] = cluster.query(
+        "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolpassword"
+        " FROM pg_authid WHERE rolname = %s",
+        (user,),
+    )
+    assert (login, superuser, createdb, createrole) == (True, False, False, False)
+    assert stored.startswith("SCRAM-SHA-256$")
+    assert can_login(cluster, dbname, user, "s3cret-Pass")
+    # The probe table of the verification was rolled back.
+    assert cluster.query(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=dbname
+    ) == [(0,)]
+
+
+def test_second_run_changes_nothing_and_says_so(cluster, names):
+    dbname, user = names
+    settings = local(cluster, dbname, user, password="äöü ñ spaces 'and' quotes")
+    assert changed(run(cluster, settings))
+    [(stored_before,)] = cluster.query(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,)
+    )
+    again = run(cluster, settings)
+    assert not changed(again)
+    assert outcomes(again)[f"role {user}"] == "unchanged"
+    assert outcomes(again)[f"database {dbname}"] == "unchanged"
+    [(stored_after,)] = cluster.query(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,)
+    )
+    assert stored_after == stored_before  # not even re-salted
+
+
+def test_new_password_rotates_the_role_password(cluster, names):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="old-password"))
+    steps = run(cluster, local(cluster, dbname, user, password="new-password"))
+    assert outcomes(steps)[f"role {user}"] == "changed"
+    assert outcomes(steps)[f"database {dbname}"] == "unchanged"
+    assert can_login(cluster, dbname, user, "new-password")
+    assert not can_login(cluster, dbname, user, "old-password")
+
+
+@pytest.mark.parametrize("password", ADVERSARIAL_PASSWORDS)
+def test_any_printable_password_works_and_is_stable(cluster, names, password):
+    dbname, user = names
+    settings = local(cluster, dbname, user, password=password)
+    run(cluster, settings)
+    assert can_login(cluster, dbname, user, password)
+    assert not changed(run(cluster, settings))
+
+
+def test_the_clear_text_password_never_reaches_the_server(cluster, names):
+    dbname, user = names
+    password = "never-in-the-server-log-" + user
+    with cluster.connect() as conn:
+        conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        run(cluster, local(cluster, dbname, user, password=password))
+    finally:
+        with cluster.connect() as conn:
+            conn.execute("ALTER SYSTEM RESET log_statement")
+            conn.execute("SELECT pg_reload_conf()")
+    log = cluster.log.read_text(errors="replace")
+    assert f'CREATE ROLE "{user}"' in log  # the statement was logged ...
+    assert password not in log  # ... with the hash, not the password
+
+
+def test_existing_right_database_with_rows_survives(cluster, names):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user))
+    with cluster.connect(dbname) as conn:
+        conn.execute("CREATE TABLE events (id int)")
+        conn.execute("INSERT INTO events SELECT generate_series(1, 100)")
+        conn.execute(sql.SQL("ALTER TABLE events OWNER TO {}").format(sql.Identifier(user)))
+    steps = run(cluster, local(cluster, dbname, user, password="rotated"))
+    assert outcomes(steps)[f"database {dbname}"] == "unchanged"
+    assert cluster.query("SELECT count(*) FROM events", dbname=dbname) == [(100,)]
+
+
+def test_wrong_locale_database_is_refused_untouched(cluster, names):
+    dbname, user = names
+    with cluster.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 LOCALE 'C.UTF-8'").format(
+                sql.Identifier(dbname)
+            )
+        )
+    with cluster.connect(dbname) as conn:
+        conn.execute("CREATE TABLE precious (v text)")
+        conn.execute("INSERT INTO precious VALUES ('keep me')")
+    before = cluster.query(
+        "SELECT datcollate, datctype, datdba FROM pg_database" " WHERE datname = %s", (dbname,)
+    )
+    with pytest.raises(SetupError) as info:
+        run(cluster, local(cluster, dbname, user))
+    message = str(info.value)
+    assert dbname in message and "'C.UTF-8'" in message and "LC_COLLATE 'C'" in message
+    assert "pg_dump" in message
+    assert not isinstance(info.value, ServerUnavailable)
+    assert (
+        cluster.query(
+            "SELECT datcollate, datctype, datdba FROM pg_database" " WHERE datname = %s", (dbname,)
+        )
+        == before
+    )
+    assert cluster.query("SELECT v FROM precious", dbname=dbname) == [("keep me",)]
+    # A refused answer changes nothing: not even the role was created.
+    assert cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)) == []
+
+
+def test_database_owned_by_someone_else_is_refused(cluster, names):
+    dbname, user = names
+    with cluster.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'").format(
+                sql.Identifier(dbname)
+            )
+        )
+    with pytest.raises(SetupError, match="owned by 'postgres'"):
+        run(cluster, local(cluster, dbname, user))
+    assert cluster.query(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (dbname,)
+    ) == [("postgres",)]
+
+
+def test_existing_superuser_role_is_refused(cluster, names):
+    dbname, user = names
+    with cluster.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} SUPERUSER LOGIN").format(sql.Identifier(user)))
+    with pytest.raises(SetupError, match="superuser"):
+        run(cluster, local(cluster, dbname, user))
+    assert cluster.query("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)) == []
+
+
+def test_half_done_state_is_finished_by_a_rerun(cluster, names):
+    dbname, user = names
+    with cluster.connect() as conn:  # as if a run stopped after the role
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(user)))
+    steps = run(cluster, local(cluster, dbname, user))
+    assert outcomes(steps)[f"role {user}"] == "changed"
+    assert outcomes(steps)[f"database {dbname}"] == "created"
+    assert can_login(cluster, dbname, user, "s3cret-Pass")
+
+
+def test_stopped_server_is_a_retryable_clear_error(cluster, names, tmp_path):
+    dbname, user = names
+    settings = Settings(host="localhost", port=1, dbname=dbname, user=user, password="x")
+    with pytest.raises(ServerUnavailable) as info:
+        provision(settings, socket_dir=cluster.socket_dir)
+    assert "pg_lsclusters" in str(info.value) and "port 1" in str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+def test_remote_mode_verifies_only(cluster, names):
+    dbname, user = names
+    remote = Settings(
+        host="127.0.0.1",
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password="pw",
+        sslmode="disable",
+    )
+    with pytest.raises(ServerUnavailable, match="refused role"):
+        provision(remote)  # no role yet, and remote mode must not create one
+    assert cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)) == []
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    steps = provision(remote)
+    assert not changed(steps)
+    assert {s.outcome for s in steps} == {"ok"}
+
+
+def test_remote_mode_missing_database_is_named(cluster, names):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    remote = Settings(
+        host="127.0.0.1",
+        port=cluster.port,
+        dbname=dbname + "_x",
+        user=user,
+        password="pw",
+        sslmode="disable",
+    )
+    with pytest.raises(SetupError, match=f"'{dbname}_x' does not exist"):
+        verify(remote)
+
+
+def test_remote_mode_wrong_password_is_refused(cluster, names):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    remote = Settings(
+        host="127.0.0.1",
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password="wrong",
+        sslmode="disable",
+    )
+    with pytest.raises(ServerUnavailable, match="check the password"):
+        verify(remote)
+
+
+def test_remote_mode_with_tls_verify_full(cluster, names):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    tls = Settings(
+        host="127.0.0.1",
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password="pw",
+        sslmode="verify-full",
+        sslrootcert=cluster.ca_file,
+    )
+    assert {s.outcome for s in verify(tls)} == {"ok"}
+    with cluster.connect() as conn:
+        ssl_in_use = conn.execute("SELECT count(*) FROM pg_stat_ssl WHERE ssl").fetchone()
+    assert ssl_in_use is not None
+
+
+def test_remote_mode_tls_with_an_unknown_ca_is_refused(cluster, names, tmp_path):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    other_ca = tmp_path / "other.crt"
+    other_ca.write_text(open("/etc/ssl/certs/ca-certificates.crt").read())
+    tls = Settings(
+        host="127.0.0.1",
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password="pw",
+        sslmode="verify-full",
+        sslrootcert=str(other_ca),
+    )
+    with pytest.raises(ServerUnavailable, match="certificate"):
+        verify(tls)
+
+
+def test_role_without_create_rights_is_refused(cluster, names):
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    with cluster.connect(dbname) as conn:
+        conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM pg_database_owner, PUBLIC"))
+    with pytest.raises(SetupError, match="cannot create tables"):
+        verify(
+            Settings(
+                host="127.0.0.1",
+                port=cluster.port,
+                dbname=dbname,
+                user=user,
+                password="pw",
+                sslmode="disable",
+            )
+        )
