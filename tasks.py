@@ -86,9 +86,10 @@ def build(c, force=False, dry_run=False):
     print(f"built {deb.relative_to(ROOT)}")
 
 
-@task(pre=[build])
+@task
 def lint(c):
     """ruff on the Python, shellcheck on the maintainer scripts, lintian on the .deb."""
+    build(c)
     if not RUFF.exists():
         raise Exit(f"{RUFF} is missing: run scripts/bootstrap first")
     c.run(f"{RUFF} check .", echo=True)
@@ -107,14 +108,16 @@ def lint(c):
     },
 )
 def test(c, kind="", k=""):
-    """Run the whole test suite (or --kind unit / integration / system)."""
+    """Run the whole suite: lint gate, unit, integration, system (or --kind to choose)."""
     kinds = [x for x in kind.split(",") if x] or list(TEST_KINDS)
     unknown = set(kinds) - set(TEST_KINDS)
     if unknown:
         raise Exit(
             f"unknown test kind(s) {', '.join(sorted(unknown))}: use {', '.join(TEST_KINDS)}"
         )
-    if "system" in kinds:
+    if not kind:
+        lint(c)  # the whole suite includes the lint gate (it builds the .deb first)
+    elif "system" in kinds:
         build(c)
     paths = " ".join(f"tests/{x}" for x in kinds)
     select = f" -k {k!r}" if k else ""
@@ -123,6 +126,12 @@ def test(c, kind="", k=""):
         raise Exit("pytest collected no tests: that is a failure, not a pass")
     if result.exited:
         raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
+
+
+@task(help={"repeat": "runs per measurement"})
+def bench(c, repeat=10):
+    """Benchmarks: provisioning, re-run, verification, helper start (nothing asserted)."""
+    c.run(f"{PYTHON} scripts/bench.py --repeat {int(repeat)}", echo=True)
 
 
 @task(help={"dry_run": "say what would be removed"})
@@ -137,4 +146,4 @@ def clean(c, dry_run=False):
                 shutil.rmtree(target)
 
 
-ns = Collection(build, lint, test, clean)
+ns = Collection(build, lint, test, bench, clean)
