@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -146,4 +147,50 @@ def clean(c, dry_run=False):
                 shutil.rmtree(target)
 
 
+# --- Publishing (issue 6): apt repository, reproducibility, autopkgtest, piuparts ---
+
+
+@task(
+    help={
+        "suite": "suite name in dists/ (default: stable)",
+        "key": "sign with this key (fingerprint) from your GnuPG keyring",
+        "key_file": "sign with the one secret key in this file (imported into a temporary home)",
+        "passphrase_file": "file holding the key's passphrase, if it has one",
+        "unsigned": "no signature: for local use only, apt refuses it without [trusted=yes]",
+        "out": "repository root (default: dist/repo); existing versions are kept",
+    }
+)
+def repo(c, suite="stable", key="", key_file="", passphrase_file="", unsigned=False, out=""):
+    """Publish the .deb into a signed apt repository (pool/, dists/SUITE/), then check it."""
+    if sum(map(bool, (key, key_file, unsigned))) != 1:
+        raise Exit("give exactly one of --key FINGERPRINT, --key-file FILE or --unsigned")
+    build(c)
+    args = [str(ROOT / "scripts" / "repo.py"), out or str(DIST / "repo"), str(deb_path())]
+    args += ["--suite", suite]
+    if key:
+        args += ["--key", key]
+    elif key_file:
+        args += ["--key-file", key_file]
+    else:
+        args += ["--unsigned"]
+    if passphrase_file:
+        args += ["--passphrase-file", passphrase_file]
+    result = c.run(shlex.join([PYTHON, *args]), echo=True, warn=True)
+    if result.exited:
+        raise Exit(code=result.exited)
+
+
+@task(help={"keep": "build below this directory and keep the trees and .debs"})
+def repro(c, keep=""):
+    """Build twice (other dir, umask, clock, TZ, locale): the .debs must be identical."""
+    args = [PYTHON, str(ROOT / "scripts" / "repro.py")]
+    if keep:
+        args += ["--keep", keep]
+    result = c.run(shlex.join(args), echo=True, warn=True)
+    if result.exited:
+        raise Exit(code=result.exited)
+
+
 ns = Collection(build, lint, test, bench, clean)
+ns.add_task(repo)
+ns.add_task(repro)
