@@ -99,3 +99,46 @@ PASSWORD_NEEDED = (
     "input)."
 )
 PASSWORDS_DIFFER = "The two passwords differ: run the command again."
+
+# --- debconf, the snippet and the maintainer scripts (conversation, snippet, maint) ---
+SNIPPET_UNREADABLE = (
+    "{path} is not a database snippet Synapse can use ({reason}): fix it by hand, or move it "
+    "away and run 'dpkg-reconfigure matrix-synapse-setup' to write a new one."
+)
+SNIPPET_ROUND_TRIP = (
+    "The rendered snippet does not read back the {field} that was given; nothing was "
+    "written. Please report this as a bug."
+)
+DEBCONF_PASSWORDS_DIFFER = (
+    "The password and its confirmation (matrix-synapse-setup/db-password and "
+    "db-password-again) differ: preseed both with the same value, or only db-password."
+)
+REMOTE_PASSWORD_NEEDED = (
+    "A remote server needs the password of role '{user}': preseed "
+    "matrix-synapse-setup/db-password or run 'dpkg-reconfigure matrix-synapse-setup'."
+)
+ABORTED = (
+    "The database for Synapse is not set up; the package stays unconfigured. Fix the cause, "
+    "then run 'dpkg --configure -a' (or 'dpkg-reconfigure matrix-synapse-setup')."
+)
+IGNORED = (
+    "warning: the database for Synapse was not set up and {path} was left as it is; run "
+    "'dpkg-reconfigure matrix-synapse-setup' when the server is available."
+)
+SNIPPET_KEPT = (
+    "warning: {path} keeps your edited version, which differs from the answers in {fields}; "
+    "Synapse uses the file. Merge the changes (see {path}.ucf-dist) or run "
+    "'dpkg-reconfigure matrix-synapse-setup'."
+)
+SNIPPET_LOADED = "Read the database settings in use from {path} (edited by hand)."
+SNIPPET_IGNORED = "warning: {reason} Its values are not used as the current answers."
+RESTART_FAILED = (
+    "warning: restarting Synapse failed (exit {code}): check 'systemctl status "
+    "matrix-synapse' and 'journalctl -u matrix-synapse'."
+)
+NO_SYNAPSE_USER = (
+    "note: there is no '{user}' user yet, so {path} is readable by root only; it is fixed "
+    "when Synapse's package is installed."
+)
+WROTE_SNIPPET = "Wrote {path} ({owner})."
+SNIPPET_UNCHANGED = "{path} is up to date."

@@ -1,0 +1,306 @@
+"""The debconf questions: asking, validating, asking again.
+
+Talks to debconf with python3-debconf's :class:`debconf.Debconf` over the
+pipes a shell maintainer script inherited from the confmodule: replies come
+on stdin, commands go to fd 3 (``DEBCONF_REDIR`` set: the confmodule moved the
+script's stdout there) or else to fd 1.  ``runFrontEnd`` is not used: it
+re-executes the frontend with the Python interpreter as the script, and
+debconf then finds no templates.
+
+An invalid answer is explained (an error template) and asked again at
+critical priority.  When the explanation cannot be shown (non-interactive
+frontend, or a frontend that does not show errors) there is nobody to ask:
+:class:`SetupError` with the explanation, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Callable
+from typing import Any
+
+from . import messages, settings
+from .errors import SetupError
+
+PKG = "matrix-synapse-setup"
+HOST = f"{PKG}/db-host"
+PORT = f"{PKG}/db-port"
+NAME = f"{PKG}/db-name"
+USER = f"{PKG}/db-user"
+PASSWORD = f"{PKG}/db-password"
+PASSWORD_AGAIN = f"{PKG}/db-password-again"
+SSLMODE = f"{PKG}/db-sslmode"
+PURGE = f"{PKG}/purge-database"
+FAILURE = f"{PKG}/db-failure"
+INVALID = f"{PKG}/invalid-answer"
+MISMATCH = f"{PKG}/password-mismatch"
+SETUP_ERROR = f"{PKG}/setup-error"
+SNIPPET_SHA = f"{PKG}/internal/snippet-sha256"
+
+# debconf protocol codes
+SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
+LOW, MEDIUM, HIGH, CRITICAL = "low", "medium", "high", "critical"
+
+RETRY, ABORT, IGNORE = "retry", "abort", "ignore"
+
+# Answers read into debconf from the installed snippet, by snippet key.
+SNIPPET_QUESTIONS = {"host": HOST, "port": PORT, "dbname": NAME, "user": USER, "sslmode": SSLMODE}
+
+
+def debconf_error() -> type[Exception]:
+    import debconf
+
+    return debconf.DebconfError
+
+
+def connect() -> Any:
+    """A :class:`debconf.Debconf` on the pipes inherited from the confmodule."""
+    import debconf
+
+    write_fd = 3 if os.environ.get("DEBCONF_REDIR") else 1
+    # Unbuffered binary underneath: nothing beyond one reply is ever read
+    # ahead, so children (ucf) can use the same pipes afterwards.
+    read = io.TextIOWrapper(
+        io.FileIO(0, "rb", closefd=False), encoding="utf-8", errors="surrogateescape"
+    )
+    write = io.TextIOWrapper(
+        io.FileIO(write_fd, "wb", closefd=False),
+        encoding="utf-8",
+        errors="surrogateescape",
+        write_through=True,
+    )
+    return debconf.Debconf(read=read, write=write)
+
+
+def escape(value: str) -> str:
+    """A value as one word of the debconf protocol with the ``escape`` capability."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace(" ", "\\ ")
+
+
+@dataclasses.dataclass
+class Answers:
+    """What debconf holds, as strings."""
+
+    host: str
+    port: str
+    dbname: str
+    user: str
+    password: str
+    sslmode: str
+    purge: bool
+
+    def settings_answers(self) -> dict[str, str]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+            "password": self.password,
+            "sslmode": self.sslmode,
+        }
+
+
+class Conversation:
+    """The questions of matrix-synapse-setup on one debconf connection."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.DebconfError = debconf_error()
+        self.capabilities()
+
+    def capabilities(self) -> None:
+        """(Re)announce our capabilities; a child that talked debconf may have changed them."""
+        reply = self.db.capb("escape", "backup")
+        self.frontend_capb = set(str(reply).split())
+
+    # --- protocol helpers ---------------------------------------------------
+
+    def get(self, question: str) -> str:
+        return str(self.db.get(question))
+
+    def set(self, question: str, value: str) -> None:
+        self.db.set(question, escape(value))
+
+    def subst(self, question: str, key: str, value: str) -> None:
+        self.db.subst(question, key, escape(value))
+
+    def fset(self, question: str, flag: str, value: str) -> None:
+        self.db.fset(question, flag, value)
+
+    def reset(self, question: str) -> None:
+        self.db.reset(question)
+
+    def input(self, priority: str, question: str) -> bool:
+        """True if the question will be shown."""
+        try:
+            self.db.input(priority, question)
+            return True
+        except self.DebconfError as err:
+            if err.args[0] == SKIPPED:
+                return False
+            raise
+
+    def go(self) -> bool:
+        """False when the user asked to go back."""
+        try:
+            self.db.go()
+            return True
+        except self.DebconfError as err:
+            if err.args[0] == SKIPPED:
+                return False
+            raise
+
+    def show_error(self, template: str, message: str | None = None) -> bool:
+        """Show an error template (with ${error}); False if nobody can see it."""
+        if message is not None:
+            self.subst(template, "error", message)
+        self.fset(template, "seen", "false")
+        shown = self.input(CRITICAL, template)
+        self.go()
+        return shown
+
+    def complain(self, question: str, message: str, template: str = INVALID) -> None:
+        """Explain *message* and arrange for *question* to be asked again at critical
+        priority, or raise when no one can see the explanation."""
+        if not self.show_error(template, message):
+            raise SetupError(message)
+        self.fset(question, "seen", "false")
+
+    # --- the questions ------------------------------------------------------
+
+    def ask(self, *, known_password: bool) -> Answers:
+        """Ask what is not answered yet (priorities decide what is shown), validate,
+        ask again what is invalid.  *known_password*: the snippet holds one."""
+        state: dict[str, Any] = {"priority": {}, "backing": False}
+        steps: list[Callable[[dict[str, Any]], bool]] = [
+            self._string_step(HOST, MEDIUM, settings.validate_host),
+            self._string_step(PORT, LOW, settings.validate_port),
+            self._string_step(NAME, LOW, lambda v: settings.validate_name("database", v)),
+            self._string_step(USER, LOW, lambda v: settings.validate_name("role", v)),
+            self._sslmode_step,
+            lambda st: self._password_step(st, known_password),
+            lambda st: self._show(st, PURGE, LOW),
+        ]
+        i = 0
+        while i < len(steps):
+            if steps[i](state):
+                i += 1
+            elif i > 0:
+                i -= 1
+            else:
+                state["backing"] = False  # nothing before the first question
+        return self.answers()
+
+    def answers(self) -> Answers:
+        return Answers(
+            host=self.get(HOST).strip(),
+            port=self.get(PORT).strip(),
+            dbname=self.get(NAME).strip(),
+            user=self.get(USER).strip(),
+            password=self.get(PASSWORD),
+            sslmode=self.get(SSLMODE).strip() or settings.DEFAULTS["sslmode"],
+            purge=self.get(PURGE) == "true",
+        )
+
+    def _show(self, state: dict[str, Any], question: str, default: str) -> bool:
+        """Input + go for one question: False when the user backed up (or when we are
+        backing up over a question that is not shown), True to go on."""
+        shown = self.input(state["priority"].get(question, default), question)
+        forward = self.go()
+        if not shown:
+            # debconf answers "backup" to a GO with nothing to show while backing
+            # up: that is not the user's wish for this question.
+            return not state["backing"]
+        state["backing"] = not forward
+        return forward
+
+    def _string_step(
+        self, question: str, priority: str, validate: Callable[[str], object]
+    ) -> Callable[[dict[str, Any]], bool]:
+        def step(state: dict[str, Any]) -> bool:
+            while True:
+                if not self._show(state, question, priority):
+                    return False
+                try:
+                    validate(self.get(question).strip())
+                    return True
+                except SetupError as err:
+                    self.complain(question, err.message)
+                    state["priority"][question] = CRITICAL
+                    state["backing"] = False
+
+        return step
+
+    def _sslmode_step(self, state: dict[str, Any]) -> bool:
+        if self.get(HOST).strip() in settings.LOCAL_HOSTS:
+            return not state["backing"]  # the local cluster: not asked
+        return self._string_step(SSLMODE, MEDIUM, settings.validate_sslmode)(state)
+
+    def _password_step(self, state: dict[str, Any], known_password: bool) -> bool:
+        remote = self.get(HOST).strip() not in settings.LOCAL_HOSTS
+        default = LOW if known_password else (HIGH if remote else MEDIUM)
+        while True:
+            if not self._show(state, PASSWORD, default):
+                return False
+            password = self.get(PASSWORD)
+            if not password:
+                if remote and not known_password:
+                    user = self.get(USER).strip()
+                    self.complain(PASSWORD, messages.REMOTE_PASSWORD_NEEDED.format(user=user))
+                    state["priority"][PASSWORD] = CRITICAL
+                    continue
+                self.set(PASSWORD_AGAIN, "")
+                return True
+            try:
+                settings.validate_password(password)
+            except SetupError as err:
+                self._forget_password()
+                self.complain(PASSWORD, err.message)
+                state["priority"][PASSWORD] = CRITICAL
+                continue
+            priority = state["priority"].get(PASSWORD, default)
+            shown = self.input(priority, PASSWORD_AGAIN)
+            if not self.go() and shown:
+                self.fset(PASSWORD, "seen", "false")
+                state["priority"][PASSWORD] = priority
+                continue  # back from the confirmation: the password again
+            again = self.get(PASSWORD_AGAIN)
+            if (shown or again) and again != password:
+                self._forget_password()
+                if not self.show_error(MISMATCH):
+                    raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
+                state["priority"][PASSWORD] = CRITICAL
+                continue
+            return True
+
+    def _forget_password(self) -> None:
+        for question in (PASSWORD, PASSWORD_AGAIN):
+            self.set(question, "")
+            self.fset(question, "seen", "false")
+
+    def clear_password(self) -> None:
+        """The snippet holds the password now: it does not stay in debconf."""
+        for question in (PASSWORD, PASSWORD_AGAIN):
+            self.set(question, "")
+            self.reset(question)
+
+    # --- failures in the postinst ---------------------------------------------
+
+    def ask_failure(self, message: str) -> str:
+        """retry / abort / ignore after the server could not be used."""
+        self.subst(FAILURE, "error", message)
+        self.fset(FAILURE, "seen", "false")
+        self.input(CRITICAL, FAILURE)
+        self.go()
+        choice = self.get(FAILURE).strip()
+        return choice if choice in (RETRY, ABORT, IGNORE) else ABORT
+
+    def setup_error(self, message: str) -> bool:
+        """Explain a failure that needs other answers; False if nobody can see it."""
+        if not self.show_error(SETUP_ERROR, message):
+            return False
+        for question in (HOST, PORT, NAME, USER, SSLMODE, PASSWORD):
+            self.fset(question, "seen", "false")
+        return True

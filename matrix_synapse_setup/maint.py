@@ -1,0 +1,299 @@
+"""Entry points for the maintainer scripts.
+
+The shell scripts call ``/usr/share/matrix-synapse-setup/maintscript-helper
+<script> <dpkg arguments...>``.  That interface is kept stable: on an upgrade
+the new ``config`` script runs (preconfigure) while the old helper is still
+installed, and an unknown script or action is accepted and ignored.
+
+Output goes to stderr only: the debconf pipe is on stdin and fd 3 (or fd 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import conversation, messages, snippet
+from .conversation import ABORT, IGNORE, RETRY, Conversation
+from .errors import SetupError, run
+from .settings import Settings
+
+SYNAPSE_UNITS = (
+    Path("/lib/systemd/system/matrix-synapse.service"),
+    Path("/usr/lib/systemd/system/matrix-synapse.service"),
+)
+SYNAPSE_INITSCRIPT = Path("/etc/init.d/matrix-synapse")
+SYSTEMD_RUNNING = Path("/run/systemd/system")
+UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
+
+
+def say(text: str) -> None:
+    print(f"matrix-synapse-setup: {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run(lambda: dispatch(args), prog="matrix-synapse-setup")
+
+
+def dispatch(argv: list[str]) -> int:
+    script = argv[0] if argv else ""
+    action = argv[1] if len(argv) > 1 else ""
+    if script == "config" and action in ("configure", "reconfigure"):
+        return config(Conversation(conversation.connect()))
+    if script == "postinst" and action == "configure":
+        return postinst_configure(Conversation(conversation.connect()))
+    if script == "postinst" and action == "triggered":
+        return triggered()
+    return 0  # other scripts and actions: nothing to do (and an old helper stays usable)
+
+
+# --- config -----------------------------------------------------------------------
+
+
+def load_snippet(conv: Conversation, path: Path = snippet.SNIPPET) -> dict[str, Any] | None:
+    """Read the installed snippet's values into debconf when the file changed since
+    we last wrote or read it (an admin's hand edits win over older answers).
+
+    Not when it did not change: during one dpkg run ``config`` runs twice (before
+    unpacking, and from the postinst), and the second run must not replace what
+    was answered in the first with the values still in the old file."""
+    try:
+        found = snippet.read(path)
+    except SetupError as err:
+        say(messages.SNIPPET_IGNORED.format(reason=err.message))
+        return None
+    if found is None:
+        return None
+    digest = snippet.file_sha256(path)
+    if digest == conv.get(conversation.SNIPPET_SHA):
+        return found
+    for key, question in conversation.SNIPPET_QUESTIONS.items():
+        value = found.get(key)
+        if value is not None and not isinstance(value, bool | dict | list):
+            conv.set(question, str(value))
+    conv.set(conversation.SNIPPET_SHA, digest)
+    say(messages.SNIPPET_LOADED.format(path=path))
+    return found
+
+
+def _has_password(found: dict[str, Any] | None) -> bool:
+    return bool(found and isinstance(found.get("password"), str) and found["password"])
+
+
+def config(conv: Conversation) -> int:
+    found = load_snippet(conv)
+    conv.ask(known_password=_has_password(found))
+    return 0
+
+
+# --- postinst configure ----------------------------------------------------------
+
+
+def postinst_configure(conv: Conversation) -> int:
+    from .provision import ServerUnavailable
+
+    while True:
+        answers = conv.answers()
+        try:
+            apply(conv, answers)
+            return 0
+        except ServerUnavailable as err:
+            choice = conv.ask_failure(err.message)
+            if choice == RETRY:
+                continue
+            if choice == IGNORE:
+                conv.clear_password()
+                say(messages.IGNORED.format(path=snippet.SNIPPET))
+                return 0
+            assert choice == ABORT  # noqa: S101 - ask_failure returns one of three
+            raise SetupError(f"{err.message}\n{messages.ABORTED}") from None
+        except SetupError as err:
+            # Wrong answers or a database Synapse cannot use: never "ignore".
+            if not conv.setup_error(err.message):
+                raise
+            found = None
+            with contextlib.suppress(SetupError):
+                found = snippet.read()
+            conv.ask(known_password=_has_password(found))
+
+
+def resolve_password(answers: conversation.Answers, current: dict[str, Any] | None) -> str:
+    """The new password, else the one in use, else (local) a new random one."""
+    if answers.password:
+        return answers.password
+    if _has_password(current):
+        return str(current["password"])  # type: ignore[index]
+    if answers.host.strip() in ("", "localhost"):
+        return secrets.token_urlsafe(32)
+    raise SetupError(messages.REMOTE_PASSWORD_NEEDED.format(user=answers.user))
+
+
+def apply(conv: Conversation, answers: conversation.Answers) -> None:
+    from .provision import changed, provision
+
+    try:
+        current = snippet.read()
+    except SetupError as err:
+        say(messages.SNIPPET_IGNORED.format(reason=err.message))
+        current = None
+    password = resolve_password(answers, current)
+    settings = Settings.from_answers(**answers.settings_answers() | {"password": password})
+    text = snippet.render(settings)  # parsed back and compared before anything happens
+    steps = provision(settings)
+    for step in steps:
+        say(str(step))
+    owner = snippet.ownership()
+    file_changed = install_snippet(conv, text, settings, owner)
+    dropin_changed = snippet.update_dropin(settings.local)
+    if dropin_changed:
+        daemon_reload()
+    conv.clear_password()
+    conv.set(conversation.SNIPPET_SHA, snippet.file_sha256())
+    if owner.uid == 0 and owner.gid == 0:
+        say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
+    if changed(steps) or file_changed or dropin_changed:
+        restart_synapse("try-restart")
+
+
+def child_fds() -> dict[str, Any]:
+    """subprocess arguments for a child that must not touch the debconf pipe."""
+    return {"stdin": subprocess.DEVNULL, "stdout": sys.stderr, "check": False}
+
+
+def install_snippet(
+    conv: Conversation,
+    text: str,
+    settings: Settings,
+    owner: snippet.Ownership,
+    path: Path = snippet.SNIPPET,
+) -> bool:
+    """Put *text* in place through ucf; True if the file changed."""
+    try:
+        before = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        before = None
+    except (OSError, UnicodeDecodeError):
+        before = ""
+    if before is not None and before != text:
+        with contextlib.suppress(SetupError):
+            if snippet.same_values(snippet.parse(before), settings):
+                # Edited by hand, but with the values we would write: leave it.
+                snippet.fix_ownership(path, owner)
+                ucfr_register(path)
+                say(messages.SNIPPET_UNCHANGED.format(path=path))
+                return False
+    unedited = before is None or snippet.ucf_recorded_md5(path) == snippet.file_md5(path)
+    if before != text and unedited:
+        snippet.write_atomic(path, text, owner)
+    tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
+    try:
+        new = Path(tmpdir) / path.name
+        snippet.write_atomic(new, text, owner)
+        # ucf records the file's checksum (to detect later edits); when the admin
+        # edited it, ucf asks what to do (non-interactive: keeps the admin's file).
+        ucf(conv, ["--debconf-ok", str(new), str(path)])
+    finally:
+        for leftover in Path(tmpdir).iterdir():
+            leftover.unlink()
+        os.rmdir(tmpdir)
+    ucfr_register(path)
+    snippet.fix_ownership(path, owner)
+    for suffix in UCF_BACKUP_SUFFIXES:
+        snippet.fix_ownership(path.with_name(path.name + suffix), owner)
+    after = path.read_text(encoding="utf-8")
+    if after != text:
+        with contextlib.suppress(SetupError):
+            found = snippet.parse(after)
+            wanted = snippet.values_of(settings)
+            fields = [name for name in snippet.MANAGED if found.get(name) != wanted[name]]
+            if fields:
+                say(messages.SNIPPET_KEPT.format(path=path, fields=", ".join(fields)))
+    if after == before:
+        say(messages.SNIPPET_UNCHANGED.format(path=path))
+        return False
+    say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
+    return True
+
+
+def ucf(conv: Conversation, args: list[str]) -> None:
+    """Run ucf on our debconf connection (it may ask about a file edited by hand)."""
+    env = dict(os.environ)
+    kwargs: dict[str, Any] = {"stdout": sys.stderr, "check": False}
+    if os.environ.get("DEBCONF_REDIR"):
+        kwargs["pass_fds"] = (3,)
+    else:
+        env.pop("DEBIAN_HAS_FRONTEND", None)  # no confmodule pipe to share: no prompts
+        kwargs["stdin"] = subprocess.DEVNULL
+    proc = subprocess.run(["ucf", *args], env=env, **kwargs)
+    conv.capabilities()  # ucf sends its own CAPB
+    if proc.returncode:
+        raise SetupError(f"ucf {' '.join(args[-2:])} failed (exit {proc.returncode}).")
+
+
+def ucfr_register(path: Path) -> None:
+    proc = subprocess.run(["ucfr", snippet.PACKAGE, str(path)], **child_fds())
+    if proc.returncode:
+        raise SetupError(f"ucfr {snippet.PACKAGE} {path} failed (exit {proc.returncode}).")
+
+
+# --- services ----------------------------------------------------------------------
+
+
+def synapse_installed() -> bool:
+    return any(unit.exists() for unit in SYNAPSE_UNITS) or SYNAPSE_INITSCRIPT.exists()
+
+
+def daemon_reload() -> None:
+    if SYSTEMD_RUNNING.is_dir():
+        subprocess.run(["systemctl", "daemon-reload"], **child_fds())
+
+
+def restart_synapse(action: str) -> None:
+    """Restart Synapse if it is installed, honouring policy-rc.d."""
+    if not synapse_installed():
+        return
+    if SYSTEMD_RUNNING.is_dir():
+        cmd = ["deb-systemd-invoke", action, "matrix-synapse.service"]
+    elif SYNAPSE_INITSCRIPT.exists():
+        cmd = ["invoke-rc.d", "matrix-synapse", "restart" if action == "restart" else action]
+    else:
+        return
+    proc = subprocess.run(cmd, **child_fds())
+    # policy-rc.d forbidding it (101) is the admin's choice, not a failure.
+    if proc.returncode not in (0, 101):
+        say(messages.RESTART_FAILED.format(code=proc.returncode))
+
+
+# --- postinst triggered --------------------------------------------------------------
+
+
+def triggered(path: Path = snippet.SNIPPET) -> int:
+    """Synapse's unit file appeared (or changed): let its user read the snippet and
+    order it after a local PostgreSQL."""
+    if not path.exists():
+        return 0
+    owner = snippet.ownership()
+    changed = snippet.fix_ownership(path, owner)
+    for suffix in UCF_BACKUP_SUFFIXES:
+        snippet.fix_ownership(path.with_name(path.name + suffix), owner)
+    try:
+        found = snippet.read(path)
+    except SetupError as err:
+        say(messages.SNIPPET_IGNORED.format(reason=err.message))
+        found = None
+    if found is not None and synapse_installed():
+        dropin = snippet.update_dropin(found.get("host") == "localhost")
+        if dropin:
+            daemon_reload()
+        changed = changed or dropin
+    if changed:
+        say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
+        restart_synapse("restart")
+    return 0

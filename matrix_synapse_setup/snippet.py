@@ -1,0 +1,282 @@
+"""Synapse's database snippet, /etc/matrix-synapse/conf.d/database.yaml.
+
+Rendered from a Jinja2 template with every value passed through a YAML-safe
+filter, parsed back and compared with the values before it is used, written
+atomically (never world-readable, not even for a moment) and registered with
+ucf so that an administrator's edits are detected and never silently lost.
+
+Who may read it: root, and the Synapse service user ``matrix-synapse``.
+
+- The user's primary group is private to it (upstream's ``matrix-synapse-py3``
+  creates the group ``matrix-synapse``): ``root:<that group>``, mode 0640.
+- The primary group is shared (Debian's ``matrix-synapse`` package puts the
+  user in ``nogroup``, which ``nobody`` and other daemons share): giving that
+  group read access would hand the password to every process running as
+  ``nogroup``.  Then the file is owned by ``matrix-synapse``, group root,
+  mode 0440: Synapse reads it, nobody else but root.
+- No such user (Synapse not installed yet): ``root:root`` 0640; the dpkg file
+  trigger on Synapse's unit file fixes it when Synapse arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import grp
+import hashlib
+import os
+import pwd
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import messages
+from .errors import SetupError
+from .settings import Settings
+
+SNIPPET = Path("/etc/matrix-synapse/conf.d/database.yaml")
+DROPIN = Path("/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf")
+SYNAPSE_USER = "matrix-synapse"
+TEMPLATE = "database.yaml.j2"
+UCF_HASHFILE = Path("/var/lib/ucf/hashfile")
+PACKAGE = "matrix-synapse-setup"
+
+# The values this package manages in the snippet: everything else in the file
+# (pool sizes, keepalives, comments) is ours to render but an admin may edit it.
+MANAGED = ("host", "port", "dbname", "user", "password", "sslmode", "sslrootcert")
+
+DROPIN_TEXT = """\
+# Written by matrix-synapse-setup: Synapse's database is the PostgreSQL cluster
+# on this machine, so start Synapse after it.  Removed when the package is
+# purged or the database moves to another host (dpkg-reconfigure).
+[Unit]
+Wants=postgresql.service
+After=postgresql.service
+"""
+
+
+# --- rendering ----------------------------------------------------------------
+
+
+def yaml_scalar(value: Any) -> str:
+    """One YAML scalar on one line that safe_load reads back as *value*."""
+    import yaml
+
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"not a snippet value: {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    text = yaml.safe_dump(
+        str(value), default_style='"', allow_unicode=True, width=1 << 30, explicit_end=False
+    )
+    text = text.rstrip("\n")
+    if "\n" in text:  # width is huge and control characters are escaped: cannot happen
+        raise ValueError("a YAML scalar spans lines")
+    return text
+
+
+def render(settings: Settings, *, template_dir: Path | None = None) -> str:
+    """The snippet's text for *settings* (whose password must be set)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir or Path(__file__).parent / "templates")),
+        autoescape=False,  # noqa: S701 - YAML, not HTML: values go through the yaml filter
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["yaml"] = yaml_scalar
+    text = env.get_template(TEMPLATE).render(**values_of(settings))
+    check_round_trip(text, settings)
+    return text
+
+
+def values_of(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in MANAGED}
+
+
+def parse(text: str, *, where: str = str(SNIPPET)) -> dict[str, Any]:
+    """The managed values in a snippet's text; SetupError if it is not one."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else "somewhere"
+        raise SetupError(messages.SNIPPET_UNREADABLE.format(path=where, reason=line)) from None
+    database = data.get("database") if isinstance(data, dict) else None
+    args = database.get("args") if isinstance(database, dict) else None
+    if not isinstance(args, dict) or database.get("name") != "psycopg2":
+        raise SetupError(
+            messages.SNIPPET_UNREADABLE.format(
+                path=where, reason="no 'database: {name: psycopg2, args: ...}'"
+            )
+        )
+    found = {name: args.get(name) for name in MANAGED}
+    found["port"] = args.get("port", 5432)
+    return found
+
+
+def check_round_trip(text: str, settings: Settings) -> None:
+    """Refuse to use a rendering that does not read back as exactly *settings*."""
+    found = parse(text, where="the rendered snippet")
+    wanted = values_of(settings)
+    for name in MANAGED:
+        if found[name] != wanted[name] or type(found[name]) is not type(wanted[name]):
+            raise SetupError(messages.SNIPPET_ROUND_TRIP.format(field=name))
+
+
+def read(path: Path = SNIPPET) -> dict[str, Any] | None:
+    """The managed values of the installed snippet, None when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SetupError(
+            messages.SNIPPET_UNREADABLE.format(path=path, reason=type(err).__name__)
+        ) from None
+    return parse(text, where=str(path))
+
+
+def same_values(found: dict[str, Any] | None, settings: Settings) -> bool:
+    if found is None:
+        return False
+    wanted = values_of(settings)
+    return all(found.get(name) == wanted[name] for name in MANAGED)
+
+
+def file_sha256(path: Path = SNIPPET) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+
+
+# --- who may read it -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ownership:
+    uid: int
+    gid: int
+    mode: int
+
+    def describe(self) -> str:
+        user = _name(pwd.getpwuid, self.uid)
+        group = _name(grp.getgrgid, self.gid)
+        return f"{user}:{group} {self.mode:04o}"
+
+
+def _name(lookup: Any, ident: int) -> str:
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def _group_is_private(user: pwd.struct_passwd) -> bool:
+    """True when only *user* is in its primary group."""
+    if user.pw_gid == 0:
+        return False
+    try:
+        group = grp.getgrgid(user.pw_gid)
+    except KeyError:
+        return False
+    if set(group.gr_mem) - {user.pw_name}:
+        return False
+    return not any(
+        other.pw_gid == user.pw_gid and other.pw_name != user.pw_name for other in pwd.getpwall()
+    )
+
+
+def ownership(user: str = SYNAPSE_USER) -> Ownership:
+    """Owner, group and mode that let root and the Synapse user, and nobody else, read."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return Ownership(0, 0, 0o640)
+    if _group_is_private(entry):
+        return Ownership(0, entry.pw_gid, 0o640)
+    return Ownership(entry.pw_uid, 0, 0o440)
+
+
+# --- writing -----------------------------------------------------------------------
+
+
+def write_atomic(path: Path, text: str, owner: Ownership) -> None:
+    """Replace *path* with *text*: temp file beside it, owner and mode set before
+    the content is written, fsync, rename, fsync of the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    # A name Synapse ignores (it reads only *.yaml) while the file is incomplete.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        os.fchown(fd, owner.uid, owner.gid)
+        os.fchmod(fd, owner.mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def fix_ownership(path: Path, owner: Ownership) -> bool:
+    """Give an existing file *owner*; True if something changed."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner.uid, owner.gid, owner.mode):
+        return False
+    # Tighten first, so that the file is never readable by the wrong group.
+    os.chmod(path, 0o600)
+    os.chown(path, owner.uid, owner.gid)
+    os.chmod(path, owner.mode)
+    return True
+
+
+def ucf_recorded_md5(path: Path = SNIPPET, hashfile: Path = UCF_HASHFILE) -> str | None:
+    """The md5sum ucf recorded when it last installed *path*, if any."""
+    try:
+        lines = hashfile.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if name == str(path):
+            return digest
+    return None
+
+
+def file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def update_dropin(local: bool, path: Path = DROPIN) -> bool:
+    """The systemd drop-in ordering Synapse after a local PostgreSQL; True if changed."""
+    if local:
+        try:
+            if path.read_text(encoding="utf-8") == DROPIN_TEXT:
+                return False
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        write_atomic(path, DROPIN_TEXT, Ownership(0, 0, 0o644))
+        return True
+    if not path.exists():
+        return False
+    path.unlink()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
+    return True

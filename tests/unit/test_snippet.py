@@ -1,0 +1,185 @@
+"""Rendering the snippet: every value survives render -> yaml.safe_load, byte for byte."""
+
+import os
+import stat
+
+import pytest
+import yaml
+
+from matrix_synapse_setup import snippet
+from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.settings import Settings
+
+ADVERSARIAL_PASSWORDS = [
+    "it's",
+    'say "hi"',
+    "back\\slash\\",
+    "two  spaces inside",
+    " leading",
+    "trailing ",
+    "  both  ",
+    "$HOME%s:@#{}[]&*!|",
+    "a: b",
+    "a #comment",
+    "{flow: map}",
+    "[flow, seq]",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "null",
+    "~",
+    "true",
+    "0x1F",
+    "0o17",
+    "1e3",
+    "1_000",
+    "12:30:00",
+    "2026-11-26",
+    ".inf",
+    ".nan",
+    "=",
+    "<<",
+    "- item",
+    "? key",
+    ">",
+    "> folded",
+    "| literal",
+    "%YAML 1.2",
+    "---",
+    "...",
+    "@at",
+    "`backtick`",
+    "!tag",
+    "&anchor",
+    "*alias",
+    "é à ü ß Ω 日本語 😀",
+    "x" * 200,
+    # and every one of tests/integration/test_provision.py
+    'it\'s "quoted"',
+    " leading and trailing spaces ",
+    "$HOME %s %(x)s {0} ${x}",
+    "user:pass@host/db?x=1#frag",
+    "'; DROP ROLE postgres; --",
+    "äöü ñ 日本語 пароль ﬁ",
+    "- yes",
+    "a" * 200,
+    "e\u0301",
+    "p" + "\\\"'" * 60,
+]
+
+
+@pytest.mark.parametrize("password", ADVERSARIAL_PASSWORDS)
+def test_every_password_survives_the_yaml_round_trip(password):
+    settings = Settings.from_answers(password=password)
+    text = snippet.render(settings)
+    args = yaml.safe_load(text)["database"]["args"]
+    assert args["password"] == password
+    assert args["password"].encode("utf-8") == password.encode("utf-8")
+    assert snippet.parse(text)["password"] == password
+
+
+def test_the_rendered_snippet_is_what_synapse_wants():
+    settings = Settings.from_answers(
+        host="db.example.org",
+        port="6543",
+        dbname="matrix",
+        user="synapse_user",
+        password="pw",
+        sslmode="verify-full",
+        sslrootcert="/etc/ssl/certs/root ca.pem",
+    )
+    data = yaml.safe_load(snippet.render(settings))
+    assert list(data) == ["database"]
+    assert data["database"]["name"] == "psycopg2"
+    assert data["database"]["args"] == {
+        "user": "synapse_user",
+        "password": "pw",
+        "dbname": "matrix",
+        "host": "db.example.org",
+        "port": 6543,
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ssl/certs/root ca.pem",
+        "cp_min": 5,
+        "cp_max": 10,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+
+
+def test_a_template_that_loses_a_value_is_refused(tmp_path):
+    # A template that forgets the filter: the YAML keyword comes back as a bool.
+    (tmp_path / snippet.TEMPLATE).write_text(
+        (snippet.Path(snippet.__file__).parent / "templates" / snippet.TEMPLATE)
+        .read_text()
+        .replace("{{ password | yaml }}", "{{ password }}")
+    )
+    with pytest.raises(SetupError, match="password"):
+        snippet.render(Settings.from_answers(password="yes"), template_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "database: [",
+        "database:\n  name: sqlite3\n  args: {database: /x}\n",
+        "just a string\n",
+        "",
+    ],
+)
+def test_a_file_that_is_no_snippet_is_a_clear_error(text):
+    with pytest.raises(SetupError, match="dpkg-reconfigure"):
+        snippet.parse(text)
+
+
+def test_write_atomic_sets_mode_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "conf.d" / "database.yaml"
+    owner = snippet.Ownership(os.getuid(), os.getgid(), 0o640)
+    snippet.write_atomic(path, "one\n", owner)
+    snippet.write_atomic(path, "two\n", owner)
+    assert path.read_text() == "two\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert sorted(p.name for p in path.parent.iterdir()) == ["database.yaml"]
+
+
+def test_fix_ownership_reports_a_change_only_once(tmp_path):
+    path = tmp_path / "database.yaml"
+    path.write_text("x")
+    path.chmod(0o644)
+    owner = snippet.Ownership(os.getuid(), os.getgid(), 0o640)
+    assert snippet.fix_ownership(path, owner) is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert snippet.fix_ownership(path, owner) is False
+
+
+def test_no_synapse_user_means_root_only():
+    assert snippet.ownership("no-such-user-here") == snippet.Ownership(0, 0, 0o640)
+
+
+def test_a_shared_primary_group_is_not_given_the_password():
+    # "nobody" is in group nogroup (65534), which is shared on Debian.
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    owner = snippet.ownership("nobody")
+    assert owner == snippet.Ownership(nobody.pw_uid, 0, 0o440)
+
+
+def test_ucf_hashfile_lookup(tmp_path):
+    hashfile = tmp_path / "hashfile"
+    hashfile.write_text("0123  /etc/other.conf\nabcd  /etc/matrix-synapse/conf.d/database.yaml\n")
+    assert snippet.ucf_recorded_md5(snippet.SNIPPET, hashfile) == "abcd"
+    assert snippet.ucf_recorded_md5(snippet.Path("/etc/x"), hashfile) is None
+    assert snippet.ucf_recorded_md5(snippet.SNIPPET, tmp_path / "missing") is None
+
+
+def test_dropin_only_for_a_local_database(tmp_path):
+    dropin = tmp_path / "matrix-synapse.service.d" / "matrix-synapse-setup.conf"
+    assert snippet.update_dropin(True, dropin) is True
+    assert "After=postgresql.service" in dropin.read_text()
+    assert snippet.update_dropin(True, dropin) is False
+    assert snippet.update_dropin(False, dropin) is True
+    assert not dropin.parent.exists()
+    assert snippet.update_dropin(False, dropin) is False
