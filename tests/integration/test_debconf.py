@@ -55,11 +55,18 @@ Filename: {d}/templates.dat
 
 NAMESPACE_SCRIPT = """\
 set -e
-for dir in usr/share etc; do
+for dir in usr/share etc var/lib var/backups; do
     mkdir -p "$OVL/$dir/upper" "$OVL/$dir/work"
     mount -t overlay overlay \
         -o "lowerdir=/$dir,upperdir=$OVL/$dir/upper,workdir=$OVL/$dir/work" "/$dir"
 done
+# The test's PostgreSQL cluster is "the local cluster"; no systemd to talk to.
+if [ -n "${PGSOCKDIR:-}" ]; then
+    mount --bind "$PGSOCKDIR" /run/postgresql
+fi
+if [ -d /run/systemd ]; then
+    mount -t tmpfs tmpfs /run/systemd
+fi
 exec "$@"
 """
 

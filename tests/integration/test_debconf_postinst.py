@@ -1,0 +1,251 @@
+"""The real postinst (and postrm purge) under the real debconf, against a real
+PostgreSQL cluster, with the real ucf.
+
+Each run happens in a private mount namespace (see test_debconf.py): overlays
+on /usr/share (our helper), /etc (the snippet, the systemd drop-in), /var/lib
+(ucf's state) and /var/backups (the purge dump); the throwaway cluster's socket
+directory is bound on /run/postgresql, so for the package it is the local
+cluster.  Synapse is not installed here and there is no systemd: restarting
+is the system tests' business.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.test_debconf import ROOT, Debconf
+from tests.pgcluster import psycopg
+
+SNIPPET = "matrix-synapse/conf.d/database.yaml"
+
+
+def can_login(cluster, dbname, user, password) -> bool:
+    try:
+        psycopg.connect(
+            host="127.0.0.1",
+            port=cluster.port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            sslmode="disable",
+            connect_timeout=5,
+        ).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+class Site(Debconf):
+    def postinst(self, check=True):
+        return self.run([str(ROOT / "debian" / "postinst"), "configure", ""], check=check)
+
+    def postrm(self, action="purge", check=True, script=None):
+        return self.run([str(script or ROOT / "debian" / "postrm"), action], check=check)
+
+    @property
+    def snippet(self) -> Path:
+        return self.etc / SNIPPET
+
+    def args(self) -> dict:
+        return yaml.safe_load(self.snippet.read_text())["database"]["args"]
+
+
+@pytest.fixture
+def site(tmp_path, cluster, names):
+    made = Site(tmp_path)
+    made.install_helper()
+    made.env["PGSOCKDIR"] = cluster.socket_dir
+    made.dbname, made.user = names
+    made.preseed(db_port=str(cluster.port), db_name=made.dbname, db_user=made.user)
+    return made
+
+
+def test_first_install_provisions_and_writes_the_snippet(site, cluster):
+    proc = site.postinst()
+    args = site.args()
+    assert (args["host"], args["port"], args["dbname"], args["user"]) == (
+        "localhost",
+        cluster.port,
+        site.dbname,
+        site.user,
+    )
+    assert len(args["password"]) >= 40  # generated: secrets.token_urlsafe(32)
+    assert can_login(cluster, site.dbname, site.user, args["password"])
+    st = site.snippet.stat()
+    # no matrix-synapse user on this machine: root only
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o640)
+    assert "Wrote /etc/matrix-synapse/conf.d/database.yaml (root:root 0640)" in proc.stderr
+    assert args["password"] not in proc.stderr
+    # The secret does not stay in debconf.
+    assert site.get("db-password") == ""
+    assert args["password"] not in (site.dir / "passwords.dat").read_text()
+    # ucf knows the file and who owns it.
+    ucf = site.overlay / "var/lib/upper/ucf"
+    assert f"  /etc/{SNIPPET}" in (ucf / "hashfile").read_text()
+    registry = [line.split() for line in (ucf / "registry").read_text().splitlines()]
+    assert ["matrix-synapse-setup", f"/etc/{SNIPPET}"] in registry
+    # Synapse will start after the local PostgreSQL.
+    dropin = site.etc / "systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
+    assert "After=postgresql.service" in dropin.read_text()
+    # No temporary file was left beside the snippet.
+    assert sorted(p.name for p in site.snippet.parent.iterdir()) == ["database.yaml"]
+
+
+def test_second_run_changes_nothing(site, cluster):
+    site.postinst()
+    before = site.snippet.read_bytes(), site.snippet.stat().st_mtime_ns
+    proc = site.postinst()
+    assert (site.snippet.read_bytes(), site.snippet.stat().st_mtime_ns) == before
+    assert "is up to date" in proc.stderr
+    assert "Wrote" not in proc.stderr
+    assert ": created" not in proc.stderr and ": changed" not in proc.stderr
+
+
+def test_a_new_password_rotates_role_and_snippet_together(site, cluster):
+    site.postinst()
+    old = site.args()["password"]
+    new = " new pass\\word \"with\" 'quotes' $x %s é "
+    site.preseed(db_password=new)
+    site.postinst()
+    assert site.args()["password"] == new
+    assert can_login(cluster, site.dbname, site.user, new)
+    assert not can_login(cluster, site.dbname, site.user, old)
+    assert site.get("db-password") == ""
+    # and an empty answer afterwards keeps it
+    site.postinst()
+    assert site.args()["password"] == new
+
+
+def test_hand_edits_that_keep_our_values_are_left_alone(site, cluster):
+    site.postinst()
+    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20") + "# mine\n"
+    site.snippet.write_text(edited)
+    proc = site.postinst()
+    assert site.snippet.read_text() == edited
+    assert "Wrote" not in proc.stderr
+
+
+def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, cluster):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    site.preseed(db_port=str(free_port))
+    proc = site.postinst(check=False)
+    assert proc.returncode != 0
+    assert "dpkg --configure -a" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not site.snippet.exists()
+
+
+def test_ignore_writes_no_snippet(site, cluster):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    site.preseed(db_port=str(free_port))
+    site.run(
+        ["debconf-set-selections"],
+        stdin="matrix-synapse-setup matrix-synapse-setup/db-failure select ignore\n",
+    )
+    proc = site.postinst()
+    assert "was not set up" in proc.stderr
+    assert not site.snippet.exists()
+
+
+def test_a_wrong_locale_database_is_refused_untouched(site, cluster):
+    from tests.pgcluster import psycopg as pg
+
+    sql = pg.sql
+    with cluster.connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE DATABASE {} ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
+                "TEMPLATE template0"
+            ).format(sql.Identifier(site.dbname))
+        )
+    proc = site.postinst(check=False)
+    assert proc.returncode != 0
+    assert site.dbname in proc.stderr and "C.UTF-8" in proc.stderr
+    assert not site.snippet.exists()
+    rows = cluster.query("SELECT datcollate FROM pg_database WHERE datname = %s", (site.dbname,))
+    assert rows == [("C.UTF-8",)]
+
+
+def test_purge_without_purge_database_keeps_the_database(site, cluster):
+    site.postinst()
+    proc = site.postrm("purge")
+    assert not site.snippet.exists()
+    assert cluster.query("SELECT 1 FROM pg_database WHERE datname = %s", (site.dbname,))
+    assert "dumped" not in proc.stderr
+    ucf = site.overlay / "var/lib/upper/ucf"
+    assert f"/etc/{SNIPPET}" not in (ucf / "hashfile").read_text()
+    assert f"/etc/{SNIPPET}" not in (ucf / "registry").read_text()
+
+
+@pytest.fixture(scope="module")
+def built_postrm(tmp_path_factory):
+    """The postrm of the built .deb: with debhelper's db_purge after our code."""
+    subprocess.run(["invoke", "build"], cwd=ROOT, check=True, capture_output=True)
+    deb = sorted((ROOT / "dist").glob("matrix-synapse-setup_*_all.deb"))[-1]
+    out = tmp_path_factory.mktemp("control")
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(out)], check=True)
+    return out / "postrm"
+
+
+def test_purge_database_dumps_then_drops(site, cluster, built_postrm):
+    site.postinst()
+    password = site.args()["password"]
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=cluster.port,
+        dbname=site.dbname,
+        user=site.user,
+        password=password,
+        sslmode="disable",
+        autocommit=True,
+    ) as conn:
+        conn.execute("CREATE TABLE kept (x text)")
+        conn.execute("INSERT INTO kept VALUES ('a row that must be in the dump')")
+    site.run(
+        ["debconf-set-selections"],
+        stdin="matrix-synapse-setup matrix-synapse-setup/purge-database boolean true\n",
+    )
+    proc = site.postrm("purge", script=built_postrm)
+    dumps = list((site.overlay / "var/backups/upper").glob("matrix-synapse-setup_*.pgdump"))
+    assert len(dumps) == 1, proc.stderr
+    assert f"/var/backups/{dumps[0].name}" in proc.stderr
+    assert stat.S_IMODE(dumps[0].stat().st_mode) == 0o600
+    listing = subprocess.run(
+        ["pg_restore", "-f", "-", str(dumps[0])], capture_output=True, text=True, check=True
+    ).stdout
+    assert "a row that must be in the dump" in listing
+    assert not cluster.query("SELECT 1 FROM pg_database WHERE datname = %s", (site.dbname,))
+    assert not cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (site.user,))
+    assert not site.snippet.exists()
+    # db_purge: our questions are gone from debconf
+    out = site.run(
+        ["debconf-communicate", "matrix-synapse-setup"],
+        stdin="GET matrix-synapse-setup/db-host\n",
+        check=False,
+    ).stdout
+    assert out.startswith("10 "), out
+
+
+def test_remove_keeps_everything(site, cluster):
+    site.postinst()
+    before = site.snippet.read_bytes()
+    site.postrm("remove")
+    assert site.snippet.read_bytes() == before
+    assert site.get("db-name") == site.dbname
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_helper_output_is_kept_off_the_debconf_pipe_during_provisioning(site):
+    proc = site.postinst(check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Unsupported command" not in proc.stderr
