@@ -98,6 +98,11 @@ def lint(c):
     scripts = [f"debian/{s}" for s in MAINTAINER_SCRIPTS if (ROOT / "debian" / s).exists()]
     scripts += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "scripts").glob("*.sh"))]
     scripts += ["scripts/bootstrap", ".ci/run"]
+    scripts += [
+        f"debian/tests/{p.name}"
+        for p in sorted((ROOT / "debian/tests").glob("*"))
+        if p.name != "control"
+    ]
     c.run("shellcheck " + " ".join(scripts), echo=True)
     c.run(f"lintian --fail-on error,warning --display-info {deb_path()}", echo=True)
 
@@ -191,6 +196,29 @@ def repro(c, keep=""):
         raise Exit(code=result.exited)
 
 
+@task(
+    help={
+        "test": "only this test of debian/tests/control (repeatable)",
+        "shell_fail": "open a shell in the testbed when a test fails",
+    },
+    iterable=["test"],
+)
+def autopkgtest(c, test=None, shell_fail=False):
+    """Run debian/tests with autopkgtest (chroot virt-server, fresh offline root per test)."""
+    build(c)
+    args = [PYTHON, str(ROOT / "scripts" / "run_autopkgtest.py"), str(deb_path())]
+    for name in test or []:
+        args += ["--test", name]
+    if shell_fail:
+        args.append("--shell-fail")
+    result = c.run(shlex.join(args), echo=True, warn=True, pty=shell_fail)
+    if result.exited:
+        raise Exit(
+            f"autopkgtest failed (exit {result.exited}): see build/autopkgtest/", code=result.exited
+        )
+
+
 ns = Collection(build, lint, test, bench, clean)
 ns.add_task(repo)
 ns.add_task(repro)
+ns.add_task(autopkgtest)
