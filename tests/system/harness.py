@@ -16,6 +16,7 @@ scenario asks for), and no network to the outside.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -30,6 +31,8 @@ INROOT = HERE / "inroot"
 HELPERS = "/usr/local/lib/mss-test"  # where inroot/* is copied inside a root
 DEBS = "/var/cache/mss-test"  # where the .debs under test are copied inside a root
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOSTS = "127.0.0.1\tlocalhost\n127.0.1.1\tmss-test\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+KEY_LINE = re.compile(r"matrix-synapse-setup[^_]|[Ee]rror|E: |Traceback|FATAL|refus", re.I)
 KEEP = os.environ.get("MSS_KEEP_ROOTS") == "1"  # keep a failed scenario's files to debug
 
 
@@ -50,9 +53,16 @@ class Result:
     output: str  # standard output and error, interleaved as they came
 
     def tail(self, lines: int = 60) -> str:
-        text = self.output.rstrip("\n").splitlines()
+        """The last LINES lines, after the earlier lines that name our package or an error."""
+        text = self.output.replace("\r\n", "\n").rstrip("\n").splitlines()
         cut = text[-lines:]
-        more = f"[... {len(text) - lines} earlier lines]\n" if len(text) > lines else ""
+        earlier = [line for line in text[:-lines] if KEY_LINE.search(line)][-40:]
+        more = ""
+        if earlier:
+            more = "[... earlier lines naming our package or an error:]\n" + "\n".join(earlier)
+            more += "\n[... the last lines:]\n"
+        elif len(text) > lines:
+            more = f"[... {len(text) - lines} earlier lines]\n"
         return more + "\n".join(cut)
 
 
@@ -87,18 +97,31 @@ class Root:
 
     def start(self) -> None:
         for sub in ("upper", "work", "root"):
-            (self.dir / sub).mkdir()
+            (self.dir / sub).mkdir(exist_ok=True)
         # Files written to the upper layer before the overlay is mounted appear in the root.
         self.put_file(INROOT / "policy-rc.d", "/usr/sbin/policy-rc.d", 0o755)
+        self.put_text("/etc/hostname", "mss-test\n")  # nsinit.py sets it
+        self.put_text("/etc/hosts", HOSTS)
         for path in sorted(INROOT.iterdir()):
             if path.is_file() and path.name != "policy-rc.d":
                 self.put_file(path, f"{HELPERS}/{path.name}", 0o755)
         cmd = [
-            "unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
-            "--kill-child=SIGKILL", "--propagation=private",
-            "/usr/bin/python3", str(HERE / "nsinit.py"),
-            str(self.merged), str(self.lower), str(self.upper), str(self.dir / "work"),
-        ]  # fmt: skip
+            "unshare",
+            "--mount",
+            "--net",
+            "--pid",
+            "--ipc",
+            "--uts",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "--propagation=private",
+            "/usr/bin/python3",
+            str(HERE / "nsinit.py"),
+            str(self.merged),
+            str(self.lower),
+            str(self.upper),
+            str(self.dir / "work"),
+        ]
         self.holder = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
@@ -143,12 +166,22 @@ class Root:
     def put_file(self, src: Path, dest: str, mode: int = 0o644) -> None:
         """Copy a host file into the root (before start: into the overlay's upper layer)."""
         if self.pid1:
-            self.ok(["install", "-D", "-m", f"{mode:o}", "/dev/stdin", dest],
-                    what=f"copying {src.name} in", input_bytes=src.read_bytes())  # fmt: skip
+            self.ok(
+                ["install", "-D", "-m", f"{mode:o}", "/dev/stdin", dest],
+                what=f"copying {src.name} in",
+                input_bytes=src.read_bytes(),
+            )
             return
         target = self.upper / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
+        target.chmod(mode)
+
+    def put_text(self, dest: str, text: str, mode: int = 0o644) -> None:
+        """Write a file into the overlay's upper layer (before start)."""
+        target = self.upper / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
         target.chmod(mode)
 
     def read(self, path: str) -> str:
@@ -158,8 +191,11 @@ class Root:
         return self.run(["test", "-e", path]).code == 0
 
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
-        self.ok(["install", "-D", "-m", f"{mode:o}", "/dev/stdin", path],
-                what=f"writing {path}", input_bytes=text.encode())  # fmt: skip
+        self.ok(
+            ["install", "-D", "-m", f"{mode:o}", "/dev/stdin", path],
+            what=f"writing {path}",
+            input_bytes=text.encode(),
+        )
 
     # --- commands --------------------------------------------------------------------
 
@@ -175,10 +211,17 @@ class Root:
         else:
             nsargs.append("--net")
         return [
-            "nsenter", f"--target={target}", *nsargs, "--",
-            "chroot", str(self.merged),
-            "/usr/bin/env", "-i", *[f"{k}={v}" for k, v in environ.items()], *argv,
-        ]  # fmt: skip
+            "nsenter",
+            f"--target={target}",
+            *nsargs,
+            "--",
+            "chroot",
+            str(self.merged),
+            "/usr/bin/env",
+            "-i",
+            *[f"{k}={v}" for k, v in environ.items()],
+            *argv,
+        ]
 
     def run(
         self,
@@ -252,7 +295,7 @@ class Root:
                 "--",
                 "sleep",
                 "infinity",
-            ],  # fmt: skip
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -268,14 +311,26 @@ class Root:
         here_ns = ["nsenter", f"--target={self.pid1}", "--net", "--"]
         there_ns = ["nsenter", f"--target={pid}", "--net", "--"]
         for cmd in (
-            [*here_ns, "ip", "link", "add", veth_here, "type", "veth", "peer", "name", veth_there,
-             "netns", str(pid)],
+            [
+                *here_ns,
+                "ip",
+                "link",
+                "add",
+                veth_here,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                veth_there,
+                "netns",
+                str(pid),
+            ],
             [*here_ns, "ip", "addr", "add", f"{here}/{prefix}", "dev", veth_here],
             [*here_ns, "ip", "link", "set", veth_here, "up"],
             [*there_ns, "ip", "link", "set", "lo", "up"],
             [*there_ns, "ip", "addr", "add", f"{there}/{prefix}", "dev", veth_there],
             [*there_ns, "ip", "link", "set", veth_there, "up"],
-        ):  # fmt: skip
+        ):
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
                 raise AssertionError(f"[{self.label}] {shlex.join(cmd)}: {proc.stderr}")

@@ -12,11 +12,13 @@ process of the namespace: PostgreSQL and Synapse cannot outlive the scenario.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+HOSTNAME = "mss-test"  # harness.py puts it in the root's /etc/hosts
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -47,6 +49,7 @@ def setup(merged: str, lower: str, upper: str, work: str) -> None:
     os.chmod(f"{merged}/run/lock", 0o1777)
     sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", f"{merged}/tmp")
     sh("ip", "link", "set", "lo", "up")
+    socket.sethostname(HOSTNAME)  # in the scenario's own UTS namespace
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
 """Drive an interactive command on a pseudo-terminal inside a system-test root, as a person
 would: the pty is made here, inside the scenario's namespaces.
 
-    ptydrive.py COMMAND [ARG...] < steps.json
+    ptydrive.py COMMAND [ARG...] < plan.json
 
-steps.json: {"timeout": seconds, "steps": [{"expect": REGEX, "send": TEXT}, ...]}.  Each
-REGEX is searched in what the command printed since the previous match; TEXT and a newline
-are then typed.  Answers come on standard input, never on a command line.  Prints the whole
-transcript; exits with the command's status, or 124 when an expected prompt never came.
+plan.json: {"timeout": S, "enter_on_quiet": Q, "steps": [{"expect": REGEX, "send": TEXT}...]}.
+Each REGEX is searched in what the command printed since the previous match; TEXT and Enter
+are then typed.  With Q > 0, a prompt that no step expects (output quiet for Q seconds and
+ending like a prompt) is answered with Enter: the person accepts the default.  With Q = 0,
+such a prompt is never answered and the run ends after S seconds with exit 124.  Answers
+come on standard input, never on a command line.  Prints the transcript and exits with the
+command's status (124 when an expected prompt never came or the command never ended).
 """
 
 import json
@@ -18,18 +21,22 @@ import sys
 import time
 
 plan = json.load(sys.stdin)
-deadline_step = float(plan.get("timeout", 60))
+TIMEOUT = float(plan.get("timeout", 120))
+QUIET = float(plan.get("enter_on_quiet", 0))
+PROMPT = re.compile(rb"(:|\?|\]|>)[ \t]*$")
+
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])  # noqa: S606 - the command under test
 
 transcript = b""
 pending = b""
+last_output = time.monotonic()
 
 
-def pump(timeout):
-    """Read what is there; False at end of output."""
-    global transcript, pending
+def pump(timeout: float) -> bool:
+    """Read what is there; False at the end of the output."""
+    global transcript, pending, last_output
     ready, _, _ = select.select([fd], [], [], timeout)
     if not ready:
         return True
@@ -41,10 +48,30 @@ def pump(timeout):
         return False
     transcript += data
     pending += data
+    last_output = time.monotonic()
     return True
 
 
-def show(status):
+def type_line(text: str) -> None:
+    time.sleep(0.2)  # let the prompt finish drawing, like a person
+    os.write(fd, text.encode() + b"\r")
+
+
+def maybe_accept_default() -> None:
+    global pending, transcript
+    quiet = time.monotonic() - last_output
+    if QUIET and quiet >= QUIET and PROMPT.search(pending.rstrip(b"\r\n") or b"-"):
+        transcript += b"[ptydrive: Enter]"
+        pending = b""
+        type_line("")
+
+
+def finish(status: int, note: str = "") -> None:
+    global transcript
+    if note:
+        transcript += f"\nptydrive: {note}\n".encode()
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
     sys.stdout.write(transcript.decode("utf-8", "replace"))
     sys.stdout.flush()
     sys.exit(status)
@@ -52,24 +79,25 @@ def show(status):
 
 for step in plan["steps"]:
     pattern = re.compile(step["expect"].encode())
-    deadline = time.monotonic() + deadline_step
+    deadline = time.monotonic() + TIMEOUT
     while True:
         match = pattern.search(pending)
         if match:
             pending = pending[match.end() :]
             break
-        if time.monotonic() > deadline or not pump(0.5):
+        if time.monotonic() > deadline:
+            finish(124, f"never saw /{step['expect']}/ within {TIMEOUT:.0f} s")
+        if not pump(0.3):
             if pattern.search(pending):
                 continue
-            transcript += f"\nptydrive: never saw /{step['expect']}/\n".encode()
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            show(124)
-    time.sleep(0.2)  # let the prompt finish drawing before typing, like a person
-    os.write(fd, step["send"].encode() + b"\r")
+            finish(124, f"the command ended before /{step['expect']}/")
+        maybe_accept_default()
+    type_line(step["send"])
 
-end = time.monotonic() + deadline_step
-while time.monotonic() < end and pump(1):
-    pass
+deadline = time.monotonic() + TIMEOUT
+while pump(0.3):
+    if time.monotonic() > deadline:
+        finish(124, f"the command did not end within {TIMEOUT:.0f} s (a prompt nobody answered?)")
+    maybe_accept_default()
 _, status = os.waitpid(pid, 0)
-show(os.waitstatus_to_exitcode(status))
+finish(os.waitstatus_to_exitcode(status))

@@ -1,0 +1,169 @@
+"""Fixtures of the system tests: the .debs under test, the cached roots, a root per scenario.
+
+Quick mode (the default): every scenario on trixie (what most users run), a smoke subset
+on bookworm; MSS_SYSTEM_FULL=1 runs every scenario on both.  MSS_KEEP_ROOTS=1 keeps a failed
+scenario's files.  A missing root cache is built first (mmdebstrap; network to the Debian
+mirror and PyPI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system import harness, roots
+
+PROJECT = Path(__file__).resolve().parents[2]
+FULL = os.environ.get("MSS_SYSTEM_FULL") == "1"
+FULL_SUITE = "trixie"
+SMOKE_MARK = "smoke"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{SMOKE_MARK}: system scenario run on every release")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/system/" not in str(item.path):
+            continue
+        item.add_marker(pytest.mark.system)
+        suite = getattr(item, "callspec", None) and item.callspec.params.get("suite")
+        if FULL or suite in (None, FULL_SUITE) or item.get_closest_marker(SMOKE_MARK):
+            continue
+        item.add_marker(
+            pytest.mark.skip(
+                reason=f"quick mode: full set on {FULL_SUITE}, smoke subset on {suite}; "
+                "MSS_SYSTEM_FULL=1 runs it"
+            )
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _root_needed() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the system tests need root (mmdebstrap, unshare, chroot): run as root")
+    for tool in ("mmdebstrap", "unshare", "nsenter", "zstd", "dpkg-deb", "dpkg-buildpackage"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: run scripts/bootstrap")
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="mss-system-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def debs(workdir: Path) -> dict[str, Path]:
+    """The .debs the scenarios install: ours (current and older build) and Synapse's stand-in."""
+    import tasks  # the project's tasks.py: one definition of the version and the inputs
+
+    subprocess.run(["invoke", "build"], cwd=PROJECT, check=True, capture_output=True)
+    current = tasks.deb_path()
+    assert current.exists(), f"`invoke build` did not produce {current}"
+    standin = workdir / "matrix-synapse-py3_1.163.2+mss.systest_all.deb"
+    subprocess.run(
+        [
+            "dpkg-deb",
+            "--root-owner-group",
+            "-Zgzip",
+            "--build",
+            str(Path(__file__).parent / "synapse-standin"),
+            str(standin),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return {"current": current, "old": older_build(tasks, workdir), "synapse": standin}
+
+
+def older_build(tasks, workdir: Path) -> Path:
+    """The same tree with a lower version on top of debian/changelog (for the upgrade).
+
+    Cached in build/cache by the digest of the package's inputs."""
+    files = tasks.source_files()
+    digest = tasks.inputs_digest(files)[:16]
+    version = f"{tasks.version()}~systest1"
+    cached = roots.CACHE / f"system-old-{digest}" / f"{tasks.PACKAGE}_{version}_all.deb"
+    if cached.exists():
+        return cached
+    src = workdir / "old-src" / tasks.PACKAGE
+    for name in files:
+        dest = src / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT / name, dest)
+    changelog = src / "debian" / "changelog"
+    text = changelog.read_text(encoding="utf-8")
+    trailer = next(line for line in text.splitlines() if line.startswith(" -- "))
+    entry = (
+        f"{tasks.PACKAGE} ({version}) unstable; urgency=medium\n\n"
+        "  * System-test build with a lower version, to test upgrades.\n\n"
+        f"{trailer}\n\n"
+    )
+    changelog.write_text(entry + text, encoding="utf-8")
+    proc = subprocess.run(
+        ["dpkg-buildpackage", "--build=all", "--no-sign"],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    built = src.parent / cached.name
+    if proc.returncode or not built.exists():
+        raise AssertionError(f"building the older .deb failed:\n{proc.stdout[-3000:]}{proc.stderr}")
+    for old in roots.CACHE.glob("system-old-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    cached.parent.mkdir(parents=True)
+    shutil.move(built, cached)
+    return cached
+
+
+@pytest.fixture(scope="session")
+def lowers() -> Iterator[Callable[[str], Path]]:
+    """suite -> the cached root, extracted once per session (the overlays' lower layer)."""
+    made: dict[str, Path] = {}
+
+    def get(suite: str) -> Path:
+        if suite not in made:
+            made[suite] = harness.extract(roots.build(suite, quiet=True))
+        return made[suite]
+
+    yield get
+    for path in made.values():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_root(request, lowers, debs) -> Iterator[Callable[[str], harness.Root]]:
+    """make_root(suite) -> a started Root with the .debs in harness.DEBS; stopped afterwards."""
+    started: list[harness.Root] = []
+    scenario = request.node.originalname.removeprefix("test_")
+
+    def make(suite: str) -> harness.Root:
+        root = harness.Root(scenario, suite, lowers(suite))
+        for path in debs.values():
+            root.put_file(path, f"{harness.DEBS}/{path.name}")
+        root.__enter__()
+        started.append(root)
+        return root
+
+    yield make
+    failed = bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed)
+    for root in started:
+        root.failed = failed
+        root.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -1,0 +1,206 @@
+"""Steps the scenarios share: install, preseed, look at PostgreSQL, ask the judges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.system.harness import DEBS, HELPERS, Result, Root
+
+PKG = "matrix-synapse-setup"
+SNIPPET = "/etc/matrix-synapse/conf.d/database.yaml"
+NONINTERACTIVE = {"DEBIAN_FRONTEND": "noninteractive"}
+# Quotes, spaces, a backslash, $, %, :, @ and non-ASCII letters.
+ADVERSARIAL = 'it\'s a "quoted" pass\\word $HOME 100% a:b@c ünïcødé'
+
+
+def preseed(root: Root, **answers: str) -> None:
+    """debconf-set-selections through standard input: db_host="x" -> .../db-host string x."""
+    types = {"db_password": "password", "db_sslmode": "select", "purge_database": "boolean"}
+    lines = []
+    for key, value in answers.items():
+        question = f"{PKG}/{key.replace('_', '-')}"
+        lines.append(f"{PKG} {question} {types.get(key, 'string')} {value}")
+        if key == "db_password":
+            lines.append(f"{PKG} {PKG}/db-password-again password {value}")
+    root.ok(["debconf-set-selections"], input="\n".join(lines) + "\n", what="preseeding debconf")
+
+
+def apt_install(root: Root, deb: Path | str, *, ok: bool = True, what: str = "") -> Result:
+    """`apt-get install -y /…/x.deb` (a user's `apt install ./x.deb`), offline."""
+    target = f"{DEBS}/{Path(deb).name}" if isinstance(deb, Path) else deb
+    what = what or f"installing {Path(str(deb)).name} with apt"
+    cmd = ["apt-get", "install", "-y", "-q", target]
+    if ok:
+        return root.ok(cmd, what=what, env=NONINTERACTIVE)
+    return root.fails(cmd, what=what, env=NONINTERACTIVE)
+
+
+def install_postgresql(root: Root) -> None:
+    root.ok(
+        ["apt-get", "install", "-y", "-q", "postgresql"],
+        what="installing postgresql",
+        env=NONINTERACTIVE,
+    )
+
+
+def psql(root: Root, sql: str, db: str = "postgres", port: int = 5432, *, what: str) -> str:
+    """Run SQL as the postgres superuser over the Unix socket; the unaligned output."""
+    cmd = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-p",
+        str(port),
+        "-tA",
+        "-d",
+        db,
+        "-c",
+        sql,
+    ]
+    return root.ok(cmd, what=what).output.strip()
+
+
+def database_facts(root: Root, db: str = "synapse") -> dict[str, str]:
+    row = psql(
+        root,
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) "  # noqa: S608
+        f"FROM pg_database WHERE datname = '{db}'",  # db: a name the test chose
+        what=f"reading database {db}'s properties",
+    )
+    if not row:
+        return {}
+    encoding, collate, ctype, owner = row.split("|")
+    return {"encoding": encoding, "collate": collate, "ctype": ctype, "owner": owner}
+
+
+def synapse_table_count(root: Root, db: str = "synapse") -> int:
+    out = psql(
+        root,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        db,
+        what=f"counting tables in {db}",
+    )
+    return int(out)
+
+
+def snippet(root: Root) -> tuple[dict, str, str, str]:
+    """(parsed YAML, mode, owner, group) of our snippet."""
+    stat = root.ok(["stat", "-c", "%a %U %G", SNIPPET], what=f"looking at {SNIPPET}").output
+    mode, owner, group = stat.split()
+    return yaml.safe_load(root.read(SNIPPET)), mode, owner, group
+
+
+def check_snippet(root: Root, *, password: str | None, group: str, host: str = "localhost"):
+    data, mode, owner, grp = snippet(root)
+    root.check(
+        mode == "640" and owner == "root" and grp == group,
+        f"{SNIPPET} is private",
+        f"mode 640 root:{group}",
+        f"mode {mode} {owner}:{grp}",
+    )
+    args = (data or {}).get("database", {}).get("args", {})
+    root.check(
+        (data or {}).get("database", {}).get("name") == "psycopg2",
+        f"{SNIPPET} names Synapse's engine",
+        "name: psycopg2",
+        repr(data),
+    )
+    root.check(args.get("host") == host, f"{SNIPPET} host", host, repr(args.get("host")))
+    if password is not None:
+        root.check(
+            args.get("password") == password,
+            f"{SNIPPET} holds the password byte for byte",
+            repr(password),
+            repr(args.get("password")),
+        )
+    return args
+
+
+def pg_login(root: Root, args: dict, password: str, *, net: str = "") -> Result:
+    """Log in over TCP as Synapse would (pgcheck.py, password on stdin)."""
+    params = {
+        "host": str(args["host"]),
+        "port": int(args.get("port", 5432)),
+        "dbname": args["dbname"],
+        "user": args["user"],
+        "password": password,
+    }
+    return root.run(["python3", f"{HELPERS}/pgcheck.py"], input=json.dumps(params), net=net)
+
+
+def password_not_in_debconf(root: Root, password: str) -> None:
+    text = root.run(["cat", "/var/cache/debconf/passwords.dat", "/var/cache/debconf/config.dat"])
+    root.check(
+        password not in text.output,
+        "the password does not stay in debconf's database",
+        "absent from passwords.dat/config.dat",
+        "present",
+    )
+
+
+# --- Synapse and the Matrix client -----------------------------------------------------
+
+
+def judge(root: Root, *args: str, what: str, ok: bool = True) -> Result:
+    cmd = ["/opt/venvs/judge/bin/python", f"{HELPERS}/judge.py", *args]
+    return root.ok(cmd, what=what) if ok else root.fails(cmd, what=what)
+
+
+def synapse_log(root: Root) -> str:
+    return root.run("tail -n 40 /var/log/matrix-synapse/service.log 2>&1").output
+
+
+def synapse_up(root: Root, what: str) -> None:
+    result = root.run(
+        ["/opt/venvs/judge/bin/python", f"{HELPERS}/judge.py", "wait", "--timeout", "90"]
+    )
+    if result.code:
+        root.fail(
+            what,
+            "Synapse answering on 127.0.0.1:8008",
+            f"{result.output.strip()}\n--- Synapse's log ---\n{synapse_log(root)}",
+        )
+
+
+def synapse_chats(root: Root, messages: int = 10) -> None:
+    """Synapse is up; a new user registers, logs in, makes a room, sends and reads back."""
+    synapse_up(root, "Synapse starts")
+    judge(
+        root,
+        "chat",
+        "--messages",
+        str(messages),
+        what="the Matrix client registers, logs in, sends and reads back messages",
+    )
+
+
+def synapse_recheck(root: Root, messages: int = 5) -> None:
+    """Users made before still log in and find their messages (same database)."""
+    synapse_up(root, "Synapse starts")
+    judge(
+        root,
+        "recheck",
+        "--messages",
+        str(messages),
+        what="earlier users log in again and read their messages back in order",
+    )
+
+
+def synapse_pid(root: Root) -> str:
+    return root.run(["cat", "/run/matrix-synapse.pid"]).output.strip()
+
+
+def synapse_on_postgresql(root: Root, db: str = "synapse") -> None:
+    count = synapse_table_count(root, db)
+    root.check(count > 100, f"Synapse's schema is in database {db}", "> 100 tables", str(count))
+    users = psql(root, "SELECT count(*) FROM users", db, what="counting Synapse's users")
+    root.check(int(users) > 0, "the judge's users are in PostgreSQL", "> 0 rows", users)
