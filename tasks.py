@@ -22,6 +22,14 @@ PACKAGE = "matrix-synapse-setup"
 PYTHON = "/usr/bin/python3"
 RUFF = ROOT / ".venv" / "bin" / "ruff"
 TEST_KINDS = ("unit", "integration", "system")
+# Shell scripts of the system-test harness (tests/system), for shellcheck.
+SYSTEM_TEST_SHELL = [
+    "tests/system/root-customize.sh",
+    "tests/system/inroot/policy-rc.d",
+    "tests/system/synapse-standin/DEBIAN/postinst",
+    "tests/system/synapse-standin/DEBIAN/prerm",
+    "tests/system/synapse-standin/etc/init.d/matrix-synapse",
+]
 MAINTAINER_SCRIPTS = ("config", "preinst", "postinst", "prerm", "postrm")
 
 
@@ -103,6 +111,7 @@ def lint(c):
         for p in sorted((ROOT / "debian/tests").glob("*"))
         if p.name != "control"
     ]
+    scripts += SYSTEM_TEST_SHELL
     c.run("shellcheck " + " ".join(scripts), echo=True)
     c.run(f"lintian --fail-on error,warning --display-info {deb_path()}", echo=True)
 
@@ -218,7 +227,31 @@ def autopkgtest(c, test=None, shell_fail=False):
         )
 
 
+# --- System tests (issue 5): the cached Debian roots ---
+
+
+@task(
+    help={
+        "suite": "bookworm or trixie (repeatable; default: both)",
+        "force": "rebuild even if the cache is up to date",
+        "dry_run": "say what would be built, and how",
+    },
+    iterable=["suite"],
+)
+def roots(c, suite=None, force=False, dry_run=False):
+    """Build or refresh the system tests' cached Debian roots (build/cache/system-*.tar.zst)."""
+    args = [PYTHON, "-m", "tests.system.roots"]
+    for name in suite or []:
+        args += ["--suite", name]
+    if force:
+        args.append("--force")
+    if dry_run:
+        args.append("--dry-run")
+    c.run(shlex.join(args), echo=True)
+
+
 ns = Collection(build, lint, test, bench, clean)
 ns.add_task(repo)
 ns.add_task(repro)
 ns.add_task(autopkgtest)
+ns.add_task(roots)
