@@ -146,6 +146,13 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
     password = resolve_password(answers, current)
     settings = Settings.from_answers(**answers.settings_answers() | {"password": password})
     text = snippet.render(settings)  # parsed back and compared before anything happens
+    conflict = snippet_conflict(text, settings)
+    if conflict and not os.environ.get("UCF_FORCE_CONFFNEW") and noninteractive(conv):
+        # ucf would keep the admin's file, with values that no longer work once
+        # the role has changed: refuse before changing anything.
+        raise SetupError(
+            messages.SNIPPET_CONFLICT.format(path=snippet.SNIPPET, fields=", ".join(conflict))
+        )
     steps = provision(settings)
     for step in steps:
         say(str(step))
@@ -160,6 +167,40 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
     if changed(steps) or file_changed or dropin_changed:
         restart_synapse("try-restart")
+
+
+def noninteractive(conv: Conversation) -> bool:
+    """True when nobody can answer ucf's question about an edited file."""
+    if os.environ.get("DEBIAN_FRONTEND", "").lower() == "noninteractive":
+        return True
+    try:
+        return conv.get("debconf/frontend").strip().lower() == "noninteractive"
+    except conv.DebconfError:
+        return False
+
+
+def snippet_conflict(
+    text: str, settings: Settings, path: Path = snippet.SNIPPET
+) -> list[str] | None:
+    """The managed fields an admin's edited snippet has otherwise than *text*; None
+    when the file can simply be written (absent, ours, equal, or equal values)."""
+    try:
+        before = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ["the whole file"]
+    if before == text:
+        return None
+    if snippet.ucf_recorded_md5(path) == snippet.file_md5(path):
+        return None  # not edited since ucf installed it
+    try:
+        found = snippet.parse(before)
+    except SetupError:
+        return ["the whole file"]
+    wanted = snippet.values_of(settings)
+    fields = [name for name in snippet.MANAGED if found.get(name) != wanted[name]]
+    return fields or None
 
 
 def child_fds() -> dict[str, Any]:

@@ -130,6 +130,11 @@ SNIPPET_KEPT = (
     "Synapse uses the file. Merge the changes (see {path}.ucf-dist) or run "
     "'dpkg-reconfigure matrix-synapse-setup'."
 )
+SNIPPET_CONFLICT = (
+    "{path} was edited by hand and differs from the answers in {fields}; nothing was "
+    "changed. Merge by hand, or run 'dpkg-reconfigure matrix-synapse-setup' interactively "
+    "(or with UCF_FORCE_CONFFNEW=1 to replace the file)."
+)
 SNIPPET_LOADED = "Read the database settings in use from {path} (edited by hand)."
 SNIPPET_IGNORED = "warning: {reason} Its values are not used as the current answers."
 RESTART_FAILED = (

@@ -249,3 +249,25 @@ def test_helper_output_is_kept_off_the_debconf_pipe_during_provisioning(site):
     proc = site.postinst(check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Unsupported command" not in proc.stderr
+
+
+def test_an_edited_snippet_is_never_silently_overwritten(site, cluster):
+    site.postinst()
+    old = site.args()["password"]
+    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    site.snippet.write_text(edited)
+    site.preseed(db_password="rotated")
+    proc = site.postinst(check=False)
+    # Non-interactive, ucf would keep the edited file with the old password: refuse
+    # before the role's password changes.
+    assert proc.returncode != 0
+    assert "edited by hand and differs from the answers in password" in proc.stderr
+    assert site.snippet.read_text() == edited
+    assert can_login(cluster, site.dbname, site.user, old)
+    # The admin says to replace it.
+    proc = site.run(
+        [str(ROOT / "debian" / "postinst"), "configure", ""], env={"UCF_FORCE_CONFFNEW": "1"}
+    )
+    assert site.args()["password"] == "rotated"
+    assert can_login(cluster, site.dbname, site.user, "rotated")
+    assert "cp_max: 10" in site.snippet.read_text()

@@ -1,0 +1,149 @@
+"""The real config script, interactive, under debconf's readline frontend on a
+pseudo-terminal: a person typing answers, making mistakes, being told why.
+
+Uses the private debconf database and mount namespace of test_debconf.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+
+import pytest
+
+from tests.integration.test_debconf import ROOT, Debconf
+
+DRIVER = textwrap.dedent(
+    """\
+    import json, os, pty, re, select, sys, time
+
+    steps = json.loads(sys.stdin.read())
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    pending, transcript, alive = b"", b"", True
+
+    def pump(timeout):
+        global pending, transcript
+        if not select.select([fd], [], [], timeout)[0]:
+            return True
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return False
+        pending += data
+        transcript += data
+        return bool(data)
+
+    status = 0
+    for expect, answer in steps:
+        deadline = time.monotonic() + 30
+        while alive and not re.search(expect.encode(), pending) and time.monotonic() < deadline:
+            alive = pump(0.2)
+        if not re.search(expect.encode(), pending):
+            transcript += b"\\n<<no prompt matching " + expect.encode() + b">>\\n"
+            status = 124
+            break
+        pending = b""
+        time.sleep(0.1)
+        os.write(fd, answer.encode() + b"\\r")
+    deadline = time.monotonic() + 30
+    while alive and time.monotonic() < deadline:
+        alive = pump(0.2)
+    if alive:
+        os.kill(pid, 9)
+    _, st = os.waitpid(pid, 0)
+    sys.stdout.write(transcript.decode(errors="replace"))
+    sys.exit(status or os.waitstatus_to_exitcode(st))
+    """
+)
+
+
+@pytest.fixture
+def dc(tmp_path):
+    made = Debconf(tmp_path)
+    made.install_helper()
+    (tmp_path / "driver.py").write_text(DRIVER)
+    made.driver = tmp_path / "driver.py"
+    return made
+
+
+def converse(dc, steps, priority="low", env=None):
+    return dc.run(
+        ["/usr/bin/python3", str(dc.driver), str(ROOT / "debian" / "config"), "configure", ""],
+        stdin=json.dumps(steps),
+        env={"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": priority, "TERM": "dumb"}
+        | (env or {}),
+        check=False,
+    )
+
+
+def test_a_person_corrects_mistakes_and_the_answers_are_stored(dc):
+    password = "p w\\d 'é\""
+    proc = converse(
+        dc,
+        [
+            ("Host name of the PostgreSQL server for Synapse:", "localhost"),
+            ("Port of the PostgreSQL server:", "99999"),
+            # told why, asked again
+            (r"not a number from 1 to 65535[\s\S]*Port of the PostgreSQL server:", "6432"),
+            ("Name of Synapse's database:", "Bad-Name"),
+            (r"lower-case letters[\s\S]*Name of Synapse's database:", "matrix"),
+            (r"role \(user name\) for Synapse:", "synapse_app"),
+            ("Password of the PostgreSQL role for Synapse:", password),
+            ("Password confirmation:", "typo"),
+            (r"Passwords do not match[\s\S]*Password of the PostgreSQL role", password),
+            ("Password confirmation:", password),
+            (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "yes"),
+        ],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (dc.get("db-host"), dc.get("db-port"), dc.get("db-name"), dc.get("db-user")) == (
+        "localhost",
+        "6432",
+        "matrix",
+        "synapse_app",
+    )
+    assert dc.get("db-password") == password
+    assert dc.get("purge-database") == "true"
+    # The password was never echoed.
+    assert password not in proc.stdout
+
+
+def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
+    proc = converse(
+        dc,
+        [
+            ("Host name of the PostgreSQL server for Synapse:", "db.example.org"),
+            ("TLS mode for the connection", "verify-full"),
+            ("Password of the PostgreSQL role for Synapse:", ""),
+            (r"remote server needs the password[\s\S]*Password of the PostgreSQL role", "pw"),
+            ("Password confirmation:", "pw"),
+        ],
+        priority="medium",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (dc.get("db-host"), dc.get("db-sslmode"), dc.get("db-password")) == (
+        "db.example.org",
+        "verify-full",
+        "pw",
+    )
+
+
+def test_french_questions_for_a_french_speaker(dc, tmp_path):
+    # A French locale of our own (glibc's LOCPATH), the system's is not touched.
+    subprocess.run(
+        ["localedef", "-i", "fr_FR", "-f", "UTF-8", str(tmp_path / "fr_FR.UTF-8")], check=True
+    )
+    proc = converse(
+        dc,
+        [
+            ("Nom d'hôte du serveur PostgreSQL pour Synapse :", "localhost"),
+            ("Mot de passe du rôle PostgreSQL pour Synapse :", ""),
+        ],
+        priority="medium",
+        env={"LOCPATH": str(tmp_path), "LANG": "fr_FR.UTF-8"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "que seuls root et Synapse peuvent lire" in " ".join(proc.stdout.split())
