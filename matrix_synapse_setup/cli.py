@@ -12,41 +12,13 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
-from typing import Any
 
-from . import messages
+from . import messages, snippet
 from .errors import SetupError, run
 from .provision import DEFAULT_SOCKET_DIR, changed, provision, verify
 from .settings import SSLMODES, Settings
 
-SNIPPET = Path("/etc/matrix-synapse/conf.d/database.yaml")
 FIELDS = ("host", "port", "dbname", "user", "sslmode", "sslrootcert")
-
-
-def read_snippet(path: Path) -> dict[str, Any]:
-    """The connection values of a Synapse ``database:`` snippet (empty if absent)."""
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as err:
-        raise SetupError(
-            messages.SNIPPET_UNREADABLE.format(path=path, reason=err.strerror)
-        ) from None
-    try:
-        data = yaml.safe_load(text) or {}
-        database = data["database"]
-        if database.get("name") != "psycopg2":
-            raise SetupError(messages.SNIPPET_NOT_POSTGRES.format(path=path))
-        args = database.get("args") or {}
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        raise SetupError(messages.SNIPPET_INVALID.format(path=path)) from None
-    answers = {key: args[key] for key in (*FIELDS, "password") if args.get(key) is not None}
-    if "database" in args and "dbname" not in answers:
-        answers["dbname"] = args["database"]
-    return {key: str(value) for key, value in answers.items()}
 
 
 def read_password(source: str) -> str:
@@ -63,7 +35,8 @@ def read_password(source: str) -> str:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    answers = read_snippet(Path(args.config))
+    found = snippet.read(Path(args.config)) or {}
+    answers = {key: str(value) for key, value in found.items() if value is not None}
     answers.update({key: getattr(args, key) for key in FIELDS if getattr(args, key)})
     if args.password_file:
         answers["password"] = read_password(args.password_file)
@@ -106,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         sub.add_argument(
             "--config",
-            default=str(SNIPPET),
+            default=str(snippet.SNIPPET),
             help="snippet to read the current values from (default: %(default)s)",
         )
         sub.add_argument("--host", help="'localhost' (provision the local cluster) or a server")

@@ -84,15 +84,6 @@ ROLE_IS_SUPERUSER = (
 SUPERUSER_FAILED = "Provisioning as the postgres user failed: {reason}"
 
 # --- the admin command ------------------------------------------------------
-SNIPPET_UNREADABLE = "Cannot read {path} ({reason}): run as root, or give the values as options."
-SNIPPET_INVALID = (
-    "{path} has no valid 'database:' section: fix it, or run "
-    "'dpkg-reconfigure matrix-synapse-setup' to write it again."
-)
-SNIPPET_NOT_POSTGRES = (
-    "{path} does not configure PostgreSQL (database name is not 'psycopg2'): fix it, or run "
-    "'dpkg-reconfigure matrix-synapse-setup'."
-)
 PASSWORD_FILE_UNREADABLE = "Cannot read the password file {path} ({reason})."
 PASSWORD_NEEDED = (
     "No password: {path} has none; give one with --password-file FILE (or '-' for standard "
