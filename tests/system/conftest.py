@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def debs(workdir: Path) -> dict[str, Path]:
-    """The .debs the scenarios install: ours (current and older build) and Synapse's stand-in."""
+    """The .debs every scenario gets in harness.DEBS: ours and Synapse's stand-in."""
     import tasks  # the project's tasks.py: one definition of the version and the inputs
 
     subprocess.run(["invoke", "build"], cwd=PROJECT, check=True, capture_output=True)
@@ -82,7 +83,15 @@ def debs(workdir: Path) -> dict[str, Path]:
         check=True,
         capture_output=True,
     )
-    return {"current": current, "old": older_build(tasks, workdir), "synapse": standin}
+    return {"current": current, "synapse": standin}
+
+
+@pytest.fixture(scope="session")
+def old_deb(workdir: Path, debs) -> Path:
+    """An older build of ours (for the upgrade scenario); copy it into a root yourself."""
+    import tasks
+
+    return older_build(tasks, workdir)
 
 
 def older_build(tasks, workdir: Path) -> Path:
@@ -119,10 +128,13 @@ def older_build(tasks, workdir: Path) -> Path:
     built = src.parent / cached.name
     if proc.returncode or not built.exists():
         raise AssertionError(f"building the older .deb failed:\n{proc.stdout[-3000:]}{proc.stderr}")
-    for old in roots.CACHE.glob("system-old-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    cached.parent.mkdir(parents=True)
-    shutil.move(built, cached)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    shutil.move(built, partial)
+    os.replace(partial, cached)  # other test sessions may use the cache at the same time
+    for old in roots.CACHE.glob("system-old-*"):  # prune builds of trees a day old
+        if old != cached.parent and time.time() - old.stat().st_mtime > 86400:
+            shutil.rmtree(old, ignore_errors=True)
     return cached
 
 

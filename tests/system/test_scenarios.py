@@ -15,7 +15,7 @@ import re
 import pytest
 
 from tests.system import steps
-from tests.system.harness import HELPERS, Root
+from tests.system.harness import DEBS, HELPERS, Root
 from tests.system.steps import ADVERSARIAL, SNIPPET
 
 SUITES = ["trixie", "bookworm"]
@@ -266,14 +266,15 @@ def test_reconfigure(make_root, debs, suite):
 
 
 @suites
-def test_upgrade(make_root, debs, suite):
+def test_upgrade(make_root, debs, old_deb, suite):
     """Upgrade from an older build: no prompt (a prompt would block the pty until the
     timeout), the same password, Synapse and its data still work."""
     root = make_root(suite)
     steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
     with_synapse(root, debs)
     steps.preseed(root, db_password=ADVERSARIAL)
-    steps.apt_install(root, debs["old"])
+    root.put_file(old_deb, f"{DEBS}/{old_deb.name}")
+    steps.apt_install(root, old_deb)
     steps.synapse_chats(root)
     sha = root.ok(["sha256sum", SNIPPET], what="hash").output
 
