@@ -170,10 +170,11 @@ class Conversation:
 
     # --- the questions ------------------------------------------------------
 
-    def ask(self, *, known_password: bool) -> Answers:
+    def ask(self, *, known_password: bool, again: bool = False) -> Answers:
         """Ask what is not answered yet (priorities decide what is shown), validate,
-        ask again what is invalid.  *known_password*: the snippet holds one."""
-        state: dict[str, Any] = {"priority": {}, "backing": False}
+        ask again what is invalid.  *known_password*: the snippet holds one.
+        *again*: after a failure, show every question (at critical priority)."""
+        state: dict[str, Any] = {"priority": {}, "backing": False, "again": again}
         steps: list[Callable[[dict[str, Any]], bool]] = [
             self._string_step(HOST, MEDIUM, settings.validate_host),
             self._string_step(PORT, LOW, settings.validate_port),
@@ -207,7 +208,8 @@ class Conversation:
     def _show(self, state: dict[str, Any], question: str, default: str) -> bool:
         """Input + go for one question: False when the user backed up (or when we are
         backing up over a question that is not shown), True to go on."""
-        shown = self.input(state["priority"].get(question, default), question)
+        priority = CRITICAL if state.get("again") else default
+        shown = self.input(state["priority"].get(question, priority), question)
         forward = self.go()
         if not shown:
             # debconf answers "backup" to a GO with nothing to show while backing
@@ -260,7 +262,7 @@ class Conversation:
                 self.complain(PASSWORD, err.message)
                 state["priority"][PASSWORD] = CRITICAL
                 continue
-            priority = state["priority"].get(PASSWORD, default)
+            priority = state["priority"].get(PASSWORD, CRITICAL if state["again"] else default)
             shown = self.input(priority, PASSWORD_AGAIN)
             if not self.go() and shown:
                 self.fset(PASSWORD, "seen", "false")

@@ -121,7 +121,7 @@ def postinst_configure(conv: Conversation) -> int:
             found = None
             with contextlib.suppress(SetupError):
                 found = snippet.read()
-            conv.ask(known_password=_has_password(found))
+            conv.ask(known_password=_has_password(found), again=True)
 
 
 def resolve_password(answers: conversation.Answers, current: dict[str, Any] | None) -> str:

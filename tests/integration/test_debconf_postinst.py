@@ -271,3 +271,75 @@ def test_an_edited_snippet_is_never_silently_overwritten(site, cluster):
     assert site.args()["password"] == "rotated"
     assert can_login(cluster, site.dbname, site.user, "rotated")
     assert "cp_max: 10" in site.snippet.read_text()
+
+
+# --- interactive postinst (readline frontend on a pty) --------------------------
+
+
+def interactive_postinst(site, tmp_path, steps, priority="high"):
+    from tests.integration.test_debconf_interactive import DRIVER
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    return site.run(
+        ["/usr/bin/python3", str(driver), str(ROOT / "debian" / "postinst"), "configure", ""],
+        stdin=__import__("json").dumps(steps),
+        env={"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": priority, "TERM": "dumb"},
+        check=False,
+    )
+
+
+def test_interactive_retry_then_abort_when_the_server_is_down(site, cluster, tmp_path):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    site.preseed(db_port=str(free_port))
+    proc = interactive_postinst(
+        site,
+        tmp_path,
+        [
+            (r"Cannot connect[\s\S]*Action after the PostgreSQL server failure:", "retry"),
+            (r"Cannot connect[\s\S]*Action after the PostgreSQL server failure:", "abort"),
+        ],
+    )
+    assert proc.returncode != 0, proc.stdout
+    assert not site.snippet.exists()
+
+
+def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_path, names):
+    from tests.pgcluster import psycopg as pg
+
+    sql = pg.sql
+    with cluster.connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE DATABASE {} ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
+                "TEMPLATE template0"
+            ).format(sql.Identifier(site.dbname))
+        )
+    other = site.dbname + "_ok"
+    try:
+        proc = interactive_postinst(
+            site,
+            tmp_path,
+            [
+                (r"C\.UTF-8[\s\S]*Host name of the PostgreSQL server for Synapse:", "localhost"),
+                ("Port of the PostgreSQL server:", str(cluster.port)),
+                ("Name of Synapse's database:", other),
+                (r"role \(user name\) for Synapse:", site.user),
+                ("Password of the PostgreSQL role for Synapse:", ""),
+                (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+            ],
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert site.args()["dbname"] == other
+        assert cluster.query("SELECT datcollate FROM pg_database WHERE datname = %s", (other,)) == [
+            ("C",)
+        ]
+        # the refused database is untouched
+        assert cluster.query(
+            "SELECT datcollate FROM pg_database WHERE datname = %s", (site.dbname,)
+        ) == [("C.UTF-8",)]
+    finally:
+        with cluster.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(other)))
