@@ -263,8 +263,9 @@ def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
 
-def update_dropin(local: bool, path: Path = DROPIN) -> bool:
+def update_dropin(local: bool, path: Path | None = None) -> bool:
     """The systemd drop-in ordering Synapse after a local PostgreSQL; True if changed."""
+    path = path or DROPIN
     if local:
         try:
             if path.read_text(encoding="utf-8") == DROPIN_TEXT:

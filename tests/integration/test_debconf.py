@@ -301,3 +301,15 @@ def test_nothing_leaks_to_the_host(dc):
     dc.config()
     host_snippet = Path("/etc/matrix-synapse/conf.d/database.yaml")
     assert not host_snippet.exists() or "leak-check" not in host_snippet.read_text()
+
+
+def test_odd_hand_edited_values_reach_debconf_exactly_and_are_refused(dc):
+    # SET with the escape capability: spaces, backslashes survive the protocol.
+    dc.write_snippet(
+        "database:\n  name: psycopg2\n  args:\n    host: localhost\n    port: 5432\n"
+        "    dbname: ' my  db\\\\x '\n    user: synapse\n    password: pw\n"
+    )
+    proc = dc.config(check=False)
+    assert dc.get("db-name") == " my  db\\\\x "  # YAML single quotes: two backslashes
+    assert proc.returncode != 0
+    assert "The database name 'my  db" in proc.stderr and "is not allowed" in proc.stderr

@@ -183,3 +183,15 @@ def test_dropin_only_for_a_local_database(tmp_path):
     assert snippet.update_dropin(False, dropin) is True
     assert not dropin.parent.exists()
     assert snippet.update_dropin(False, dropin) is False
+
+
+def test_a_private_primary_group_gets_read_access():
+    # On Debian, postgres's primary group "postgres" has no other member.
+    import grp
+    import pwd
+
+    postgres = pwd.getpwnam("postgres")
+    group = grp.getgrgid(postgres.pw_gid)
+    if set(group.gr_mem) - {"postgres"}:
+        pytest.skip("the postgres group has other members here")
+    assert snippet.ownership("postgres") == snippet.Ownership(0, postgres.pw_gid, 0o640)
