@@ -107,8 +107,9 @@ def lint(c):
     scripts += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "scripts").glob("*.sh"))]
     scripts += ["scripts/bootstrap", ".ci/run"]
     scripts += [
-        f"debian/tests/{p.name}"
-        for p in sorted((ROOT / "debian/tests").glob("*"))
+        str(p.relative_to(ROOT))
+        for d in ("debian/tests", "scripts/piuparts")
+        for p in sorted((ROOT / d).glob("*"))
         if p.name != "control"
     ]
     scripts += SYSTEM_TEST_SHELL
@@ -250,8 +251,30 @@ def roots(c, suite=None, force=False, dry_run=False):
     c.run(shlex.join(args), echo=True)
 
 
+@task(
+    help={
+        "from_repo": "upgrade from the version in this apt repository (default: this tree "
+        "built with a lower version)",
+        "from_suite": "the suite of --from-repo (default: stable)",
+        "keep_env": "keep piuparts' chroot (debugging)",
+    }
+)
+def piuparts(c, from_repo="", from_suite="stable", keep_env=False):
+    """piuparts install/remove/purge and upgrade cycles (needs the Debian mirror)."""
+    build(c)
+    args = [PYTHON, str(ROOT / "scripts" / "run_piuparts.py"), str(deb_path())]
+    if from_repo:
+        args += ["--from-repo", from_repo, "--from-suite", from_suite]
+    if keep_env:
+        args.append("--keep-env")
+    result = c.run(shlex.join(args), echo=True, warn=True)
+    if result.exited:
+        raise Exit("piuparts failed: see build/piuparts/*.log", code=result.exited)
+
+
 ns = Collection(build, lint, test, bench, clean)
 ns.add_task(repo)
 ns.add_task(repro)
 ns.add_task(autopkgtest)
+ns.add_task(piuparts)
 ns.add_task(roots)
