@@ -31,6 +31,10 @@ SYNAPSE_UNITS = (
 SYNAPSE_INITSCRIPT = Path("/etc/init.d/matrix-synapse")
 SYSTEMD_RUNNING = Path("/run/systemd/system")
 UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
+# Our own trigger (debian/triggers): provisioning deferred until PostgreSQL,
+# unpacked in the same dpkg run, is configured.
+PROVISION_TRIGGER = "matrix-synapse-setup-provision"
+POSTGRESQL_PACKAGES = ("postgresql", "postgresql-common", "postgresql-[0-9]*")
 
 
 def say(text: str) -> None:
@@ -50,7 +54,13 @@ def dispatch(argv: list[str]) -> int:
     if script == "postinst" and action == "configure":
         return postinst_configure(Conversation(conversation.connect()))
     if script == "postinst" and action == "triggered":
-        return triggered()
+        names = " ".join(argv[2:]).split()
+        status = 0
+        if PROVISION_TRIGGER in names:
+            status = postinst_configure(Conversation(conversation.connect()), deferred=True)
+        if set(names) - {PROVISION_TRIGGER}:
+            status = status or triggered()
+        return status
     return 0  # other scripts and actions: nothing to do (and an old helper stays usable)
 
 
@@ -96,9 +106,37 @@ def config(conv: Conversation) -> int:
 # --- postinst configure ----------------------------------------------------------
 
 
-def postinst_configure(conv: Conversation) -> int:
+def postgresql_being_installed() -> list[str]:
+    """PostgreSQL packages unpacked but not configured yet (same dpkg run as ours)."""
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *POSTGRESQL_PACKAGES],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    pending = []
+    for line in proc.stdout.splitlines():
+        name, _, status = line.partition(" ")
+        # want install (i), and unpacked (U), half-configured (F) or half-installed (H)
+        if status[:1] == "i" and status[1:2] in ("U", "F", "H"):
+            pending.append(name)
+    return pending
+
+
+def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
+    if not deferred and conv.answers().host.strip() in ("", "localhost"):
+        pending = postgresql_being_installed()
+        if pending:
+            # apt orders configuration by Depends only; PostgreSQL (a Recommends)
+            # may be configured after us.  Its postinst creates the postgres user
+            # and the cluster: provision from our trigger, which dpkg runs after.
+            proc = subprocess.run(["dpkg-trigger", "--no-await", PROVISION_TRIGGER], **child_fds())
+            if proc.returncode == 0:
+                say(messages.DEFERRED.format(packages=", ".join(pending)))
+                return 0
     while True:
         answers = conv.answers()
         try:
@@ -158,6 +196,17 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         say(str(step))
     owner = snippet.ownership()
     file_changed = install_snippet(conv, text, settings, owner)
+    kept = kept_settings(settings)
+    if kept is not None:
+        # The admin kept an edited file (ucf's question): make the role match the
+        # file Synapse reads, and show its values as the current answers.
+        settings = kept
+        more = provision(settings)
+        for step in more:
+            say(str(step))
+        steps += more
+        for key, question in conversation.SNIPPET_QUESTIONS.items():
+            conv.set(question, str(getattr(settings, key)))
     dropin_changed = snippet.update_dropin(settings.local)
     if dropin_changed:
         daemon_reload()
@@ -167,6 +216,23 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
     if changed(steps) or file_changed or dropin_changed:
         restart_synapse("try-restart")
+
+
+def kept_settings(settings: Settings, path: Path = snippet.SNIPPET) -> Settings | None:
+    """The settings of the file on disk when they are not *settings* (an admin kept
+    an edited snippet), None when they are, or when the file is not usable."""
+    try:
+        found = snippet.read(path)
+    except SetupError:
+        return None
+    if found is None or snippet.same_values(found, settings):
+        return None
+    answers = {key: None if value is None else str(value) for key, value in found.items()}
+    try:
+        return Settings.from_answers(**answers)
+    except SetupError as err:
+        say(messages.SNIPPET_IGNORED.format(reason=err.message))
+        return None
 
 
 def noninteractive(conv: Conversation) -> bool:

@@ -118,13 +118,17 @@ IGNORED = (
 )
 SNIPPET_KEPT = (
     "warning: {path} keeps your edited version, which differs from the answers in {fields}; "
-    "Synapse uses the file. Merge the changes (see {path}.ucf-dist) or run "
-    "'dpkg-reconfigure matrix-synapse-setup'."
+    "Synapse uses the file, so the database role is made to match it (the version from the "
+    "answers is in {path}.ucf-dist)."
 )
 SNIPPET_CONFLICT = (
     "{path} was edited by hand and differs from the answers in {fields}; nothing was "
     "changed. Merge by hand, or run 'dpkg-reconfigure matrix-synapse-setup' interactively "
     "(or with UCF_FORCE_CONFFNEW=1 to replace the file)."
+)
+DEFERRED = (
+    "{packages} is not configured yet: the database is set up when dpkg has configured it "
+    "(trigger matrix-synapse-setup-provision)."
 )
 SNIPPET_LOADED = "Read the database settings in use from {path} (edited by hand)."
 SNIPPET_IGNORED = "warning: {reason} Its values are not used as the current answers."

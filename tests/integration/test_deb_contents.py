@@ -74,6 +74,8 @@ def test_file_trigger_on_synapse_units(control):
     triggers = (out / "triggers").read_text().split("\n")
     assert "interest-noawait /lib/systemd/system/matrix-synapse.service" in triggers
     assert "interest-noawait /usr/lib/systemd/system/matrix-synapse.service" in triggers
+    # provisioning deferred until PostgreSQL (same dpkg run) is configured
+    assert "interest-noawait matrix-synapse-setup-provision" in triggers
 
 
 def test_helper_and_package_are_installed_where_the_scripts_look(control):

@@ -343,3 +343,55 @@ def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_
     finally:
         with cluster.connect() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(other)))
+
+
+def test_interactive_ucf_asks_about_an_edited_snippet_on_our_debconf_pipe(site, cluster, tmp_path):
+    site.postinst()
+    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    site.snippet.write_text(edited)
+    site.preseed(db_password="rotated again")
+    proc = interactive_postinst(
+        site,
+        tmp_path,
+        [
+            # ucf's own question, asked through the debconf connection we share with it
+            (
+                r"What do you want to do about modified configuration file database\.yaml\?",
+                "install the package maintainer's version",
+            ),
+        ],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert site.args()["password"] == "rotated again"
+    assert "cp_max: 10" in site.snippet.read_text()
+    assert can_login(cluster, site.dbname, site.user, "rotated again")
+    st = site.snippet.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o640)
+
+
+def test_interactive_keeping_the_edited_snippet_is_warned_about(site, cluster, tmp_path):
+    site.postinst()
+    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    site.snippet.write_text(edited)
+    site.preseed(db_password="rotated again")
+    proc = interactive_postinst(
+        site,
+        tmp_path,
+        [
+            (
+                r"What do you want to do about modified configuration file database\.yaml\?",
+                "keep the local version currently installed",
+            ),
+        ],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert site.snippet.read_text() == edited
+    assert "keeps your edited version, which differs from the answers in password" in proc.stdout
+    # Synapse reads the kept file: the role follows it, so Synapse can still log in.
+    password = site.args()["password"]
+    assert can_login(cluster, site.dbname, site.user, password)
+    assert not can_login(cluster, site.dbname, site.user, "rotated again")
+    # ucf's copy of the answers' version holds a password too: root only
+    dist = site.snippet.with_name("database.yaml.ucf-dist")
+    assert "rotated again" in dist.read_text()
+    assert stat.S_IMODE(dist.stat().st_mode) == 0o640 and dist.stat().st_gid == 0
