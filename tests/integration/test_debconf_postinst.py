@@ -395,3 +395,34 @@ def test_interactive_keeping_the_edited_snippet_is_warned_about(site, cluster, t
     dist = site.snippet.with_name("database.yaml.ucf-dist")
     assert "rotated again" in dist.read_text()
     assert stat.S_IMODE(dist.stat().st_mode) == 0o640 and dist.stat().st_gid == 0
+
+
+def test_provisioning_waits_for_postgresql_configured_in_the_same_run(site, cluster):
+    # dpkg's view inside the namespace: PostgreSQL unpacked, not configured yet
+    # (apt orders configuration by Depends only; postgresql is a Recommends).
+    status = Path("/var/lib/dpkg/status").read_text()
+    stanzas = status.split("\n\n")
+    changed = []
+    for i, stanza in enumerate(stanzas):
+        if stanza.startswith("Package: postgresql-common\n"):
+            stanzas[i] = stanza.replace(
+                "Status: install ok installed", "Status: install ok unpacked"
+            )
+            changed.append(i)
+    assert changed, "postgresql-common is not installed here"
+    upper = site.overlay / "var/lib/upper/dpkg"
+    upper.mkdir(parents=True)
+    (upper / "status").write_text("\n\n".join(stanzas))
+    env = {"DPKG_MAINTSCRIPT_PACKAGE": "matrix-synapse-setup", "DPKG_MAINTSCRIPT_NAME": "postinst"}
+    proc = site.run([str(ROOT / "debian" / "postinst"), "configure", ""], env=env)
+    assert "postgresql-common is not configured yet" in proc.stderr
+    assert not site.snippet.exists()
+    assert "matrix-synapse-setup-provision" in (upper / "triggers" / "Unincorp").read_text()
+    # dpkg runs our trigger once PostgreSQL is configured.
+    (upper / "status").write_text(status)
+    proc = site.run(
+        [str(ROOT / "debian" / "postinst"), "triggered", "matrix-synapse-setup-provision"], env=env
+    )
+    assert "Wrote /etc/matrix-synapse/conf.d/database.yaml" in proc.stderr
+    assert can_login(cluster, site.dbname, site.user, site.args()["password"])
+    assert site.get("db-password") == ""
