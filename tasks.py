@@ -154,6 +154,7 @@ def bench(c, repeat=10):
 def clean(c, dry_run=False):
     """Remove build/, dist/ and caches (the system-test root cache is kept in build/cache)."""
     targets = [BUILD / "src", DIST, ROOT / ".pytest_cache", ROOT / ".ruff_cache"]
+    targets += [BUILD / "autopkgtest", BUILD / "piuparts"]  # their logs
     targets += list(ROOT.glob("**/__pycache__"))
     for target in targets:
         if target.exists():
