@@ -152,6 +152,13 @@ class Conversation:
                 return False
             raise
 
+    def interactive(self) -> bool:
+        """Whether a critical question would be shown, asked without showing one:
+        INPUT tells (30: it would not), CLEAR drops the pending question."""
+        shown = self.input(CRITICAL, SETUP_ERROR)
+        self.db.command("clear")
+        return shown
+
     def show_error(self, template: str, message: str | None = None) -> bool:
         """Show an error template (with ${error}); False if nobody can see it."""
         if message is not None:

@@ -237,12 +237,7 @@ def kept_settings(settings: Settings, path: Path = snippet.SNIPPET) -> Settings 
 
 def noninteractive(conv: Conversation) -> bool:
     """True when nobody can answer ucf's question about an edited file."""
-    if os.environ.get("DEBIAN_FRONTEND", "").lower() == "noninteractive":
-        return True
-    try:
-        return conv.get("debconf/frontend").strip().lower() == "noninteractive"
-    except conv.DebconfError:
-        return False
+    return not conv.interactive()
 
 
 def snippet_conflict(

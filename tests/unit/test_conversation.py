@@ -146,6 +146,9 @@ class FakeFrontend(threading.Thread):
                 return "30 backup"
             self.backed_up = False
             return "0 ok"
+        if cmd == "clear":
+            self.pending = []
+            return "0"
         return f"20 Unsupported command {cmd}"
 
 
@@ -460,3 +463,12 @@ def test_unknown_scripts_and_actions_do_nothing():
     assert maint.dispatch(["prerm", "remove"]) == 0
     assert maint.dispatch(["postinst", "abort-upgrade", "0.1"]) == 0
     assert maint.dispatch(["config", "something-new"]) == 0
+
+
+def test_interactivity_is_probed_without_showing_anything(session):
+    conv, fe = session(interactive=False)
+    assert conv.interactive() is False
+    conv, fe = session(interactive=True)
+    assert conv.interactive() is True
+    conv.go()
+    assert fe.shown == []
