@@ -209,15 +209,18 @@ def repro(c, keep=""):
 
 @task(
     help={
+        "suite": "Debian release of the testbed: bookworm (default) or trixie",
         "test": "only this test of debian/tests/control (repeatable)",
         "shell_fail": "open a shell in the testbed when a test fails",
     },
     iterable=["test"],
+    auto_shortflags=False,
 )
-def autopkgtest(c, test=None, shell_fail=False):
+def autopkgtest(c, suite="bookworm", test=None, shell_fail=False):
     """Run debian/tests with autopkgtest (chroot virt-server, fresh offline root per test)."""
     build(c)
     args = [PYTHON, str(ROOT / "scripts" / "run_autopkgtest.py"), str(deb_path())]
+    args += ["--suite", suite]
     for name in test or []:
         args += ["--test", name]
     if shell_fail:
@@ -257,13 +260,15 @@ def roots(c, suite=None, force=False, dry_run=False):
         "from_repo": "upgrade from the version in this apt repository (default: this tree "
         "built with a lower version)",
         "from_suite": "the suite of --from-repo (default: stable)",
+        "suite": "Debian release of the chroot: bookworm (default) or trixie",
         "keep_env": "keep piuparts' chroot (debugging)",
     }
 )
-def piuparts(c, from_repo="", from_suite="stable", keep_env=False):
+def piuparts(c, suite="bookworm", from_repo="", from_suite="stable", keep_env=False):
     """piuparts install/remove/purge and upgrade cycles (needs the Debian mirror)."""
     build(c)
     args = [PYTHON, str(ROOT / "scripts" / "run_piuparts.py"), str(deb_path())]
+    args += ["--suite", suite]
     if from_repo:
         args += ["--from-repo", from_repo, "--from-suite", from_suite]
     if keep_env:

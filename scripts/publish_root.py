@@ -52,6 +52,9 @@ TESTBED_DOWNLOAD = [
     "python3-debconf",
     "debconf",
     "ucf",
+    # trixie's python3-psycopg: "python3-typing-extensions | python3-supported-min (>= 3.13)";
+    # apt takes the second, autopkgtest's dependency resolver the first.
+    "python3-typing-extensions",
 ]
 KINDS = ("testbed", "piuparts")
 

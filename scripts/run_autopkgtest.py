@@ -13,7 +13,6 @@ autopkgtest's (0 all passed, 2 some skipped, 4 failed, 8 no tests ran...).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -24,14 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import publish_root  # noqa: E402
-
-
-def _repro():
-    spec = importlib.util.spec_from_file_location("repro", ROOT / "scripts" / "repro.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["repro"] = module
-    spec.loader.exec_module(module)
-    return module
+import repro  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -50,7 +42,6 @@ def main(argv: list[str]) -> int:
     if shutil.which("autopkgtest") is None:
         print("run_autopkgtest: autopkgtest is missing: run scripts/bootstrap", file=sys.stderr)
         return 1
-    repro = _repro()
     files = repro.snapshot()
     tests = test_names(files)
     shutil.rmtree(args.output_dir, ignore_errors=True)
@@ -58,14 +49,14 @@ def main(argv: list[str]) -> int:
     worst = 0
     # One fresh testbed per test: the chroot virt-server cannot revert one.
     for name in args.test or tests:
-        code = run_one(files, name, args, repro)
+        code = run_one(files, name, args)
         print(f"run_autopkgtest: {name}: autopkgtest exit {code}", flush=True)
         worst = max(worst, code)
     print(f"run_autopkgtest: logs in {args.output_dir} (exit {worst})")
     return worst
 
 
-def test_names(files) -> list[str]:
+def test_names(files: repro.Snapshot) -> list[str]:
     from debian.deb822 import Deb822
 
     control = dict((name, data) for name, data, _ in files)["debian/tests/control"]
@@ -76,7 +67,7 @@ def test_names(files) -> list[str]:
     ]
 
 
-def run_one(files, name: str, args: argparse.Namespace, repro) -> int:
+def run_one(files: repro.Snapshot, name: str, args: argparse.Namespace) -> int:
     with (
         publish_root.extracted("testbed", args.suite) as root,
         tempfile.TemporaryDirectory(prefix="mss-autopkgtest-src-") as tmp,

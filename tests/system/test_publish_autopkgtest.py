@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from debian.deb822 import Deb822
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def test_autopkgtests_pass(debs, tmp_path):
+@pytest.mark.parametrize("suite", ["trixie", "bookworm"])
+def test_autopkgtests_pass(debs, tmp_path, suite):
     out = tmp_path / "autopkgtest"
     proc = subprocess.run(
         [
@@ -25,6 +28,8 @@ def test_autopkgtests_pass(debs, tmp_path):
             str(debs["current"]),
             "--output-dir",
             str(out),
+            "--suite",
+            suite,
         ],
         capture_output=True,
         text=True,
