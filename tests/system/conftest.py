@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import harness, roots
+from tests.system import harness, roots, steps
 
 PROJECT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("MSS_SYSTEM_FULL") == "1"
@@ -153,18 +153,52 @@ def lowers() -> Iterator[Callable[[str], Path]]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def postgresql_layers(lowers, workdir) -> Callable[[str], Path]:
+    """suite -> an overlay layer holding `apt-get install postgresql` done once per session
+    (offline, from the root's cache) with its cluster stopped cleanly; scenarios that have
+    PostgreSQL before our package start from it instead of installing it each time."""
+    made: dict[str, Path] = {}
+
+    def get(suite: str) -> Path:
+        if suite not in made:
+            root = harness.Root("postgresql-layer", suite, lowers(suite))
+            with root:
+                steps.install_postgresql(root)
+                root.ok(
+                    "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main stop",
+                    what="stopping the cluster for the layer",
+                )
+                dest = workdir / f"postgresql-layer-{suite}"
+                root.keep_as_layer(dest)
+            made[suite] = dest
+        return made[suite]
+
+    return get
+
+
 @pytest.fixture
-def make_root(request, lowers, debs) -> Iterator[Callable[[str], harness.Root]]:
-    """make_root(suite) -> a started Root with the .debs in harness.DEBS; stopped afterwards."""
+def make_root(request, lowers, postgresql_layers, debs) -> Iterator[Callable[..., harness.Root]]:
+    """make_root(suite, postgresql=False) -> a started Root with the .debs in harness.DEBS;
+    with postgresql=True, PostgreSQL is installed (as by `apt-get install postgresql`) and
+    its cluster runs.  Stopped afterwards."""
     started: list[harness.Root] = []
     scenario = request.node.originalname.removeprefix("test_")
 
-    def make(suite: str) -> harness.Root:
-        root = harness.Root(scenario, suite, lowers(suite))
+    def make(suite: str, postgresql: bool = False) -> harness.Root:
+        layers = [lowers(suite)]
+        if postgresql:
+            layers.insert(0, postgresql_layers(suite))
+        root = harness.Root(scenario, suite, layers)
         for path in debs.values():
             root.put_file(path, f"{harness.DEBS}/{path.name}")
         root.__enter__()
         started.append(root)
+        if postgresql:
+            root.ok(
+                "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main start",
+                what="starting the PostgreSQL cluster",
+            )
         return root
 
     yield make

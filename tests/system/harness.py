@@ -69,10 +69,11 @@ class Result:
 class Root:
     """One scenario's root: `with Root(...) as root: root.ok(...)`."""
 
-    def __init__(self, scenario: str, suite: str, lower: Path) -> None:
+    def __init__(self, scenario: str, suite: str, lower: Path | list[Path]) -> None:
         self.scenario = scenario
         self.suite = suite
-        self.lower = lower
+        # Overlay lower layers, top first: e.g. [a layer with postgresql installed, the base].
+        self.lowers = lower if isinstance(lower, list) else [lower]
         self.dir = Path(tempfile.mkdtemp(prefix=f"mss-{suite}-{scenario}-"))
         self.upper = self.dir / "upper"
         self.merged = self.dir / "root"
@@ -156,6 +157,16 @@ class Root:
             print(f"[{self.label}] kept {self.dir} (MSS_KEEP_ROOTS=1)")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def keep_as_layer(self, dest: Path) -> None:
+        """Stop the namespace and keep this root's changes (its upper layer) at DEST, to be
+        a lower layer of later roots.  Stop its services cleanly first."""
+        pid1, self.pid1 = self.pid1, 0
+        _kill(pid1)
+        if self.holder is not None:
+            self.holder.wait(timeout=30)
+        os.replace(self.upper, dest)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
     def label(self) -> str:

@@ -35,6 +35,9 @@ def pty_run(root: Root, argv: list[str], plan: dict, env: dict, *, what: str):
     )
 
 
+HOST_PROMPT = r"Host name of the PostgreSQL server for Synapse:"
+
+
 def password_steps(*pairs: tuple[str, str]) -> list[dict]:
     """Typed answers to the password question and its confirmation, pair by pair."""
     out = []
@@ -42,6 +45,19 @@ def password_steps(*pairs: tuple[str, str]) -> list[dict]:
         out.append({"expect": r"Password of the PostgreSQL role for Synapse:", "send": first})
         out.append({"expect": r"Password confirmation:", "send": again})
     return out
+
+
+def all_answers(password: str) -> list[dict]:
+    """Every question at priority low, typed by a person (the readline frontend shows no
+    default without a readline library, so Enter would answer "")."""
+    return [
+        {"expect": HOST_PROMPT, "send": "localhost"},
+        {"expect": r"Port of the PostgreSQL server:", "send": "5432"},
+        {"expect": r"Name of Synapse's database:", "send": "synapse"},
+        {"expect": r"PostgreSQL role \(user name\) for Synapse:", "send": "synapse"},
+        *password_steps((password, password)),
+        {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
+    ]
 
 
 def pg_version(root: Root) -> str:
@@ -105,16 +121,14 @@ TYPED = 'he said "let\'s go" and left'
 def test_interactive_install(make_root, debs, suite):
     """A person answers the debconf prompts (readline frontend on a pty): a password with
     quotes and spaces, a mismatched confirmation first, then the right one."""
-    root = make_root(suite)
-    steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
+    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
     with_synapse(root, debs)
     plan = {
-        "timeout": 240,
-        "enter_on_quiet": 2,
+        "timeout": 120,
         "steps": [
-            {"expect": r"Host name of the PostgreSQL server for Synapse:", "send": ""},
+            {"expect": HOST_PROMPT, "send": "localhost"},
             *password_steps((TYPED, TYPED + " typo")),
-            {"expect": r"Passwords do not match", "send": ""},
+            {"expect": r"Passwords do not match", "send": None},
             *password_steps((TYPED, TYPED)),
         ],
     }
@@ -146,8 +160,7 @@ def test_interactive_install(make_root, debs, suite):
 def test_synapse_before_us(make_root, debs, suite):
     """Synapse is installed and running (on SQLite) before us: we switch it to PostgreSQL,
     restart it, and never touch homeserver.yaml."""
-    root = make_root(suite)
-    steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
+    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
     with_synapse(root, debs)
     steps.synapse_up(root, "Synapse runs on SQLite before our package")
     before_pid = steps.synapse_pid(root)
@@ -172,8 +185,7 @@ def test_synapse_before_us(make_root, debs, suite):
 def test_synapse_after_us(make_root, debs, suite):
     """Our package first with no preseeded password (a strong one is generated), Synapse
     afterwards: the file trigger gives Synapse's user the snippet, and Synapse works."""
-    root = make_root(suite)
-    steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
+    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
     steps.apt_install(root, debs["current"])
     args = steps.check_snippet(root, password=None, group="root")
     password = str(args.get("password", ""))
@@ -206,15 +218,15 @@ def test_reconfigure(make_root, debs, suite):
     """dpkg-reconfigure with a new password: role and snippet rotate together, Synapse
     restarts and works, the old password no longer logs in.  The same answers again
     change nothing and restart nothing."""
-    root = make_root(suite)
-    steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
+    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
     with_synapse(root, debs)
     steps.preseed(root, db_password=ADVERSARIAL)
     steps.apt_install(root, debs["current"])
     steps.synapse_chats(root)
     pid = steps.synapse_pid(root)
 
-    plan = {"timeout": 180, "enter_on_quiet": 2, "steps": password_steps((NEW_PASSWORD,) * 2)}
+    # dpkg-reconfigure asks everything (priority low).
+    plan = {"timeout": 120, "steps": all_answers(NEW_PASSWORD)}
     env = {"DEBIAN_FRONTEND": "readline"}
     pty_run(
         root,
@@ -239,12 +251,8 @@ def test_reconfigure(make_root, debs, suite):
 
     sha = root.ok(["sha256sum", SNIPPET], what="hash").output
     pid = steps.synapse_pid(root)
-    plan = {"timeout": 180, "enter_on_quiet": 2, "steps": []}  # Enter everywhere: same answers
-    pty_run(
-        root,
-        ["dpkg-reconfigure", "matrix-synapse-setup"],
-        plan,
-        env,
+    root.ok(
+        ["dpkg-reconfigure", "-fnoninteractive", "matrix-synapse-setup"],
         what="dpkg-reconfigure with the same answers",
     )
     root.check(
@@ -267,18 +275,21 @@ def test_reconfigure(make_root, debs, suite):
 
 @suites
 def test_upgrade(make_root, debs, old_deb, suite):
-    """Upgrade from an older build: no prompt (a prompt would block the pty until the
-    timeout), the same password, Synapse and its data still work."""
-    root = make_root(suite)
-    steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
+    """Upgrade from an older build, installed by a person who answered every question:
+    the upgrade asks nothing (at priority low; a prompt would block the pty until the
+    timeout), keeps the password and the snippet; Synapse and its data still work."""
+    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
     with_synapse(root, debs)
-    steps.preseed(root, db_password=ADVERSARIAL)
     root.put_file(old_deb, f"{DEBS}/{old_deb.name}")
-    steps.apt_install(root, old_deb)
+    # The older version installed by a person who answered every question (priority low).
+    plan = {"timeout": 120, "steps": all_answers(ADVERSARIAL)}
+    env = {"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": "low"}
+    cmd = ["apt-get", "install", "-y", f"{DEBS}/{old_deb.name}"]
+    pty_run(root, cmd, plan, env, what="installing the older version, answering everything")
     steps.synapse_chats(root)
     sha = root.ok(["sha256sum", SNIPPET], what="hash").output
 
-    plan = {"timeout": 180, "enter_on_quiet": 0, "steps": []}  # nobody answers anything
+    plan = {"timeout": 90, "steps": []}  # nobody answers anything
     env = {"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": "low"}
     cmd = ["apt-get", "install", "-y", f"/var/cache/mss-test/{debs['current'].name}"]
     pty_run(root, cmd, plan, env, what="upgrade with nobody at the keyboard")
@@ -309,8 +320,7 @@ def test_upgrade(make_root, debs, old_deb, suite):
 def test_postgresql_stopped(make_root, debs, suite):
     """PostgreSQL stopped at install time: a clear error, the package left unconfigured;
     after the cluster starts, `dpkg --configure -a` completes."""
-    root = make_root(suite)
-    steps.install_postgresql(root)
+    root = make_root(suite, postgresql=True)
     version = pg_version(root)
     root.ok(["pg_ctlcluster", version, "main", "stop"], what="stopping the cluster")
     steps.preseed(root, db_password=ADVERSARIAL)
@@ -361,8 +371,7 @@ ROWS_SQL = "SELECT md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM prec
 def test_wrong_collation_refused(make_root, debs, suite):
     """An existing `synapse` database with C.UTF-8 collation and rows: refused with a clear
     message; database and rows untouched, no snippet."""
-    root = make_root(suite)
-    steps.install_postgresql(root)
+    root = make_root(suite, postgresql=True)
     steps.psql(root, "CREATE ROLE synapse LOGIN", what="creating role synapse")
     steps.psql(
         root,
@@ -405,8 +414,7 @@ def test_wrong_collation_refused(make_root, debs, suite):
 def test_remove_and_purge(make_root, debs, suite, purge_database):
     """remove keeps config and database; purge removes our snippet, ucf registration and
     debconf answers, and drops database and role only with purge-database, after a dump."""
-    root = make_root(suite)
-    steps.install_postgresql(root)  # only test_fresh_install pulls it in with us
+    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
     with_synapse(root, debs)
     steps.preseed(root, db_password=ADVERSARIAL)
     steps.apt_install(root, debs["current"])
@@ -486,8 +494,7 @@ HERE_ADDR, DB_ADDR = "10.231.7.1", "10.231.7.2"
 def test_remote_server(make_root, debs, suite):
     """PostgreSQL reachable only over TCP at another address (its own network namespace
     behind a veth pair, no local cluster): verify only, then Synapse connects there."""
-    root = make_root(suite)
-    steps.install_postgresql(root)
+    root = make_root(suite, postgresql=True)
     version = pg_version(root)
     root.ok(["pg_dropcluster", "--stop", version, "main"], what="removing the local cluster")
     root.add_netns("dbnet", HERE_ADDR, DB_ADDR)

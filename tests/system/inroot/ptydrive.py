@@ -3,13 +3,14 @@ would: the pty is made here, inside the scenario's namespaces.
 
     ptydrive.py COMMAND [ARG...] < plan.json
 
-plan.json: {"timeout": S, "enter_on_quiet": Q, "steps": [{"expect": REGEX, "send": TEXT}...]}.
+plan.json: {"timeout": S, "steps": [{"expect": REGEX, "send": TEXT or null}, ...]}.
 Each REGEX is searched in what the command printed since the previous match; TEXT and Enter
-are then typed.  With Q > 0, a prompt that no step expects (output quiet for Q seconds and
-ending like a prompt) is answered with Enter: the person accepts the default.  With Q = 0,
-such a prompt is never answered and the run ends after S seconds with exit 124.  Answers
-come on standard input, never on a command line.  Prints the transcript and exits with the
-command's status (124 when an expected prompt never came or the command never ended).
+are then typed (null: nothing is typed, the step only waits for the text).  A prompt that no
+step expects is never answered: the run then ends after S seconds with exit 124.  (debconf's
+readline frontend without a readline library shows no default: Enter answers "", so the
+person types every answer.)  Answers come on standard input, never on a command line.
+Prints the transcript and exits with the command's status (124 when an expected prompt
+never came or the command never ended).
 """
 
 import json
@@ -22,8 +23,6 @@ import time
 
 plan = json.load(sys.stdin)
 TIMEOUT = float(plan.get("timeout", 120))
-QUIET = float(plan.get("enter_on_quiet", 0))
-PROMPT = re.compile(rb"(:|\?|\]|>)[ \t]*$")
 
 pid, fd = pty.fork()
 if pid == 0:
@@ -31,12 +30,11 @@ if pid == 0:
 
 transcript = b""
 pending = b""
-last_output = time.monotonic()
 
 
 def pump(timeout: float) -> bool:
     """Read what is there; False at the end of the output."""
-    global transcript, pending, last_output
+    global transcript, pending
     ready, _, _ = select.select([fd], [], [], timeout)
     if not ready:
         return True
@@ -48,22 +46,12 @@ def pump(timeout: float) -> bool:
         return False
     transcript += data
     pending += data
-    last_output = time.monotonic()
     return True
 
 
 def type_line(text: str) -> None:
     time.sleep(0.2)  # let the prompt finish drawing, like a person
     os.write(fd, text.encode() + b"\r")
-
-
-def maybe_accept_default() -> None:
-    global pending, transcript
-    quiet = time.monotonic() - last_output
-    if QUIET and quiet >= QUIET and PROMPT.search(pending.rstrip(b"\r\n") or b"-"):
-        transcript += b"[ptydrive: Enter]"
-        pending = b""
-        type_line("")
 
 
 def finish(status: int, note: str = "") -> None:
@@ -91,13 +79,12 @@ for step in plan["steps"]:
             if pattern.search(pending):
                 continue
             finish(124, f"the command ended before /{step['expect']}/")
-        maybe_accept_default()
-    type_line(step["send"])
+    if step["send"] is not None:
+        type_line(step["send"])
 
 deadline = time.monotonic() + TIMEOUT
 while pump(0.3):
     if time.monotonic() > deadline:
         finish(124, f"the command did not end within {TIMEOUT:.0f} s (a prompt nobody answered?)")
-    maybe_accept_default()
 _, status = os.waitpid(pid, 0)
 finish(os.waitstatus_to_exitcode(status))
