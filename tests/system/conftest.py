@@ -190,10 +190,10 @@ def make_root(request, lowers, postgresql_layers, debs) -> Iterator[Callable[...
         if postgresql:
             layers.insert(0, postgresql_layers(suite))
         root = harness.Root(scenario, suite, layers)
+        started.append(root)
         for path in debs.values():
             root.put_file(path, f"{harness.DEBS}/{path.name}")
         root.__enter__()
-        started.append(root)
         if postgresql:
             root.ok(
                 "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main start",

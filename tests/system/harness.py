@@ -119,7 +119,7 @@ class Root:
             "/usr/bin/python3",
             str(HERE / "nsinit.py"),
             str(self.merged),
-            str(self.lower),
+            ":".join(map(str, self.lowers)),
             str(self.upper),
             str(self.dir / "work"),
         ]
