@@ -12,8 +12,9 @@ they never collide with the system tests' roots):
   NOT installed, with apt's lists kept, so that apt can install them with no
   network; /etc/hosts.  autopkgtest's unshare virt-server and the repository
   tests run in it offline (in a network namespace of their own).
-- ``publish-piuparts-<suite>-<key>.tgz`` (mmdebstrap --variant=minbase): the base
-  tarball piuparts wants (gzip, minimal); piuparts itself fetches from the mirror.
+- ``publish-piuparts-<suite>-<key>.tgz`` (mmdebstrap --variant=minbase, plus
+  postgresql with its cluster created and stopped): the base tarball piuparts
+  wants (gzip); piuparts itself fetches from the mirror.
 
 <key> hashes the package lists and this file.  The mirror comes from the host's
 apt sources (tests/system/roots.py reads them); no host name is written here.
@@ -86,6 +87,9 @@ def mmdebstrap_command(kind: str, suite: str, output: Path) -> list[str]:
             "--mode=root",
             "--variant=minbase",
             "--format=tar",
+            # A machine with PostgreSQL installed, its cluster down (mmdebstrap's and
+            # piuparts' policy-rc.d start nothing): what the package meets there.
+            "--include=postgresql",
             "--customize-hook=" + hosts,
             suite,
             str(output.with_suffix(".tar.gz")),

@@ -3,8 +3,8 @@
 
     scripts/run_piuparts.py DEB [--suite S] [--from-repo DIR --from-suite S] [--keep-env]
 
-1. install + purge: piuparts installs the .deb (with its dependencies and
-   Recommends, from the mirror) into a fresh chroot, removes and reinstalls it
+1. install + purge: piuparts installs the .deb (with its dependencies, from
+   the mirror) into a fresh chroot, removes and reinstalls it
    (config-files-remaining state), then removes and purges it, and fails on
    any file left behind, changed or missing.
 2. upgrade: the previous version is installed from an apt repository, upgraded
@@ -13,10 +13,13 @@
    or else this tree built with a lower version (as the system tests build it),
    published unsigned into a temporary repository.
 
-The chroot comes from the cached minbase tarball of scripts/publish_root.py;
-piuparts fetches the dependencies from the host's Debian mirror.  Custom scripts
-in scripts/piuparts/ preseed the answer to "server unreachable" (piuparts starts
-no PostgreSQL).  Logs: build/piuparts/*.log.
+The chroot comes from the cached minbase tarball of scripts/publish_root.py,
+which has PostgreSQL installed with its cluster stopped (piuparts' policy-rc.d
+starts no service); piuparts fetches the dependencies from the host's Debian
+mirror.  Custom scripts in scripts/piuparts/ preseed the answer to "server
+unreachable".  No --install-recommends: on trixie, piuparts then cannot remove
+the protected packages (e2fsprogs) that postgresql's Recommends pull in.
+Logs: build/piuparts/*.log.
 """
 
 from __future__ import annotations
@@ -69,9 +72,9 @@ def piuparts(
         "--log-file",
         str(log),
         "--warn-on-debsums-errors",  # the base tarball is mmdebstrap's, not debootstrap's
-        # As `apt install` does by default: PostgreSQL comes along (piuparts' policy-rc.d
-        # keeps its cluster down, so the preseeded "ignore" answers "server unreachable").
-        "--install-recommends",
+        # apt's debconf preconfiguration (any package with templates) leaves this
+        # empty directory behind on trixie; it is debconf's, not ours.
+        "--ignore=/var/cache/debconf/tmp.ci/",
         *extra,
     ]
     if keep_env:
