@@ -45,6 +45,15 @@ LOW, MEDIUM, HIGH, CRITICAL = "low", "medium", "high", "critical"
 
 RETRY, ABORT, IGNORE = "retry", "abort", "ignore"
 
+# The templates' defaults, for an answer left empty.
+DEFAULTS = {
+    HOST: settings.DEFAULTS["host"],
+    PORT: settings.DEFAULTS["port"],
+    NAME: settings.DEFAULTS["dbname"],
+    USER: settings.DEFAULTS["user"],
+    SSLMODE: settings.DEFAULTS["sslmode"],
+}
+
 # Answers read into debconf from the installed snippet, by snippet key.
 SNIPPET_QUESTIONS = {"host": HOST, "port": PORT, "dbname": NAME, "user": USER, "sslmode": SSLMODE}
 
@@ -230,8 +239,13 @@ class Conversation:
     ) -> Callable[[dict[str, Any]], bool]:
         def step(state: dict[str, Any]) -> bool:
             while True:
+                before = self.get(question).strip() or DEFAULTS.get(question, "")
                 if not self._show(state, question, priority):
                     return False
+                if not self.get(question).strip() and before:
+                    # An empty answer keeps the value shown: debconf's readline
+                    # frontend without Term::ReadLine::Gnu returns "" for Enter.
+                    self.set(question, before)
                 try:
                     validate(self.get(question).strip())
                     return True
@@ -290,10 +304,12 @@ class Conversation:
             self.fset(question, "seen", "false")
 
     def clear_password(self) -> None:
-        """The snippet holds the password now: it does not stay in debconf."""
+        """The snippet holds the password now: it does not stay in debconf.  The
+        questions stay seen, so an upgrade does not ask them again (an empty answer
+        keeps the password; dpkg-reconfigure shows them anyway)."""
         for question in (PASSWORD, PASSWORD_AGAIN):
             self.set(question, "")
-            self.reset(question)
+            self.fset(question, "seen", "true")
 
     # --- failures in the postinst ---------------------------------------------
 

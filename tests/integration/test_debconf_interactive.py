@@ -147,3 +147,32 @@ def test_french_questions_for_a_french_speaker(dc, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "que seuls root et Synapse peuvent lire" in " ".join(proc.stdout.split())
+
+
+def test_enter_keeps_the_value_shown(dc):
+    # Without Term::ReadLine::Gnu, debconf's readline frontend shows no default and
+    # answers "" to Enter: that keeps the current value.
+    dc.preseed(db_host="db.example.org", db_password="pw", db_password_again="pw")
+    dc.run(
+        ["debconf-communicate", "matrix-synapse-setup"],
+        stdin="FSET matrix-synapse-setup/db-host seen false\n",
+    )
+    proc = converse(
+        dc,
+        [
+            ("Host name of the PostgreSQL server for Synapse:", ""),
+            ("Port of the PostgreSQL server:", ""),
+            ("Name of Synapse's database:", ""),
+            (r"role \(user name\) for Synapse:", "app"),
+            ("TLS mode for the connection", "prefer"),  # debconf insists on a choice
+            (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+        ],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [dc.get(q) for q in ("db-host", "db-port", "db-name", "db-user", "db-sslmode")] == [
+        "db.example.org",
+        "5432",
+        "synapse",
+        "app",
+        "prefer",
+    ]

@@ -136,7 +136,12 @@ def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, clust
         s.bind(("127.0.0.1", 0))
         free_port = s.getsockname()[1]
     site.preseed(db_port=str(free_port))
-    proc = site.postinst(check=False)
+    # dpkg exports DPKG_MAINTSCRIPT_DEBUG=0 to maintainer scripts: not a debug request
+    proc = site.run(
+        [str(ROOT / "debian" / "postinst"), "configure", ""],
+        env={"DPKG_MAINTSCRIPT_DEBUG": "0"},
+        check=False,
+    )
     assert proc.returncode != 0
     assert "dpkg --configure -a" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -426,3 +431,27 @@ def test_provisioning_waits_for_postgresql_configured_in_the_same_run(site, clus
     assert "Wrote /etc/matrix-synapse/conf.d/database.yaml" in proc.stderr
     assert can_login(cluster, site.dbname, site.user, site.args()["password"])
     assert site.get("db-password") == ""
+
+
+def test_after_answering_everything_the_next_run_asks_nothing(site, cluster, tmp_path):
+    # A person answers every question (priority low) ...
+    proc = interactive_postinst(
+        site,
+        tmp_path,
+        [
+            # (port, database and role are preseeded: seen)
+            ("Host name of the PostgreSQL server for Synapse:", "localhost"),
+            ("Password of the PostgreSQL role for Synapse:", "typed pw"),
+            ("Password confirmation:", "typed pw"),
+            (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+        ],
+        priority="low",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert site.args()["password"] == "typed pw"
+    # ... then an upgrade at priority low, nobody at the keyboard: nothing is asked
+    # (a prompt would block until the driver gives up).
+    proc = interactive_postinst(site, tmp_path, [], priority="low")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Configuring matrix-synapse-setup" not in proc.stdout, proc.stdout
+    assert site.args()["password"] == "typed pw"

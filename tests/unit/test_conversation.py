@@ -393,7 +393,7 @@ def test_clear_password_leaves_no_secret(session):
     conv, fe = session(preseed={Q.PASSWORD: "secret", Q.PASSWORD_AGAIN: "secret"})
     conv.clear_password()
     assert fe.values[Q.PASSWORD] == fe.values[Q.PASSWORD_AGAIN] == ""
-    assert fe.flags[Q.PASSWORD]["seen"] == "false"
+    assert fe.flags[Q.PASSWORD]["seen"] == "true"  # not asked again on upgrade
 
 
 # --- config: the installed snippet's values win, once ---------------------------
@@ -472,3 +472,25 @@ def test_interactivity_is_probed_without_showing_anything(session):
     assert conv.interactive() is True
     conv.go()
     assert fe.shown == []
+
+
+def test_an_empty_answer_keeps_the_value_shown(session):
+    # debconf's readline frontend without Term::ReadLine::Gnu answers "" to Enter.
+    conv, fe = session(
+        priority="low",
+        preseed={Q.HOST: "db.example.org", Q.PASSWORD: "pw", Q.PASSWORD_AGAIN: "pw"},
+        user={Q.PORT: [""], Q.NAME: [""], Q.USER: ["app"], Q.SSLMODE: [""], Q.PURGE: ["false"]},
+    )
+    for q in (Q.HOST, Q.PASSWORD, Q.PASSWORD_AGAIN):
+        fe.flags[q]["seen"] = "false"
+    fe.user[Q.HOST] = [""]
+    fe.user[Q.PASSWORD] = ["pw"]
+    fe.user[Q.PASSWORD_AGAIN] = ["pw"]
+    answers = conv.ask(known_password=False)
+    assert (answers.host, answers.port, answers.dbname, answers.user, answers.sslmode) == (
+        "db.example.org",
+        "5432",
+        "synapse",
+        "app",
+        "prefer",
+    )
