@@ -67,7 +67,9 @@ def debs(workdir: Path) -> dict[str, Path]:
     """The .debs every scenario gets in harness.DEBS: ours and Synapse's stand-in."""
     import tasks  # the project's tasks.py: one definition of the version and the inputs
 
-    subprocess.run(["invoke", "build"], cwd=PROJECT, check=True, capture_output=True)
+    built = subprocess.run(["invoke", "build"], cwd=PROJECT, capture_output=True, text=True)
+    if built.returncode:
+        pytest.fail(f"`invoke build` failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}")
     current = tasks.deb_path()
     assert current.exists(), f"`invoke build` did not produce {current}"
     standin = workdir / "matrix-synapse-py3_1.163.2+mss.systest_all.deb"
