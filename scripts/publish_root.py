@@ -63,14 +63,9 @@ HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 def cache_key(kind: str, suite: str) -> str:
-    spec = {
-        "kind": kind,
-        "suite": suite,
-        "install": TESTBED_INSTALL,
-        "download": TESTBED_DOWNLOAD,
-        "script": Path(__file__).read_text(),
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    """What the root is made of: its mmdebstrap command (lists, hooks, mirror)."""
+    spec = mmdebstrap_command(kind, suite, Path("OUTPUT"))
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
 
 def tarball(kind: str, suite: str) -> Path:
@@ -81,7 +76,6 @@ def tarball(kind: str, suite: str) -> Path:
 def mmdebstrap_command(kind: str, suite: str, output: Path) -> list[str]:
     hosts = f"printf '{HOSTS}' > \"$1/etc/hosts\""
     if kind == "piuparts":
-        # mmdebstrap picks gzip from the name; piuparts unpacks with tar -z.
         return [
             "mmdebstrap",
             "--mode=root",
@@ -92,7 +86,7 @@ def mmdebstrap_command(kind: str, suite: str, output: Path) -> list[str]:
             "--include=postgresql",
             "--customize-hook=" + hosts,
             suite,
-            str(output.with_suffix(".tar.gz")),
+            str(output),
             *apt_sources(suite),
         ]
     download = " ".join(TESTBED_DOWNLOAD)
@@ -112,7 +106,7 @@ def mmdebstrap_command(kind: str, suite: str, output: Path) -> list[str]:
     ]
 
 
-def build(kind: str, suite: str = "bookworm", force: bool = False, log=None) -> Path:
+def build(kind: str, suite: str = "bookworm", force: bool = False) -> Path:
     """Build (or reuse) the cached tarball; return its path."""
     target = tarball(kind, suite)
     if target.exists() and not force:
@@ -123,18 +117,16 @@ def build(kind: str, suite: str = "bookworm", force: bool = False, log=None) -> 
         raise SystemExit("publish_root: mmdebstrap is missing: run scripts/bootstrap")
     CACHE.mkdir(parents=True, exist_ok=True)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"}
+    # mmdebstrap compresses by the name: gzip for piuparts (it unpacks with tar -z).
+    name = "root.tar.gz" if kind == "piuparts" else "root.tar.zst"
     with tempfile.TemporaryDirectory(prefix=f"publish-{kind}-{suite}-", dir=CACHE) as tmp:
-        partial = Path(tmp) / target.name
-        cmd = mmdebstrap_command(kind, suite, partial)
-        result = subprocess.run(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None, check=False
-        )
-        made = Path(cmd[-1 - len(apt_sources(suite))])
-        if result.returncode or not made.exists():
+        partial = Path(tmp) / name
+        result = subprocess.run(mmdebstrap_command(kind, suite, partial), env=env, check=False)
+        if result.returncode or not partial.exists():
             raise SystemExit(
-                f"publish_root: mmdebstrap for {kind} {suite} failed " f"(exit {result.returncode})"
+                f"publish_root: mmdebstrap for {kind} {suite} failed (exit {result.returncode})"
             )
-        os.replace(made, target)
+        os.replace(partial, target)
     for old in CACHE.glob(f"publish-{kind}-{suite}-*"):
         if old != target and old.is_file():
             old.unlink()

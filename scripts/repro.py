@@ -16,6 +16,7 @@ Exit 0 when reproducible, 1 when not.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -175,8 +176,6 @@ def check(keep: Path | None = None, log=sys.stdout) -> tuple[bool, str]:
         if a != b:
             lines.append(f"the two .debs differ:\n{diffoscope(*debs)}")
         if not lines:
-            import hashlib
-
             lines.append(
                 f"reproducible: both builds are {debs[0].name}, sha256 "
                 f"{hashlib.sha256(a).hexdigest()}, every member dated {epoch}"
