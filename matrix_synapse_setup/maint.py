@@ -358,7 +358,10 @@ def synapse_installed() -> bool:
 
 def daemon_reload() -> None:
     if SYSTEMD_RUNNING.is_dir():
-        subprocess.run(["systemctl", "daemon-reload"], **child_fds())
+        try:
+            subprocess.run(["systemctl", "daemon-reload"], **child_fds())
+        except FileNotFoundError:
+            pass  # systemd runs but systemctl is gone: nothing we can do
 
 
 def restart_synapse(action: str) -> None:
@@ -371,10 +374,14 @@ def restart_synapse(action: str) -> None:
         cmd = ["invoke-rc.d", "matrix-synapse", "restart" if action == "restart" else action]
     else:
         return
-    proc = subprocess.run(cmd, **child_fds())
+    try:
+        proc = subprocess.run(cmd, **child_fds())
+    except FileNotFoundError:
+        say(messages.RESTART_FAILED.format(reason=f"{cmd[0]} is missing"))
+        return
     # policy-rc.d forbidding it (101) is the admin's choice, not a failure.
     if proc.returncode not in (0, 101):
-        say(messages.RESTART_FAILED.format(code=proc.returncode))
+        say(messages.RESTART_FAILED.format(reason=f"exit {proc.returncode}"))
 
 
 # --- postinst triggered --------------------------------------------------------------

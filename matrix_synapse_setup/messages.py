@@ -133,7 +133,7 @@ DEFERRED = (
 SNIPPET_LOADED = "Read the database settings in use from {path} (edited by hand)."
 SNIPPET_IGNORED = "warning: {reason} Its values are not used as the current answers."
 RESTART_FAILED = (
-    "warning: restarting Synapse failed (exit {code}): check 'systemctl status "
+    "warning: restarting Synapse failed ({reason}): check 'systemctl status "
     "matrix-synapse' and 'journalctl -u matrix-synapse'."
 )
 NO_SYNAPSE_USER = (

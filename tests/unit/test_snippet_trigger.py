@@ -61,3 +61,25 @@ def test_ucf_backups_are_not_readable_by_others(tmp_path, monkeypatch):
     backup.chmod(0o644)
     maint.triggered(path)
     assert stat.S_IMODE(backup.stat().st_mode) == 0o640
+
+
+def test_restart_honours_policy_and_survives_a_missing_tool(tmp_path, monkeypatch, capsys):
+    unit = tmp_path / "matrix-synapse.service"
+    unit.write_text("[Unit]\n")
+    monkeypatch.setattr(maint, "SYNAPSE_UNITS", (unit,))
+    monkeypatch.setattr(maint, "SYSTEMD_RUNNING", tmp_path)  # "systemd runs"
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        assert kwargs["stdout"] is not None  # never the debconf pipe on fd 1
+        if cmd[0] == "deb-systemd-invoke" and len(calls) == 2:
+            raise FileNotFoundError(cmd[0])
+        return maint.subprocess.CompletedProcess(cmd, 101 if len(calls) == 1 else 0)
+
+    monkeypatch.setattr(maint.subprocess, "run", fake_run)
+    maint.restart_synapse("try-restart")  # 101: policy-rc.d said no; not an error
+    assert calls[0] == ["deb-systemd-invoke", "try-restart", "matrix-synapse.service"]
+    assert "warning" not in capsys.readouterr().err
+    maint.restart_synapse("restart")
+    assert "deb-systemd-invoke is missing" in capsys.readouterr().err
