@@ -5,8 +5,8 @@ lists, the PyPI pins and HARNESS_VERSION, so a change to any of them builds a ne
 The mirror is read at run time from the host's apt sources; no host name is written here.
 
 Inside each root (built with network; the scenarios run without it):
-- installed: python3, python3-venv, adduser and a few tools (DOWNLOAD_ONLY stays NOT installed:
-  scenario 1 must unpack libpq5 in the same dpkg run as our package);
+- installed: python3, python3-venv, adduser, apt-utils and a few tools (DOWNLOAD_ONLY stays NOT
+  installed: scenario 1 must unpack libpq5 in the same dpkg run as our package);
 - downloaded only (apt cache, with Recommends, as a user's `apt install` would want them):
   DOWNLOAD_ONLY;
 - /opt/venvs/matrix-synapse: Synapse from PyPI (pinned), built with the root's own python3;
@@ -40,7 +40,18 @@ SUITES = ("bookworm", "trixie")
 # Bump when the way a root is made changes (hook script, layout), not only its lists.
 HARNESS_VERSION = "3"
 
-INSTALL = ["python3", "python3-venv", "adduser", "procps", "iproute2", "ca-certificates"]
+# apt-utils (Priority: important, on every regular install) makes apt preconfigure packages
+# (debconf's config script runs before unpack), as on a user's machine; trixie's apt does
+# that by itself.
+INSTALL = [
+    "python3",
+    "python3-venv",
+    "adduser",
+    "procps",
+    "iproute2",
+    "ca-certificates",
+    "apt-utils",
+]
 DOWNLOAD_ONLY = [
     "postgresql",
     "python3-psycopg",
