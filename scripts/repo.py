@@ -142,6 +142,13 @@ class Signer:
         self.tmp = None
         self.env = dict(os.environ)
         self.passphrase_file = passphrase_file
+        try:
+            self.fpr = self._setup(key, key_file)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, key: str | None, key_file: Path | None) -> str:
         if key_file is not None:
             self.tmp = tempfile.TemporaryDirectory(prefix="repo-gnupg-")
             self.env["GNUPGHOME"] = self.tmp.name
@@ -158,7 +165,19 @@ class Signer:
                     f"one secret signing key (gpg --export-secret-keys --armor FPR)"
                 )
             key = secret[0]
-        self.fpr = self.resolve(key)
+        fpr = self.resolve(key)
+        # Sign a probe first, so that a key that cannot sign (a passphrase nobody can
+        # type in batch mode, an expired key) fails before the repository is touched.
+        try:
+            self.gpg("--local-user", f"{fpr}!", "--clearsign", input=b"probe\n")
+        except RepoError as err:
+            hint = (
+                ""
+                if self.passphrase_file
+                else "; if the key has a passphrase, give --passphrase-file FILE"
+            )
+            raise RepoError(f"key {fpr} cannot sign ({err}){hint}") from None
+        return fpr
 
     def gpg(self, *args: str, input: bytes | None = None) -> bytes:
         cmd = ["gpg", "--batch", "--yes", "--no-tty", "--quiet"]

@@ -250,7 +250,10 @@ def test_passphrase_comes_from_a_file_never_the_command_line(tmp_path):
     secret.write_text("s3cret words\n")
     secret.chmod(0o600)
     deb = make_deb(tmp_path, "1.0")
-    assert publish(tmp_path / "no", "--key-file", keyfile, deb, check=False).returncode != 0
+    refused = publish(tmp_path / "no", "--key-file", keyfile, deb, check=False)
+    assert refused.returncode == 1
+    assert "give --passphrase-file FILE" in refused.stderr
+    assert not (tmp_path / "no").exists()  # checked before anything is written
     result = publish(tmp_path / "repo", "--key-file", keyfile, "--passphrase-file", secret, deb)
     assert f"signed by {fpr}" in result.stdout
 
