@@ -169,7 +169,7 @@ class Signer:
         # Sign a probe first, so that a key that cannot sign (a passphrase nobody can
         # type in batch mode, an expired key) fails before the repository is touched.
         try:
-            self.gpg("--local-user", f"{fpr}!", "--clearsign", input=b"probe\n")
+            self.gpg("--local-user", fpr, "--clearsign", input=b"probe\n")
         except RepoError as err:
             hint = (
                 ""
@@ -220,7 +220,7 @@ class Signer:
         release = dist / "Release"
         self.gpg(
             "--local-user",
-            f"{self.fpr}!",
+            self.fpr,
             "--digest-algo",
             "SHA512",
             "--clearsign",
@@ -230,7 +230,7 @@ class Signer:
         )
         self.gpg(
             "--local-user",
-            f"{self.fpr}!",
+            self.fpr,
             "--digest-algo",
             "SHA512",
             "--detach-sign",
