@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """PID 1 of a system-test namespace (run by harness.py under `unshare`, with the host's python).
 
-argv: MERGED LOWER UPPER WORK.  In the new mount namespace it mounts an overlay of the
-cached root (LOWER, read-only, shared by the scenarios of one test session) with this
-scenario's writable UPPER at MERGED, then a minimal /dev, /dev/pts, /dev/shm, tmpfs /run and
-/tmp, and brings up `lo` in the new network namespace.  It prints "ready" and then only
-reaps children (orphans are re-parented to it: without reaping, a stopped daemon would stay a
-zombie and start-stop-daemon would still see it).  When it dies, the kernel kills every
-process of the namespace: PostgreSQL and Synapse cannot outlive the scenario.
+argv: MERGED LOWERS UPPER WORK.  In the new mount namespace it mounts an overlay of the
+cached root (LOWERS: read-only layers shared by the scenarios of one test session, top
+first, ":"-separated) with this scenario's writable UPPER at MERGED, then /proc of the new
+PID namespace (what `unshare --mount-proc` would do, but inside the root), a minimal /dev,
+/dev/pts, /dev/shm, tmpfs /run and /tmp, and brings up `lo` in the new network namespace.
+It prints "ready" and then only reaps children (orphans are re-parented to it: without
+reaping, a stopped daemon would stay a zombie and start-stop-daemon would still see it).
+When it dies, the kernel kills every process of the namespace: PostgreSQL and Synapse
+cannot outlive the scenario.
 """
 
 import os
