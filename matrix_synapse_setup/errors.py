@@ -30,7 +30,9 @@ class SetupError(Exception):
 
 
 def debugging() -> bool:
-    return bool(os.environ.get("DPKG_MAINTSCRIPT_DEBUG"))
+    """True when dpkg was asked for debugging (``dpkg --debug``).  dpkg exports
+    ``DPKG_MAINTSCRIPT_DEBUG=0`` to every maintainer script: that is no request."""
+    return os.environ.get("DPKG_MAINTSCRIPT_DEBUG", "") not in ("", "0")
 
 
 def run(main: Callable[[], int | None], *, prog: str = "matrix-synapse-setup") -> int:

@@ -43,10 +43,6 @@ def say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    # dpkg exports DPKG_MAINTSCRIPT_DEBUG=0 to every maintainer script; only 1 (dpkg
-    # --debug) asks for tracebacks.
-    if os.environ.get("DPKG_MAINTSCRIPT_DEBUG", "") in ("", "0"):
-        os.environ.pop("DPKG_MAINTSCRIPT_DEBUG", None)
     return run(lambda: dispatch(args), prog="matrix-synapse-setup")
 
 

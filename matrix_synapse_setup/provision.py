@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import messages
-from .errors import SetupError
+from .errors import SetupError, debugging
 from .pg import MIN_SERVER_VERSION, import_psycopg, version_text
 from .settings import Settings
 
@@ -86,7 +86,7 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
         "HOME": postgres.pw_dir,
         "LC_ALL": "C.UTF-8",
     }
-    if os.environ.get("DPKG_MAINTSCRIPT_DEBUG"):
+    if debugging():
         env["DPKG_MAINTSCRIPT_DEBUG"] = os.environ["DPKG_MAINTSCRIPT_DEBUG"]
     # The password travels on the child's stdin, never on its command line.
     # Its stdout is captured: in a maintainer script fd 1 is debconf's pipe.
@@ -106,7 +106,7 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
         raise SetupError(
             messages.SUPERUSER_FAILED.format(reason=reason[-1] if reason else proc.returncode)
         ) from None
-    if proc.stderr and os.environ.get("DPKG_MAINTSCRIPT_DEBUG"):
+    if proc.stderr and debugging():
         sys.stderr.write(proc.stderr.decode(errors="replace"))
     if "error" in answer:
         kind = ServerUnavailable if answer["error"]["retry"] else SetupError
