@@ -317,9 +317,12 @@ class Conversation:
         """retry / abort / ignore after the server could not be used."""
         self.subst(FAILURE, "error", message)
         self.fset(FAILURE, "seen", "false")
-        self.input(CRITICAL, FAILURE)
+        shown = self.input(CRITICAL, FAILURE)
         self.go()
         choice = self.get(FAILURE).strip()
+        if choice == RETRY and not shown:
+            # A preseeded "retry" nobody can change would retry for ever.
+            return ABORT
         return choice if choice in (RETRY, ABORT, IGNORE) else ABORT
 
     def setup_error(self, message: str) -> bool:

@@ -383,6 +383,13 @@ def test_failure_question_defaults_to_abort_when_noninteractive(session):
     assert fe.substs[Q.FAILURE]["error"] == "server down"
 
 
+@pytest.mark.parametrize(("preseed", "expected"), [("retry", cv.ABORT), ("ignore", cv.IGNORE)])
+def test_a_preseeded_failure_answer_when_nobody_is_asked(session, preseed, expected):
+    # retry with nobody to change the answer would loop for ever: abort instead.
+    conv, _fe = session(interactive=False, preseed={Q.FAILURE: preseed})
+    assert conv.ask_failure("server down") == expected
+
+
 def test_failure_question_offers_retry_and_ignore(session):
     conv, fe = session(user={Q.FAILURE: ["retry", "ignore"]})
     assert conv.ask_failure("down") == cv.RETRY
