@@ -147,7 +147,8 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
             if choice == RETRY:
                 continue
             if choice == IGNORE:
-                conv.clear_password()
+                # The password was not applied: it stays (in debconf's root-only
+                # passwords.dat) for the dpkg-reconfigure that will apply it.
                 say(messages.IGNORED.format(path=snippet.SNIPPET))
                 return 0
             assert choice == ABORT  # noqa: S101 - ask_failure returns one of three

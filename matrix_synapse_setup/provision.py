@@ -68,7 +68,9 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
     try:
         postgres = pwd.getpwnam("postgres")
     except KeyError:
-        raise SetupError(messages.NO_POSTGRES_USER) from None
+        # PostgreSQL (a Recommends) is not installed yet: like a stopped server,
+        # this may be retried or ignored once the admin installs it.
+        raise ServerUnavailable(messages.NO_POSTGRES_USER) from None
     drop: dict[str, Any] = {}
     if os.geteuid() != postgres.pw_uid:
         if os.geteuid() != 0:

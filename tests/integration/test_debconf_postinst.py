@@ -152,13 +152,38 @@ def test_ignore_writes_no_snippet(site, cluster):
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
         free_port = s.getsockname()[1]
-    site.preseed(db_port=str(free_port))
+    password = "pre seeded 'pass' \\ word"
+    site.preseed(db_port=str(free_port), db_password=password)
     site.run(
         ["debconf-set-selections"],
         stdin="matrix-synapse-setup matrix-synapse-setup/db-failure select ignore\n",
     )
     proc = site.postinst()
     assert "was not set up" in proc.stderr
+    assert not site.snippet.exists()
+    # Not applied, so the preseeded password stays for the run that applies it.
+    assert site.get("db-password") == password
+    site.preseed(db_port=str(cluster.port))
+    site.postinst()
+    assert site.args()["password"] == password
+    assert can_login(cluster, site.dbname, site.user, password)
+    assert site.get("db-password") == ""
+
+
+def test_a_preseeded_retry_that_nobody_can_change_aborts(site, cluster):
+    # Non-interactive, the failure question is not shown: retrying would loop for
+    # ever (the run's 120 s timeout would fail this test).
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    site.preseed(db_port=str(free_port))
+    site.run(
+        ["debconf-set-selections"],
+        stdin="matrix-synapse-setup matrix-synapse-setup/db-failure select retry\n",
+    )
+    proc = site.postinst(check=False)
+    assert proc.returncode != 0
+    assert "dpkg --configure -a" in proc.stderr
     assert not site.snippet.exists()
 
 

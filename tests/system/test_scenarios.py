@@ -362,6 +362,61 @@ def test_postgresql_stopped(make_root, debs, suite):
     )
 
 
+@suites
+def test_postgresql_not_installed(make_root, debs, suite):
+    """Installed without Recommends, so with no PostgreSQL at all: a clear error that says to
+    install it; 'ignore' lets the install finish; after `apt install postgresql`,
+    `dpkg-reconfigure` applies the preseeded password that was kept for it."""
+    root = make_root(suite)
+    steps.preseed(root, db_password=ADVERSARIAL)
+    cmd = [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        f"{DEBS}/{debs['current'].name}",
+    ]
+    out = root.fails(cmd, what="install without PostgreSQL", env=steps.NONINTERACTIVE)
+    root.check(
+        "apt install postgresql" in out.output and "Traceback" not in out.output,
+        "the error says PostgreSQL is missing and how to install it",
+        "a message naming 'apt install postgresql', no traceback",
+        out.tail(25),
+    )
+    root.check(not root.exists(SNIPPET), "no snippet is written", "absent", "present")
+
+    root.ok(
+        ["debconf-set-selections"],
+        input="matrix-synapse-setup matrix-synapse-setup/db-failure select ignore\n",
+        what="preseeding 'ignore'",
+    )
+    out = root.ok(
+        ["dpkg", "--configure", "-a"], what="configure with 'ignore'", env=steps.NONINTERACTIVE
+    )
+    root.check(
+        "dpkg-reconfigure matrix-synapse-setup" in out.output,
+        "the warning says how to finish later",
+        "a hint naming dpkg-reconfigure",
+        out.tail(15),
+    )
+    steps.install_postgresql(root)
+    root.ok(
+        ["dpkg-reconfigure", "-f", "noninteractive", "matrix-synapse-setup"],
+        what="dpkg-reconfigure once PostgreSQL is there",
+    )
+    facts = steps.database_facts(root)
+    root.check(facts == LOCAL_DB, "database synapse as Synapse needs it", str(LOCAL_DB), str(facts))
+    args = steps.check_snippet(root, password=ADVERSARIAL, group="root")
+    root.check(
+        steps.pg_login(root, args, ADVERSARIAL).code == 0,
+        "the preseeded password logs in",
+        "ok",
+        "refused",
+    )
+    steps.password_not_in_debconf(root, ADVERSARIAL)
+
+
 # --- 7 ---------------------------------------------------------------------------------
 
 ROWS_SQL = "SELECT md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM precious"
