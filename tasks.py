@@ -6,11 +6,13 @@ which also builds); the tasks then use Debian's /usr/bin/python3 and tools.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -73,25 +75,35 @@ def build(c, force=False, dry_run=False):
     digest = inputs_digest(files)
     deb = deb_path()
     stamp = DIST / f".{deb.name}.inputs"
-    if not force and deb.exists() and stamp.exists() and stamp.read_text() == digest:
-        print(f"{deb.relative_to(ROOT)} is up to date")
-        return
-    srcdir = BUILD / "src" / PACKAGE
     if dry_run:
-        print(f"would copy {len(files)} files to {srcdir} and build {deb.relative_to(ROOT)}")
+        fresh = not force and deb.exists() and stamp.exists() and stamp.read_text() == digest
+        what = "is up to date" if fresh else f"would be built from {len(files)} files"
+        print(f"{deb.relative_to(ROOT)} {what}")
         return
-    shutil.rmtree(BUILD / "src", ignore_errors=True)
-    for name in files:
-        dest = srcdir / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest)
-    c.run(f"cd {srcdir} && dpkg-buildpackage --build=all --no-sign", echo=True)
-    DIST.mkdir(exist_ok=True)
-    built = BUILD / "src" / deb.name
-    if not built.exists():
-        raise Exit(f"dpkg-buildpackage did not produce {built}")
-    shutil.move(built, deb)
-    stamp.write_text(digest)
+    BUILD.mkdir(exist_ok=True)
+    # Builds started side by side (test sessions, CI steps) take turns; each
+    # builds in its own directory and moves its .deb into dist/ in one rename.
+    with open(BUILD / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and deb.exists() and stamp.exists() and stamp.read_text() == digest:
+            print(f"{deb.relative_to(ROOT)} is up to date")
+            return
+        workdir = Path(tempfile.mkdtemp(prefix="src-", dir=BUILD))
+        try:
+            srcdir = workdir / PACKAGE
+            for name in files:
+                dest = srcdir / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, dest)
+            c.run(f"cd {srcdir} && dpkg-buildpackage --build=all --no-sign", echo=True)
+            built = workdir / deb.name
+            if not built.exists():
+                raise Exit(f"dpkg-buildpackage did not produce {built}")
+            DIST.mkdir(exist_ok=True)
+            os.replace(built, deb)
+            stamp.write_text(digest)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"built {deb.relative_to(ROOT)}")
 
 
@@ -153,9 +165,14 @@ def bench(c, repeat=10):
 @task(help={"dry_run": "say what would be removed"})
 def clean(c, dry_run=False):
     """Remove build/, dist/ and caches (the system-test root cache is kept in build/cache)."""
-    targets = [BUILD / "src", DIST, ROOT / ".pytest_cache", ROOT / ".ruff_cache"]
+    targets = [DIST, ROOT / ".pytest_cache", ROOT / ".ruff_cache"]
     targets += [BUILD / "autopkgtest", BUILD / "piuparts"]  # their logs
-    targets += list(ROOT.glob("**/__pycache__"))
+    targets += sorted(BUILD.glob("src-*"))  # left by an interrupted build
+    targets += [
+        p
+        for p in ROOT.glob("**/__pycache__")
+        if p.relative_to(ROOT).parts[0] not in (".venv", "build", ".git")
+    ]
     for target in targets:
         if target.exists():
             print(("would remove " if dry_run else "removing ") + str(target.relative_to(ROOT)))
