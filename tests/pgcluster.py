@@ -68,6 +68,22 @@ class Cluster:
             **kwargs,
         )
 
+    def can_login(self, dbname: str, user: str, password: str) -> bool:
+        """Whether USER logs in to DBNAME over TCP with PASSWORD (as Synapse will)."""
+        try:
+            psycopg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                dbname=dbname,
+                user=user,
+                password=password,
+                sslmode="disable",
+                connect_timeout=5,
+            ).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
     def query(self, sql, params=(), dbname: str = "postgres"):
         with self.connect(dbname) as conn:
             return conn.execute(sql, params).fetchall()

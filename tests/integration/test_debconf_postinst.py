@@ -25,22 +25,6 @@ from tests.pgcluster import psycopg
 SNIPPET = "matrix-synapse/conf.d/database.yaml"
 
 
-def can_login(cluster, dbname, user, password) -> bool:
-    try:
-        psycopg.connect(
-            host="127.0.0.1",
-            port=cluster.port,
-            dbname=dbname,
-            user=user,
-            password=password,
-            sslmode="disable",
-            connect_timeout=5,
-        ).close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 class Site(Debconf):
     def postinst(self, check=True):
         return self.run([str(ROOT / "debian" / "postinst"), "configure", ""], check=check)
@@ -76,7 +60,7 @@ def test_first_install_provisions_and_writes_the_snippet(site, cluster):
         site.user,
     )
     assert len(args["password"]) >= 40  # generated: secrets.token_urlsafe(32)
-    assert can_login(cluster, site.dbname, site.user, args["password"])
+    assert cluster.can_login(site.dbname, site.user, args["password"])
     st = site.snippet.stat()
     # no matrix-synapse user on this machine: root only
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o640)
@@ -114,8 +98,8 @@ def test_a_new_password_rotates_role_and_snippet_together(site, cluster):
     site.preseed(db_password=new)
     site.postinst()
     assert site.args()["password"] == new
-    assert can_login(cluster, site.dbname, site.user, new)
-    assert not can_login(cluster, site.dbname, site.user, old)
+    assert cluster.can_login(site.dbname, site.user, new)
+    assert not cluster.can_login(site.dbname, site.user, old)
     assert site.get("db-password") == ""
     # and an empty answer afterwards keeps it
     site.postinst()
@@ -166,7 +150,7 @@ def test_ignore_writes_no_snippet(site, cluster):
     site.preseed(db_port=str(cluster.port))
     site.postinst()
     assert site.args()["password"] == password
-    assert can_login(cluster, site.dbname, site.user, password)
+    assert cluster.can_login(site.dbname, site.user, password)
     assert site.get("db-password") == ""
 
 
@@ -293,13 +277,13 @@ def test_an_edited_snippet_is_never_silently_overwritten(site, cluster):
     assert proc.returncode != 0
     assert "edited by hand and differs from the answers in password" in proc.stderr
     assert site.snippet.read_text() == edited
-    assert can_login(cluster, site.dbname, site.user, old)
+    assert cluster.can_login(site.dbname, site.user, old)
     # The admin says to replace it.
     proc = site.run(
         [str(ROOT / "debian" / "postinst"), "configure", ""], env={"UCF_FORCE_CONFFNEW": "1"}
     )
     assert site.args()["password"] == "rotated"
-    assert can_login(cluster, site.dbname, site.user, "rotated")
+    assert cluster.can_login(site.dbname, site.user, "rotated")
     assert "cp_max: 10" in site.snippet.read_text()
 
 
@@ -394,7 +378,7 @@ def test_interactive_ucf_asks_about_an_edited_snippet_on_our_debconf_pipe(site, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert site.args()["password"] == "rotated again"
     assert "cp_max: 10" in site.snippet.read_text()
-    assert can_login(cluster, site.dbname, site.user, "rotated again")
+    assert cluster.can_login(site.dbname, site.user, "rotated again")
     st = site.snippet.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o640)
 
@@ -419,8 +403,8 @@ def test_interactive_keeping_the_edited_snippet_is_warned_about(site, cluster, t
     assert "keeps your edited version, which differs from the answers in password" in proc.stdout
     # Synapse reads the kept file: the role follows it, so Synapse can still log in.
     password = site.args()["password"]
-    assert can_login(cluster, site.dbname, site.user, password)
-    assert not can_login(cluster, site.dbname, site.user, "rotated again")
+    assert cluster.can_login(site.dbname, site.user, password)
+    assert not cluster.can_login(site.dbname, site.user, "rotated again")
     # ucf's copy of the answers' version holds a password too: root only
     dist = site.snippet.with_name("database.yaml.ucf-dist")
     assert "rotated again" in dist.read_text()
@@ -454,7 +438,7 @@ def test_provisioning_waits_for_postgresql_configured_in_the_same_run(site, clus
         [str(ROOT / "debian" / "postinst"), "triggered", "matrix-synapse-setup-provision"], env=env
     )
     assert "Wrote /etc/matrix-synapse/conf.d/database.yaml" in proc.stderr
-    assert can_login(cluster, site.dbname, site.user, site.args()["password"])
+    assert cluster.can_login(site.dbname, site.user, site.args()["password"])
     assert site.get("db-password") == ""
 
 

@@ -42,22 +42,6 @@ def outcomes(steps):
     return {step.name.split(" on ")[0]: step.outcome for step in steps}
 
 
-def can_login(cluster, dbname, user, password) -> bool:
-    try:
-        psycopg.connect(
-            host="127.0.0.1",
-            port=cluster.port,
-            dbname=dbname,
-            user=user,
-            password=password,
-            sslmode="disable",
-            connect_timeout=5,
-        ).close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 def test_fresh_cluster_gets_role_and_database_as_synapse_needs(cluster, names):
     dbname, user = names
     steps = run(cluster, local(cluster, dbname, user))
@@ -80,7 +64,7 @@ def test_fresh_cluster_gets_role_and_database_as_synapse_needs(cluster, names):
     )
     assert (login, superuser, createdb, createrole) == (True, False, False, False)
     assert stored.startswith("SCRAM-SHA-256$")
-    assert can_login(cluster, dbname, user, "s3cret-Pass")
+    assert cluster.can_login(dbname, user, "s3cret-Pass")
     # The probe table of the verification was rolled back.
     assert cluster.query(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=dbname
@@ -110,8 +94,8 @@ def test_new_password_rotates_the_role_password(cluster, names):
     steps = run(cluster, local(cluster, dbname, user, password="new-password"))
     assert outcomes(steps)[f"role {user}"] == "changed"
     assert outcomes(steps)[f"database {dbname}"] == "unchanged"
-    assert can_login(cluster, dbname, user, "new-password")
-    assert not can_login(cluster, dbname, user, "old-password")
+    assert cluster.can_login(dbname, user, "new-password")
+    assert not cluster.can_login(dbname, user, "old-password")
 
 
 @pytest.mark.parametrize("password", ADVERSARIAL_PASSWORDS)
@@ -119,7 +103,7 @@ def test_any_printable_password_works_and_is_stable(cluster, names, password):
     dbname, user = names
     settings = local(cluster, dbname, user, password=password)
     run(cluster, settings)
-    assert can_login(cluster, dbname, user, password)
+    assert cluster.can_login(dbname, user, password)
     assert not changed(run(cluster, settings))
 
 
@@ -214,7 +198,7 @@ def test_half_done_state_is_finished_by_a_rerun(cluster, names):
     steps = run(cluster, local(cluster, dbname, user))
     assert outcomes(steps)[f"role {user}"] == "changed"
     assert outcomes(steps)[f"database {dbname}"] == "created"
-    assert can_login(cluster, dbname, user, "s3cret-Pass")
+    assert cluster.can_login(dbname, user, "s3cret-Pass")
 
 
 def test_stopped_server_is_a_retryable_clear_error(cluster, names, tmp_path):

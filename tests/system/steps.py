@@ -46,26 +46,20 @@ def install_postgresql(root: Root) -> None:
     )
 
 
-def psql(root: Root, sql: str, db: str = "postgres", port: int = 5432, *, what: str) -> str:
-    """Run SQL as the postgres superuser over the Unix socket; the unaligned output."""
-    cmd = [
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-p",
-        str(port),
-        "-tA",
-        "-d",
-        db,
-        "-c",
-        sql,
-    ]
+def psql(
+    root: Root,
+    sql: str,
+    db: str = "postgres",
+    port: int = 5432,
+    *,
+    what: str,
+    socket_dir: str | None = None,
+) -> str:
+    """Run SQL as the postgres superuser over the Unix socket (the default one, or the
+    one in SOCKET_DIR); the unaligned output."""
+    cmd = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    cmd += ["-h", socket_dir] if socket_dir else []
+    cmd += ["-p", str(port), "-tA", "-d", db, "-c", sql]
     return root.ok(cmd, what=what).output.strip()
 
 

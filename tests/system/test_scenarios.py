@@ -572,27 +572,7 @@ def test_remote_server(make_root, debs, suite):
     )
 
     def remote_psql(sql: str, db: str = "postgres") -> str:
-        return root.ok(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                "psql",
-                "-X",
-                "-q",
-                "-tA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                sock,
-                "-d",
-                db,
-                "-c",
-                sql,
-            ],
-            what=f"remote: {sql[:40]}",
-        ).output.strip()
+        return steps.psql(root, sql, db, what=f"remote: {sql[:40]}", socket_dir=sock)
 
     remote_psql(
         "SET password_encryption = 'scram-sha-256'; "
