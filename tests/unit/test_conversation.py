@@ -501,3 +501,18 @@ def test_an_empty_answer_keeps_the_value_shown(session):
         "app",
         "prefer",
     )
+
+
+def test_every_template_is_used_by_the_helper():
+    # Backs debian/matrix-synapse-setup.lintian-overrides: lintian reads only the shell
+    # scripts, so it cannot see the helper ask these questions.
+    code = "\n".join(p.read_text() for p in sorted(Path(cv.__file__).parent.glob("*.py")))
+    names = {
+        value: key
+        for key, value in vars(cv).items()
+        if key.isupper() and isinstance(value, str) and value.startswith(f"{cv.PKG}/")
+    }
+    for template in TEMPLATES:
+        assert template in names, f"no constant names {template}"
+        uses = re.findall(rf"\b{names[template]}\b", code)
+        assert len(uses) > 1, f"{template} ({names[template]}) is defined but never used"
