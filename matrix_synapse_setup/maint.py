@@ -183,7 +183,12 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         say(messages.SNIPPET_IGNORED.format(reason=err.message))
         current = None
     password = resolve_password(answers, current)
-    settings = Settings.from_answers(**answers.settings_answers() | {"password": password})
+    given = answers.settings_answers() | {"password": password}
+    if current and current.get("sslrootcert") and current.get("host") == answers.host.strip():
+        # Not a question: a root certificate that the admin put in the snippet (by
+        # hand or with the admin command) belongs to that server, and is kept.
+        given["sslrootcert"] = str(current["sslrootcert"])
+    settings = Settings.from_answers(**given)
     text = snippet.render(settings)  # parsed back and compared before anything happens
     conflict = snippet_conflict(text, settings)
     if conflict and not os.environ.get("UCF_FORCE_CONFFNEW") and noninteractive(conv):

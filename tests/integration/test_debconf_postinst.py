@@ -115,6 +115,19 @@ def test_hand_edits_that_keep_our_values_are_left_alone(site, cluster):
     assert "Wrote" not in proc.stderr
 
 
+def test_a_root_certificate_added_by_hand_is_kept(site, cluster):
+    # sslrootcert is no debconf question: an admin adds it to the snippet, and an
+    # upgrade or reconfigure (same server) keeps it instead of refusing the edit.
+    site.postinst()
+    text = site.snippet.read_text()
+    edited = text.replace("    sslmode:", f"    sslrootcert: {cluster.ca_file}\n    sslmode:", 1)
+    assert edited != text
+    site.snippet.write_text(edited)
+    proc = site.postinst()
+    assert site.args()["sslrootcert"] == cluster.ca_file
+    assert "Traceback" not in proc.stderr
+
+
 def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, cluster):
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
