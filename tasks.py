@@ -75,9 +75,12 @@ def build(c, force=False, dry_run=False):
     digest = inputs_digest(files)
     deb = deb_path()
     stamp = DIST / f".{deb.name}.inputs"
+
+    def up_to_date() -> bool:
+        return not force and deb.exists() and stamp.exists() and stamp.read_text() == digest
+
     if dry_run:
-        fresh = not force and deb.exists() and stamp.exists() and stamp.read_text() == digest
-        what = "is up to date" if fresh else f"would be built from {len(files)} files"
+        what = "is up to date" if up_to_date() else f"would be built from {len(files)} files"
         print(f"{deb.relative_to(ROOT)} {what}")
         return
     BUILD.mkdir(exist_ok=True)
@@ -85,7 +88,7 @@ def build(c, force=False, dry_run=False):
     # builds in its own directory and moves its .deb into dist/ in one rename.
     with open(BUILD / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force and deb.exists() and stamp.exists() and stamp.read_text() == digest:
+        if up_to_date():
             print(f"{deb.relative_to(ROOT)} is up to date")
             return
         workdir = Path(tempfile.mkdtemp(prefix="src-", dir=BUILD))
@@ -168,11 +171,10 @@ def clean(c, dry_run=False):
     targets = [DIST, ROOT / ".pytest_cache", ROOT / ".ruff_cache"]
     targets += [BUILD / "autopkgtest", BUILD / "piuparts"]  # their logs
     targets += sorted(BUILD.glob("src-*"))  # left by an interrupted build
-    targets += [
-        p
-        for p in ROOT.glob("**/__pycache__")
-        if p.relative_to(ROOT).parts[0] not in (".venv", "build", ".git")
-    ]
+    # Beside the project's own modules only: .venv and the root cache are not ours to clean.
+    targets += sorted(
+        {(ROOT / f).parent / "__pycache__" for f in source_files() if f.endswith(".py")}
+    )
     for target in targets:
         if target.exists():
             print(("would remove " if dry_run else "removing ") + str(target.relative_to(ROOT)))

@@ -185,8 +185,8 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
     password = resolve_password(answers, current)
     given = answers.settings_answers() | {"password": password}
     if current and current.get("sslrootcert") and current.get("host") == answers.host.strip():
-        # Not a question: a root certificate that the admin put in the snippet (by
-        # hand or with the admin command) belongs to that server, and is kept.
+        # Not a question: a root certificate that the admin put in the snippet by
+        # hand belongs to that server, and is kept.
         given["sslrootcert"] = str(current["sslrootcert"])
     settings = Settings.from_answers(**given)
     text = snippet.render(settings)  # parsed back and compared before anything happens

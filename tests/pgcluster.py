@@ -36,7 +36,8 @@ def _pg_bindir() -> Path:
     return versions[-1].parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -201,7 +202,7 @@ def throwaway_cluster():
         ]
     )
     pwfile.unlink()
-    port = _free_port()
+    port = free_port()
     with open(datadir / "postgresql.conf", "a") as conf:
         conf.write(
             f"port = {port}\nlisten_addresses = '127.0.0.1'\n"

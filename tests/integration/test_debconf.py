@@ -151,7 +151,7 @@ class Debconf:
                 name.replace("_", "-"), "string"
             )
             kind = "boolean" if name == "purge_database" else kind
-            kind = "select" if name == "db_sslmode" else kind
+            kind = "select" if name in ("db_sslmode", "db_failure") else kind
             lines.append(f"{PKG} {question} {kind} {value}")
         self.run(["debconf-set-selections"], stdin="\n".join(lines) + "\n")
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.integration.test_debconf import ROOT, Debconf
-from tests.pgcluster import psycopg
+from tests.pgcluster import free_port, psycopg
 
 SNIPPET = "matrix-synapse/conf.d/database.yaml"
 
@@ -129,10 +129,7 @@ def test_a_root_certificate_added_by_hand_is_kept(site, cluster):
 
 
 def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, cluster):
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
-    site.preseed(db_port=str(free_port))
+    site.preseed(db_port=str(free_port()))
     # dpkg exports DPKG_MAINTSCRIPT_DEBUG=0 to maintainer scripts: not a debug request
     proc = site.run(
         [str(ROOT / "debian" / "postinst"), "configure", ""],
@@ -146,15 +143,9 @@ def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, clust
 
 
 def test_ignore_writes_no_snippet(site, cluster):
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
     password = "pre seeded 'pass' \\ word"
-    site.preseed(db_port=str(free_port), db_password=password)
-    site.run(
-        ["debconf-set-selections"],
-        stdin="matrix-synapse-setup matrix-synapse-setup/db-failure select ignore\n",
-    )
+    site.preseed(db_port=str(free_port()), db_password=password)
+    site.preseed(db_failure="ignore")
     proc = site.postinst()
     assert "was not set up" in proc.stderr
     assert not site.snippet.exists()
@@ -170,14 +161,8 @@ def test_ignore_writes_no_snippet(site, cluster):
 def test_a_preseeded_retry_that_nobody_can_change_aborts(site, cluster):
     # Non-interactive, the failure question is not shown: retrying would loop for
     # ever (the run's 120 s timeout would fail this test).
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
-    site.preseed(db_port=str(free_port))
-    site.run(
-        ["debconf-set-selections"],
-        stdin="matrix-synapse-setup matrix-synapse-setup/db-failure select retry\n",
-    )
+    site.preseed(db_port=str(free_port()))
+    site.preseed(db_failure="retry")
     proc = site.postinst(check=False)
     assert proc.returncode != 0
     assert "dpkg --configure -a" in proc.stderr
@@ -238,10 +223,7 @@ def test_purge_database_dumps_then_drops(site, cluster, built_postrm):
     ) as conn:
         conn.execute("CREATE TABLE kept (x text)")
         conn.execute("INSERT INTO kept VALUES ('a row that must be in the dump')")
-    site.run(
-        ["debconf-set-selections"],
-        stdin="matrix-synapse-setup matrix-synapse-setup/purge-database boolean true\n",
-    )
+    site.preseed(purge_database="true")
     proc = site.postrm("purge", script=built_postrm)
     dumps = list((site.overlay / "var/backups/upper").glob("matrix-synapse-setup_*.pgdump"))
     assert len(dumps) == 1, proc.stderr
@@ -317,10 +299,7 @@ def interactive_postinst(site, tmp_path, steps, priority="high"):
 
 
 def test_interactive_retry_then_abort_when_the_server_is_down(site, cluster, tmp_path):
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
-    site.preseed(db_port=str(free_port))
+    site.preseed(db_port=str(free_port()))
     proc = interactive_postinst(
         site,
         tmp_path,

@@ -18,7 +18,12 @@ ADVERSARIAL = 'it\'s a "quoted" pass\\word $HOME 100% a:b@c ünïcødé'
 
 def preseed(root: Root, **answers: str) -> None:
     """debconf-set-selections through standard input: db_host="x" -> .../db-host string x."""
-    types = {"db_password": "password", "db_sslmode": "select", "purge_database": "boolean"}
+    types = {
+        "db_password": "password",
+        "db_sslmode": "select",
+        "db_failure": "select",
+        "purge_database": "boolean",
+    }
     lines = []
     for key, value in answers.items():
         question = f"{PKG}/{key.replace('_', '-')}"
@@ -28,11 +33,14 @@ def preseed(root: Root, **answers: str) -> None:
     root.ok(["debconf-set-selections"], input="\n".join(lines) + "\n", what="preseeding debconf")
 
 
-def apt_install(root: Root, deb: Path | str, *, ok: bool = True, what: str = "") -> Result:
+def apt_install(
+    root: Root, deb: Path | str, *, ok: bool = True, what: str = "", recommends: bool = True
+) -> Result:
     """`apt-get install -y /…/x.deb` (a user's `apt install ./x.deb`), offline."""
     target = f"{DEBS}/{Path(deb).name}" if isinstance(deb, Path) else deb
     what = what or f"installing {Path(str(deb)).name} with apt"
     cmd = ["apt-get", "install", "-y", "-q", target]
+    cmd += [] if recommends else ["--no-install-recommends"]
     if ok:
         return root.ok(cmd, what=what, env=NONINTERACTIVE)
     return root.fails(cmd, what=what, env=NONINTERACTIVE)

@@ -369,15 +369,9 @@ def test_postgresql_not_installed(make_root, debs, suite):
     `dpkg-reconfigure` applies the preseeded password that was kept for it."""
     root = make_root(suite)
     steps.preseed(root, db_password=ADVERSARIAL)
-    cmd = [
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        f"{DEBS}/{debs['current'].name}",
-    ]
-    out = root.fails(cmd, what="install without PostgreSQL", env=steps.NONINTERACTIVE)
+    out = steps.apt_install(
+        root, debs["current"], ok=False, what="install without PostgreSQL", recommends=False
+    )
     root.check(
         "apt install postgresql" in out.output and "Traceback" not in out.output,
         "the error says PostgreSQL is missing and how to install it",
@@ -386,11 +380,7 @@ def test_postgresql_not_installed(make_root, debs, suite):
     )
     root.check(not root.exists(SNIPPET), "no snippet is written", "absent", "present")
 
-    root.ok(
-        ["debconf-set-selections"],
-        input="matrix-synapse-setup matrix-synapse-setup/db-failure select ignore\n",
-        what="preseeding 'ignore'",
-    )
+    steps.preseed(root, db_failure="ignore")
     out = root.ok(
         ["dpkg", "--configure", "-a"], what="configure with 'ignore'", env=steps.NONINTERACTIVE
     )
