@@ -181,22 +181,27 @@ def postgresql_layers(lowers, workdir) -> Callable[[str], Path]:
 
 @pytest.fixture
 def make_root(request, lowers, postgresql_layers, debs) -> Iterator[Callable[..., harness.Root]]:
-    """make_root(suite, postgresql=False) -> a started Root with the .debs in harness.DEBS;
-    with postgresql=True, PostgreSQL is installed (as by `apt-get install postgresql`) and
-    its cluster runs.  Stopped afterwards."""
+    """make_root(suite, postgresql=False, booted=False) -> a started root with the .debs in
+    harness.DEBS.  With postgresql=True, PostgreSQL is installed (as by `apt-get install
+    postgresql`) and its cluster runs.  With booted=True, a real systemd is the root's PID 1
+    (harness.BootedRoot): the cluster is then postgresql@VER-main, enabled and started at
+    boot.  Stopped afterwards."""
     started: list[harness.Root] = []
     scenario = request.node.originalname.removeprefix("test_")
 
-    def make(suite: str, postgresql: bool = False) -> harness.Root:
+    def make(suite: str, postgresql: bool = False, booted: bool = False) -> harness.Root:
         layers = [lowers(suite)]
         if postgresql:
             layers.insert(0, postgresql_layers(suite))
-        root = harness.Root(scenario, suite, layers)
+        kind = harness.BootedRoot if booted else harness.Root
+        root = kind(scenario, suite, layers)
         started.append(root)
         for path in debs.values():
             root.put_file(path, f"{harness.DEBS}/{path.name}")
         root.__enter__()
-        if postgresql:
+        if postgresql and booted:
+            steps.check_cluster_booted(root)
+        elif postgresql:
             root.ok(
                 "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main start",
                 what="starting the PostgreSQL cluster",

@@ -2,21 +2,33 @@
 
 A cached root (roots.py) is extracted once per test session per release into a read-only
 lower directory; each scenario gets an overlay with its own writable layer, mounted inside
-a private mount namespace, and runs with new PID, network, IPC and UTS namespaces too:
+a private mount namespace, and runs with new PID, network, IPC and UTS namespaces too.
+Two kinds of root, with the same API (run, ok, fails, check, read, write, exists, put_file,
+fail, label; `booted` tells them apart):
+
+Root: no init system.
 
     unshare --mount --net --pid --ipc --uts --fork --kill-child  nsinit.py   (PID 1)
     nsenter --target <PID 1> ... chroot <root> COMMAND                       (each step)
 
-PID 1 (nsinit.py) holds the namespaces for the whole scenario, so PostgreSQL and Synapse keep
-running between steps; killing it ends every process of the scenario.  The host's ports,
-services and packages are untouched: the namespace has only its own `lo` (and the veth pair a
-scenario asks for), and no network to the outside.
+  PID 1 (nsinit.py) holds the namespaces for the whole scenario, so PostgreSQL and Synapse
+  keep running between steps; killing it ends every process of the scenario.  Services are
+  started by their init scripts through invoke-rc.d (pg_ctlcluster for PostgreSQL; the
+  Synapse stand-in's /etc/init.d/matrix-synapse stands in for its systemd unit).
+
+BootedRoot: a real systemd is PID 1 (nsboot.py pivot_roots into the overlay and execs it),
+  in a cgroup namespace too, rooted in a fresh sub-cgroup of the host's cgroup2; services
+  are units (postgresql@VER-main, matrix-synapse.service), steps enter with nsenter.
+
+The host's ports, services and packages are untouched: the namespace has only its own `lo`
+(and the veth pair a scenario asks for), and no network to the outside.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -69,6 +81,8 @@ class Result:
 class Root:
     """One scenario's root: `with Root(...) as root: root.ok(...)`."""
 
+    booted = False  # no init system: see BootedRoot
+
     def __init__(self, scenario: str, suite: str, lower: Path | list[Path]) -> None:
         self.scenario = scenario
         self.suite = suite
@@ -88,6 +102,7 @@ class Root:
         try:
             self.start()
         except BaseException:
+            self.failed = True  # MSS_KEEP_ROOTS=1 keeps a root that did not start
             self.stop()
             raise
         return self
@@ -96,16 +111,19 @@ class Root:
         self.failed = exc_type is not None
         self.stop()
 
-    def start(self) -> None:
+    def prepare_upper(self) -> None:
+        """Files written to the upper layer before the overlay is mounted appear in the root."""
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(exist_ok=True)
-        # Files written to the upper layer before the overlay is mounted appear in the root.
         self.put_file(INROOT / "policy-rc.d", "/usr/sbin/policy-rc.d", 0o755)
-        self.put_text("/etc/hostname", "mss-test\n")  # nsinit.py sets it
+        self.put_text("/etc/hostname", "mss-test\n")  # nsinit.py and nsboot.py set it
         self.put_text("/etc/hosts", HOSTS)
         for path in sorted(INROOT.iterdir()):
             if path.is_file() and path.name != "policy-rc.d":
                 self.put_file(path, f"{HELPERS}/{path.name}", 0o755)
+
+    def start(self) -> None:
+        self.prepare_upper()
         cmd = [
             "unshare",
             "--mount",
@@ -144,6 +162,13 @@ class Root:
     def stop(self) -> None:
         for pid in self.extra_netns.values():
             _kill(pid)
+        self.extra_netns.clear()
+        self.halt()
+        # Every mount lived in the namespace, which is gone: only plain files remain.
+        self.remove_files()
+
+    def halt(self) -> None:
+        """End every process of the scenario (its namespaces go with them)."""
         if self.pid1:
             _kill(self.pid1)  # the kernel then kills every process of the PID namespace
         if self.holder is not None:
@@ -152,7 +177,9 @@ class Root:
             except subprocess.TimeoutExpired:
                 os.killpg(self.holder.pid, signal.SIGKILL)
                 self.holder.wait()
-        # Every mount lived in the namespace, which is gone: only plain files remain.
+        self.pid1, self.holder = 0, None
+
+    def remove_files(self) -> None:
         if KEEP and self.failed:
             print(f"[{self.label}] kept {self.dir} (MSS_KEEP_ROOTS=1)")
         else:
@@ -161,10 +188,7 @@ class Root:
     def keep_as_layer(self, dest: Path) -> None:
         """Stop the namespace and keep this root's changes (its upper layer) at DEST, to be
         a lower layer of later roots.  Stop its services cleanly first."""
-        pid1, self.pid1 = self.pid1, 0
-        _kill(pid1)
-        if self.holder is not None:
-            self.holder.wait(timeout=30)
+        self.halt()
         os.replace(self.upper, dest)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -215,24 +239,22 @@ class Root:
     ) -> list[str]:
         environ = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
         environ.update(env or {})
-        target = str(self.pid1)
-        nsargs = ["--mount", "--pid", "--ipc", "--uts"]
-        if net:
-            nsargs.append(f"--net=/proc/{self.extra_netns[net]}/ns/net")
-        else:
-            nsargs.append("--net")
         return [
-            "nsenter",
-            f"--target={target}",
-            *nsargs,
-            "--",
-            "chroot",
-            str(self.merged),
+            *self.enter(net),
             "/usr/bin/env",
             "-i",
             *[f"{k}={v}" for k, v in environ.items()],
             *argv,
         ]
+
+    def enter(self, net: str = "") -> list[str]:
+        """The command prefix that enters the scenario's namespaces and root."""
+        nsargs = ["--mount", "--pid", "--ipc", "--uts"]
+        if net:
+            nsargs.append(f"--net=/proc/{self.extra_netns[net]}/ns/net")
+        else:
+            nsargs.append("--net")
+        return ["nsenter", f"--target={self.pid1}", *nsargs, "--", "chroot", str(self.merged)]
 
     def run(
         self,
@@ -347,8 +369,212 @@ class Root:
                 raise AssertionError(f"[{self.label}] {shlex.join(cmd)}: {proc.stderr}")
 
 
-def _kill(pid: int) -> None:
+# Units masked in booted roots: the gettys (there is no terminal: /dev/console is a file)
+# and apt's daily timers (the root is offline: they would fail and degrade the system
+# in the middle of a scenario).
+MASKED_UNITS = (
+    "console-getty.service",
+    "getty@tty1.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+)
+BOOT_TIMEOUT = 180.0  # seconds until `systemctl is-system-running` must say running
+POWEROFF_TIMEOUT = 60.0
+
+
+def cgroup2_home() -> Path:
+    """The host's cgroup2 directory of this process (where a booted root's cgroup goes)."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    mount = next((fields[1] for fields in mounts if fields[2] == "cgroup2"), None)
+    if mount is None:
+        raise AssertionError("booted roots need cgroup2 on the host (systemd in unified mode)")
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    own = next((line[3:] for line in lines if line.startswith("0::")), "/")
+    return Path(mount) / own.lstrip("/")
+
+
+class BootedRoot(Root):
+    """A scenario's root with a real systemd as its PID 1: `root.booted` is True.
+
+        sh -c 'echo $$ > CGROUP/cgroup.procs; exec unshare --pid --mount --uts --ipc --net
+            --cgroup --fork ... nsboot.py'  ->  pivot_root, exec /lib/systemd/systemd --system
+        nsenter --target <systemd> --mount --uts --ipc --net --pid --cgroup --root --wd COMMAND
+
+    Same overlay layers and files as Root; systemd runs in a fresh sub-cgroup of the host's
+    cgroup2 (its cgroup namespace's root) and starts what the root has enabled (PostgreSQL's
+    clusters, Synapse's unit).  Commands run beside it through nsenter, with Root's clean
+    environment; services are started by systemd (systemctl, deb-systemd-invoke).
+    `reboot()` powers off and boots again on the same upper layer.  Stopping powers off
+    (SIGRTMIN+4, SIGKILL if that takes too long), then removes the sub-cgroup.
+    """
+
+    booted = True
+
+    def __init__(self, scenario: str, suite: str, lower: Path | list[Path]) -> None:
+        super().__init__(scenario, suite, lower)
+        self.boots = 0
+        self.cgroup: Path | None = None
+        self.console = self.dir / "console.log"
+
+    def start(self) -> None:
+        self.prepare_upper()
+        masks = self.upper / "etc/systemd/system"
+        masks.mkdir(parents=True, exist_ok=True)
+        for unit in MASKED_UNITS:
+            (masks / unit).unlink(missing_ok=True)
+            (masks / unit).symlink_to("/dev/null")
+        self.boot()
+
+    def boot(self) -> None:
+        """Start systemd on the scenario's layers; return when the system runs."""
+        self.boots += 1
+        self.console = self.dir / f"console-{self.boots}.log"
+        self.cgroup = cgroup2_home() / f"mss-{os.getpid()}-{self.dir.name}-{self.boots}"
+        self.cgroup.mkdir()
+        read_fd, write_fd = os.pipe()
+        cmd = [
+            "/bin/sh",
+            "-c",
+            'echo $$ >"$0" && exec "$@"',  # into the sub-cgroup, then the namespaces
+            str(self.cgroup / "cgroup.procs"),
+            "unshare",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "--pid",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--cgroup",
+            "--propagation=private",
+            "/usr/bin/python3",
+            str(HERE / "nsboot.py"),
+            str(self.merged),
+            ":".join(map(str, self.lowers)),
+            str(self.upper),
+            str(self.dir / "work"),
+            str(self.console),
+            str(write_fd),
+        ]
+        try:
+            with open(self.console, "ab") as console:
+                self.holder = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(write_fd,),
+                    start_new_session=True,
+                )
+        finally:
+            os.close(write_fd)
+        with os.fdopen(read_fd) as status:
+            ready, _, _ = select.select([status], [], [], 60)
+            line = status.readline().strip() if ready else "no word from nsboot.py in 60 s"
+        if line != "ready":
+            self.boot_failed(line or f"the namespaces did not start (exit {self.holder.wait()})")
+        self.pid1 = self._child_of(self.holder.pid)
+        self.wait_running()
+
+    def wait_running(self) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = ""
+        while True:
+            if self.holder is None or self.holder.poll() is not None:
+                self.boot_failed("systemd ended while booting")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.boot_failed(f"still {state!r} after {BOOT_TIMEOUT:.0f} s")
+            result = self.run(["systemctl", "is-system-running", "--wait"], timeout=left)
+            lines = result.output.strip().splitlines()
+            state = lines[-1] if lines else ""
+            if state == "running":
+                return
+            if state in ("degraded", "maintenance", "stopping"):
+                failed = self.run(["systemctl", "--failed", "--no-pager", "--full"]).output
+                self.boot_failed(f"the system is {state}", failed)
+            # Before systemd has made /run/systemd/system and its socket, systemctl says
+            # "offline" at once: poll until it answers.
+            time.sleep(0.2)
+
+    def boot_failed(self, reason: str, details: str = "") -> None:
+        text = f"[{self.label}] booting the root failed: {reason}"
+        if details:
+            text += f"\n{details.rstrip()}"
+        if self.pid1 and self.holder is not None and self.holder.poll() is None:
+            journal = self.run(["journalctl", "-b", "--no-pager", "-q", "-n", "80"], timeout=30)
+            text += f"\n--- journal (last lines) ---\n{journal.output.rstrip()}"
+        console = self.console.read_text(errors="replace") if self.console.exists() else ""
+        text += "\n--- console (last lines) ---\n" + "\n".join(console.splitlines()[-60:])
+        raise AssertionError(text)
+
+    def enter(self, net: str = "") -> list[str]:
+        nsargs = ["--mount", "--uts", "--ipc", "--pid", "--cgroup", "--root", "--wd"]
+        if net:
+            nsargs.append(f"--net=/proc/{self.extra_netns[net]}/ns/net")
+        else:
+            nsargs.append("--net")
+        return ["nsenter", f"--target={self.pid1}", *nsargs, "--"]
+
+    def halt(self) -> None:
+        """Power off: systemd stops every unit; SIGKILL when that takes too long.  Then
+        remove the sub-cgroup (every process of the namespaces is gone by then)."""
+        holder = self.holder
+        if holder is not None:
+            if self.pid1 and holder.poll() is None:
+                _kill(self.pid1, signal.SIGRTMIN + 4)  # systemd: poweroff.target
+            try:
+                holder.wait(timeout=POWEROFF_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                print(f"[{self.label}] systemd did not power off in {POWEROFF_TIMEOUT:.0f} s")
+                if self.pid1:
+                    _kill(self.pid1)
+                try:
+                    holder.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(holder.pid, signal.SIGKILL)  # unshare: --kill-child
+                    holder.wait()
+        self.pid1, self.holder = 0, None
+        if self.cgroup is not None:
+            _remove_cgroup(self.cgroup)
+            self.cgroup = None
+
+    def reboot(self) -> None:
+        """Power off cleanly, then boot again on the same upper layer."""
+        for pid in self.extra_netns.values():
+            _kill(pid)
+        self.extra_netns.clear()
+        self.halt()
+        self.boot()
+
+
+def _remove_cgroup(path: Path, timeout: float = 30) -> None:
+    """Remove a cgroup and the ones systemd made below it, deepest first."""
+    deadline = time.monotonic() + timeout
+    while path.exists():
+        for top, dirs, _ in os.walk(path, topdown=False):
+            for name in dirs:
+                try:
+                    os.rmdir(os.path.join(top, name))
+                except OSError:
+                    pass
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                procs = sorted(
+                    {pid for f in path.rglob("cgroup.procs") for pid in f.read_text().split()}
+                )
+                raise AssertionError(
+                    f"cannot remove cgroup {path}: {err}; processes left: {procs}"
+                ) from err
+            time.sleep(0.1)  # the last processes of the namespace are still exiting
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
     except ProcessLookupError:
         pass

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from tests.system.harness import DEBS, HELPERS, Result, Root
+from tests.system.harness import DEBS, HELPERS, INROOT, Result, Root
 
 PKG = "matrix-synapse-setup"
 SNIPPET = "/etc/matrix-synapse/conf.d/database.yaml"
@@ -158,6 +159,10 @@ def judge(root: Root, *args: str, what: str, ok: bool = True) -> Result:
 
 
 def synapse_log(root: Root) -> str:
+    """The end of Synapse's service output: its unit's journal in a booted root, else the
+    init script's log."""
+    if root.booted:
+        return root.run(["journalctl", "-u", "matrix-synapse", "--no-pager", "-n", "60"]).output
     return root.run("tail -n 40 /var/log/matrix-synapse/service.log 2>&1").output
 
 
@@ -198,6 +203,11 @@ def synapse_recheck(root: Root, messages: int = 5) -> None:
 
 
 def synapse_pid(root: Root) -> str:
+    """Synapse's process id ("0" or "" when it does not run): its unit's MainPID in a
+    booted root, else the init script's pidfile."""
+    if root.booted:
+        cmd = ["systemctl", "show", "-p", "MainPID", "--value", SYNAPSE_UNIT]
+        return root.ok(cmd, what="asking systemd for Synapse's MainPID").output.strip()
     return root.run(["cat", "/run/matrix-synapse.pid"]).output.strip()
 
 
@@ -206,3 +216,50 @@ def synapse_on_postgresql(root: Root, db: str = "synapse") -> None:
     root.check(count > 100, f"Synapse's schema is in database {db}", "> 100 tables", str(count))
     users = psql(root, "SELECT count(*) FROM users", db, what="counting Synapse's users")
     root.check(int(users) > 0, "the judge's users are in PostgreSQL", "> 0 rows", users)
+
+
+# --- services (policy-rc.d; systemd in booted roots) --------------------------------------
+
+SYNAPSE_UNIT = "matrix-synapse.service"
+POLICY_DENY = "/etc/mss-test/policy-rc.d.deny"  # read by inroot/policy-rc.d
+
+
+def policy_rc_d(root: Root, *, deny_synapse: Iterable[str]) -> None:
+    """Make the root's policy-rc.d refuse these actions (e.g. "stop", "restart",
+    "try-restart") on Synapse's service, as an admin's would: invoke-rc.d and
+    deb-systemd-invoke then skip them; systemctl and systemd are not affected."""
+    root.write(POLICY_DENY, "".join(f"{action}\n" for action in deny_synapse))
+
+
+def policy_rc_d_default(root: Root) -> None:
+    """Back to the roots' own policy-rc.d (the services the scenarios need, nothing
+    refused for Synapse)."""
+    root.ok(["rm", "-f", POLICY_DENY], what="removing the policy-rc.d refusals")
+    root.put_file(INROOT / "policy-rc.d", "/usr/sbin/policy-rc.d", 0o755)
+
+
+def unit_properties(root: Root, unit: str, *names: str) -> dict[str, str]:
+    """`systemctl show -p NAME ... UNIT` (booted roots) as a dict."""
+    cmd = ["systemctl", "show", *[f"--property={name}" for name in names], unit]
+    out = root.ok(cmd, what=f"asking systemd about {unit}").output
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def postgresql_unit(root: Root) -> str:
+    """The systemd unit of the root's PostgreSQL cluster: postgresql@VER-main.service."""
+    out = root.ok(["pg_lsclusters", "-h"], what="listing PostgreSQL clusters").output
+    return f"postgresql@{out.split()[0]}-main.service"
+
+
+def check_cluster_booted(root: Root) -> None:
+    """In a booted root: the cluster runs under systemd, and starts at boot."""
+    unit = postgresql_unit(root)
+    active = root.run(["systemctl", "is-active", unit]).output.strip()
+    enabled = root.run(["systemctl", "is-enabled", "postgresql.service"]).output.strip()
+    if active != "active" or enabled != "enabled":
+        status = root.run(["systemctl", "status", "--no-pager", "-n", "30", unit]).output
+        root.fail(
+            "PostgreSQL's cluster runs under systemd and starts at boot",
+            f"{unit} active, postgresql.service enabled",
+            f"{unit} {active}, postgresql.service {enabled}\n{status}",
+        )
