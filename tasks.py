@@ -30,6 +30,7 @@ SYSTEM_TEST_SHELL = [
     "tests/system/inroot/policy-rc.d",
     "tests/system/synapse-standin/DEBIAN/postinst",
     "tests/system/synapse-standin/DEBIAN/prerm",
+    "tests/system/synapse-standin/DEBIAN/postrm",
     "tests/system/synapse-standin/etc/init.d/matrix-synapse",
 ]
 MAINTAINER_SCRIPTS = ("config", "preinst", "postinst", "prerm", "postrm")
