@@ -51,6 +51,11 @@ INSTALL = [
     "iproute2",
     "ca-certificates",
     "apt-utils",
+    # A real service manager for the booted scenarios (harness.BootedRoot); installed but
+    # not running, it changes nothing for the others (/run/systemd/system is absent there).
+    "systemd",
+    "systemd-sysv",
+    "dbus",
 ]
 DOWNLOAD_ONLY = [
     "postgresql",
