@@ -3,7 +3,7 @@
 import os
 import stat
 
-from matrix_synapse_setup import maint, snippet
+from matrix_synapse_setup import maint, services, snippet
 
 TEXT = """\
 database:
@@ -66,8 +66,8 @@ def test_ucf_backups_are_not_readable_by_others(tmp_path, monkeypatch):
 def test_restart_honours_policy_and_survives_a_missing_tool(tmp_path, monkeypatch, capsys):
     unit = tmp_path / "matrix-synapse.service"
     unit.write_text("[Unit]\n")
-    monkeypatch.setattr(maint, "SYNAPSE_UNITS", (unit,))
-    monkeypatch.setattr(maint, "SYSTEMD_RUNNING", tmp_path)  # "systemd runs"
+    monkeypatch.setattr(services, "SYNAPSE_UNITS", (unit,))
+    monkeypatch.setattr(services, "SYSTEMD_RUNNING", tmp_path)  # "systemd runs"
     calls = []
 
     def fake_run(cmd, **kwargs):
@@ -75,11 +75,11 @@ def test_restart_honours_policy_and_survives_a_missing_tool(tmp_path, monkeypatc
         assert kwargs["stdout"] is not None  # never the debconf pipe on fd 1
         if cmd[0] == "deb-systemd-invoke" and len(calls) == 2:
             raise FileNotFoundError(cmd[0])
-        return maint.subprocess.CompletedProcess(cmd, 101 if len(calls) == 1 else 0)
+        return services.subprocess.CompletedProcess(cmd, 101 if len(calls) == 1 else 0)
 
-    monkeypatch.setattr(maint.subprocess, "run", fake_run)
-    maint.restart_synapse("try-restart")  # 101: policy-rc.d said no; not an error
+    monkeypatch.setattr(services.subprocess, "run", fake_run)
+    services.restart_synapse("try-restart")  # 101: policy-rc.d said no; not an error
     assert calls[0] == ["deb-systemd-invoke", "try-restart", "matrix-synapse.service"]
     assert "warning" not in capsys.readouterr().err
-    maint.restart_synapse("restart")
+    services.restart_synapse("restart")
     assert "deb-systemd-invoke is missing" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Synapse's service: is it installed, does it run, stop/start/restart it.
+
+Through ``deb-systemd-invoke`` when systemd runs, else ``invoke-rc.d``: both honour
+``policy-rc.d``.  ``deb-systemd-invoke`` says nothing (exit 0) when the policy forbids
+an action, so a stop is checked by asking whether the service still runs.
+
+Children never write to fd 1: in a maintainer script that is debconf's pipe.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import messages
+
+UNIT = "matrix-synapse.service"
+SYNAPSE_UNITS = (
+    Path("/lib/systemd/system/matrix-synapse.service"),
+    Path("/usr/lib/systemd/system/matrix-synapse.service"),
+)
+SYNAPSE_INITSCRIPT = Path("/etc/init.d/matrix-synapse")
+SYSTEMD_RUNNING = Path("/run/systemd/system")
+POLICY_FORBIDS = 101  # invoke-rc.d: the action is forbidden by policy-rc.d
+
+
+def say(text: str) -> None:
+    print(f"matrix-synapse-setup: {text}", file=sys.stderr, flush=True)
+
+
+def child_fds() -> dict[str, Any]:
+    """subprocess arguments for a child that must not touch the debconf pipe."""
+    return {"stdin": subprocess.DEVNULL, "stdout": sys.stderr, "check": False}
+
+
+def synapse_installed() -> bool:
+    return any(unit.exists() for unit in SYNAPSE_UNITS) or SYNAPSE_INITSCRIPT.exists()
+
+
+def systemd_runs() -> bool:
+    return SYSTEMD_RUNNING.is_dir()
+
+
+def daemon_reload() -> None:
+    if systemd_runs():
+        try:
+            subprocess.run(["systemctl", "daemon-reload"], **child_fds())
+        except FileNotFoundError:
+            pass  # systemd runs but systemctl is gone: nothing we can do
+
+
+def _command(action: str) -> list[str] | None:
+    if systemd_runs():
+        return ["deb-systemd-invoke", action, UNIT]
+    if SYNAPSE_INITSCRIPT.exists():
+        return ["invoke-rc.d", "matrix-synapse", action]
+    return None
+
+
+def invoke(action: str) -> int | None:
+    """Run *action* on Synapse's service; its exit code, None when there is no tool or no
+    service to act on (a warning is printed when the tool is missing)."""
+    if not synapse_installed():
+        return None
+    cmd = _command(action)
+    if cmd is None:
+        return None
+    try:
+        return subprocess.run(cmd, **child_fds()).returncode
+    except FileNotFoundError:
+        say(messages.RESTART_FAILED.format(reason=f"{cmd[0]} is missing"))
+        return None
+
+
+def restart_synapse(action: str) -> None:
+    """Restart Synapse if it is installed, honouring policy-rc.d."""
+    code = invoke(action)
+    # policy-rc.d forbidding it (101) is the admin's choice, not a failure.
+    if code not in (None, 0, POLICY_FORBIDS):
+        say(messages.RESTART_FAILED.format(reason=f"exit {code}"))
+
+
+def synapse_running() -> bool:
+    """True when Synapse's service runs (systemd's view, or the init script's status)."""
+    if not synapse_installed():
+        return False
+    if systemd_runs():
+        cmd = ["systemctl", "is-active", "--quiet", UNIT]
+    elif SYNAPSE_INITSCRIPT.exists():
+        cmd = [str(SYNAPSE_INITSCRIPT), "status"]
+    else:
+        return False
+    try:
+        return subprocess.run(cmd, **child_fds()).returncode == 0
+    except (FileNotFoundError, PermissionError):
+        return False
+
+
+def stop_synapse() -> bool:
+    """Stop Synapse; True when it does not run afterwards (policy-rc.d may refuse)."""
+    invoke("stop")
+    return not synapse_running()
+
+
+def start_synapse() -> bool:
+    """Start Synapse; True when it runs afterwards."""
+    invoke("start")
+    return synapse_running()
