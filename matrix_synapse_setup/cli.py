@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import secrets
 import sys
 from pathlib import Path
 
@@ -34,12 +35,14 @@ def read_password(source: str) -> str:
     return text.rstrip("\n")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, *, generate: bool = False) -> Settings:
     found = snippet.read(Path(args.config)) or {}
     answers = {key: str(value) for key, value in found.items() if value is not None}
     answers.update({key: getattr(args, key) for key in FIELDS if getattr(args, key)})
     if args.password_file:
         answers["password"] = read_password(args.password_file)
+    elif generate and not answers.get("password"):
+        answers["password"] = secrets.token_urlsafe(32)
     elif not answers.get("password"):
         if not sys.stdin.isatty():
             raise SetupError(messages.PASSWORD_NEEDED.format(path=args.config))
@@ -59,6 +62,65 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Move a Synapse that runs on SQLite to PostgreSQL (what the postinst does when the
+    answer is "migrate"), for an admin who chose "keep-sqlite" or wants to retry."""
+    from . import maint, migration, synapse_config
+
+    state = synapse_config.inspect()
+    if state is None or state.sqlite is None:
+        print(messages.NOTHING_TO_MIGRATE)
+        return 0
+    # Local: nothing uses the role while Synapse is on SQLite; without a password file it
+    # gets a new random password (the snippet will hold it).
+    local = args.host in (None, "localhost")
+    settings = settings_from(args, generate=local and not Path(args.config).exists())
+    text = snippet.render(settings)
+    source = synapse_config.database_source_once_written(snippet.SNIPPET, text)
+    if source != snippet.SNIPPET:
+        raise SetupError(messages.SNIPPET_OVERRIDDEN.format(source=source, path=snippet.SNIPPET))
+    print(state.sqlite.describe())
+    plan = [
+        f"provision role {settings.user} and database {settings.dbname} on {settings.host}"
+        if settings.local
+        else f"verify database {settings.dbname} on {settings.host}",
+        "port a snapshot with synapse_port_db while Synapse runs (if it runs)",
+        "stop Synapse, port the rest from a second snapshot",
+        f"compare row counts of {len(migration.KEY_TABLES)} key tables",
+        f"write {snippet.SNIPPET}, start Synapse again if it ran",
+        f"keep a copy of {state.sqlite.path} in {migration.BACKUP_DIR}",
+    ]
+    for number, line in enumerate(plan, 1):
+        print(f"{'would ' if args.dry_run else ''}{number}. {line}")
+    if args.dry_run:
+        return 0
+    for step in provision(settings, socket_dir=args.socket_dir):
+        print(step)
+    owner = snippet.ownership()
+
+    def switch() -> None:
+        maint.install_snippet(None, text, settings, owner)
+        if snippet.update_dropin(settings.local):
+            maint.daemon_reload()
+
+    def show(line: str) -> None:
+        if sys.stdout.isatty():
+            print(f"\r{line:<78}", end="", flush=True)
+
+    def say(line: str) -> None:
+        print(("\n" if sys.stdout.isatty() else "") + line, flush=True)
+
+    result = migration.migrate(state.sqlite, settings, state.config, switch, say=say, show=show)
+    for step in result.steps:
+        print(step)
+    print(
+        messages.MIGRATED.format(
+            path=state.sqlite.path, backup=result.backup or "(none)", snippet=snippet.SNIPPET
+        )
+    )
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     for step in verify(settings_from(args)):
         print(step)
@@ -74,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("provision", cmd_provision, "create or update the role and database, then verify"),
         ("verify", cmd_verify, "only check that Synapse can use the database"),
+        ("migrate", cmd_migrate, "move Synapse's data from SQLite to PostgreSQL, then switch"),
     ):
         sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         sub.set_defaults(func=func)
@@ -94,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="read the role's password from FILE ('-' for standard input)",
         )
         sub.add_argument("--socket-dir", default=DEFAULT_SOCKET_DIR, help=argparse.SUPPRESS)
+        if name == "migrate":
+            sub.add_argument("--dry-run", action="store_true", help="print the plan only")
     return parser
 
 

@@ -34,6 +34,7 @@ PASSWORD_AGAIN = f"{PKG}/db-password-again"
 SSLMODE = f"{PKG}/db-sslmode"
 PURGE = f"{PKG}/purge-database"
 FAILURE = f"{PKG}/db-failure"
+SQLITE_DATA = f"{PKG}/sqlite-data"
 INVALID = f"{PKG}/invalid-answer"
 MISMATCH = f"{PKG}/password-mismatch"
 SETUP_ERROR = f"{PKG}/setup-error"
@@ -44,6 +45,7 @@ SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
 LOW, MEDIUM, HIGH, CRITICAL = "low", "medium", "high", "critical"
 
 RETRY, ABORT, IGNORE = "retry", "abort", "ignore"
+MIGRATE, KEEP_SQLITE, START_EMPTY = "migrate", "keep-sqlite", "start-empty"
 
 # The templates' defaults, for an answer left empty.
 DEFAULTS = {
@@ -310,6 +312,19 @@ class Conversation:
         for question in (PASSWORD, PASSWORD_AGAIN):
             self.set(question, "")
             self.fset(question, "seen", "true")
+
+    def ask_sqlite(self, facts: str, minutes: int) -> str:
+        """What to do with the data of a Synapse that runs on SQLite (high priority: the
+        default, migrate, is right for almost everyone).  Returns the choice."""
+        self.subst(SQLITE_DATA, "facts", facts)
+        self.subst(SQLITE_DATA, "minutes", str(minutes))
+        self.input(HIGH, SQLITE_DATA)
+        self.go()
+        return self.sqlite_choice()
+
+    def sqlite_choice(self) -> str:
+        choice = self.get(SQLITE_DATA).strip()
+        return choice if choice in (MIGRATE, KEEP_SQLITE, START_EMPTY) else MIGRATE
 
     # --- failures in the postinst ---------------------------------------------
 

@@ -19,17 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import conversation, messages, snippet
-from .conversation import ABORT, IGNORE, RETRY, Conversation
+from . import conversation, messages, migration, snippet, synapse_config
+from .conversation import ABORT, IGNORE, KEEP_SQLITE, MIGRATE, RETRY, START_EMPTY, Conversation
 from .errors import SetupError, run
+from .services import child_fds, daemon_reload, restart_synapse, synapse_installed
 from .settings import Settings
 
-SYNAPSE_UNITS = (
-    Path("/lib/systemd/system/matrix-synapse.service"),
-    Path("/usr/lib/systemd/system/matrix-synapse.service"),
-)
-SYNAPSE_INITSCRIPT = Path("/etc/init.d/matrix-synapse")
-SYSTEMD_RUNNING = Path("/run/systemd/system")
 UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 # Our own trigger (debian/triggers): provisioning deferred until PostgreSQL,
 # unpacked in the same dpkg run, is configured.
@@ -52,6 +47,10 @@ def dispatch(argv: list[str]) -> int:
     if script == "config" and action in ("configure", "reconfigure"):
         return config(Conversation(conversation.connect()))
     if script == "postinst" and action == "configure":
+        old_version = argv[2] if len(argv) > 2 else ""
+        if snippet_deleted_by_hand(old_version):
+            say(messages.SNIPPET_DELETED.format(path=snippet.SNIPPET))
+            return 0
         return postinst_configure(Conversation(conversation.connect()))
     if script == "postinst" and action == "triggered":
         names = " ".join(argv[2:]).split()
@@ -100,7 +99,20 @@ def _has_password(found: dict[str, Any] | None) -> bool:
 def config(conv: Conversation) -> int:
     found = load_snippet(conv)
     conv.ask(known_password=_has_password(found))
+    if found is None and not snippet.SNIPPET.exists():
+        state = synapse_config.inspect()
+        if state is not None and state.sqlite is not None:
+            facts = state.sqlite
+            conv.ask_sqlite(facts.describe(), max(1, round(facts.estimate_seconds() / 60)))
     return 0
+
+
+def snippet_deleted_by_hand(old_version: str, path: Path = snippet.SNIPPET) -> bool:
+    """An upgrade finds no snippet where ucf knows one was installed: the admin deleted
+    it, as one deletes a conffile; respected (dpkg-reconfigure writes it again)."""
+    if not old_version or os.environ.get("DEBCONF_RECONFIGURE") or path.exists():
+        return False
+    return snippet.ucf_recorded_md5(path) is not None
 
 
 # --- postinst configure ----------------------------------------------------------
@@ -175,6 +187,7 @@ def resolve_password(answers: conversation.Answers, current: dict[str, Any] | No
 
 
 def apply(conv: Conversation, answers: conversation.Answers) -> None:
+    """Inspect (the snippet, Synapse's configuration and data), decide, then act."""
     from .provision import changed, provision
 
     try:
@@ -182,6 +195,9 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
     except SetupError as err:
         say(messages.SNIPPET_IGNORED.format(reason=err.message))
         current = None
+    # A Synapse on SQLite with data, when our snippet does not exist yet: ask what to do.
+    synapse = None if snippet.SNIPPET.exists() else synapse_config.inspect()
+    choice = conv.sqlite_choice() if synapse is not None and synapse.sqlite else None
     password = resolve_password(answers, current)
     given = answers.settings_answers() | {"password": password}
     if current and current.get("sslrootcert") and current.get("host") == answers.host.strip():
@@ -197,11 +213,26 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         raise SetupError(
             messages.SNIPPET_CONFLICT.format(path=snippet.SNIPPET, fields=", ".join(conflict))
         )
+    if choice == MIGRATE:
+        source = synapse_config.database_source_once_written(snippet.SNIPPET, text)
+        if source != snippet.SNIPPET:
+            raise SetupError(
+                messages.SNIPPET_OVERRIDDEN.format(source=source, path=snippet.SNIPPET)
+            )
     steps = provision(settings)
     for step in steps:
         say(str(step))
     owner = snippet.ownership()
+    if choice == KEEP_SQLITE:
+        conv.clear_password()
+        say(messages.KEEP_SQLITE.format(path=synapse.sqlite.path))  # type: ignore[union-attr]
+        return
+    if choice == MIGRATE:
+        migrate(conv, synapse, settings, text, owner)  # type: ignore[arg-type]
+        return
     file_changed = install_snippet(conv, text, settings, owner)
+    if choice == START_EMPTY:
+        say(messages.START_EMPTY.format(path=synapse.sqlite.path))  # type: ignore[union-attr]
     kept = kept_settings(settings)
     if kept is not None:
         # The admin kept an edited file (ucf's question): make the role match the
@@ -222,6 +253,34 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
     if changed(steps) or file_changed or dropin_changed:
         restart_synapse("try-restart")
+
+
+def migrate(
+    conv: Conversation,
+    synapse: synapse_config.SynapseState,
+    settings: Settings,
+    text: str,
+    owner: snippet.Ownership,
+) -> None:
+    """Port Synapse's SQLite data, then switch it (the snippet and the drop-in)."""
+    assert synapse.sqlite is not None  # noqa: S101 - the caller checked
+
+    def switch() -> None:
+        install_snippet(conv, text, settings, owner)
+        if snippet.update_dropin(settings.local):
+            daemon_reload()
+
+    say(synapse.sqlite.describe())
+    result = migration.migrate(synapse.sqlite, settings, synapse.config, switch, say=say)
+    for step in result.steps:
+        say(str(step))
+    conv.clear_password()
+    conv.set(conversation.SNIPPET_SHA, snippet.file_sha256())
+    say(
+        messages.MIGRATED.format(
+            path=synapse.sqlite.path, backup=result.backup or "(none)", snippet=snippet.SNIPPET
+        )
+    )
 
 
 def kept_settings(settings: Settings, path: Path = snippet.SNIPPET) -> Settings | None:
@@ -270,13 +329,8 @@ def snippet_conflict(
     return fields or None
 
 
-def child_fds() -> dict[str, Any]:
-    """subprocess arguments for a child that must not touch the debconf pipe."""
-    return {"stdin": subprocess.DEVNULL, "stdout": sys.stderr, "check": False}
-
-
 def install_snippet(
-    conv: Conversation,
+    conv: Conversation | None,
     text: str,
     settings: Settings,
     owner: snippet.Ownership,
@@ -330,17 +384,18 @@ def install_snippet(
     return True
 
 
-def ucf(conv: Conversation, args: list[str]) -> None:
+def ucf(conv: Conversation | None, args: list[str]) -> None:
     """Run ucf on our debconf connection (it may ask about a file edited by hand)."""
     env = dict(os.environ)
     kwargs: dict[str, Any] = {"stdout": sys.stderr, "check": False}
-    if os.environ.get("DEBCONF_REDIR"):
+    if conv is not None and os.environ.get("DEBCONF_REDIR"):
         kwargs["pass_fds"] = (3,)
     else:
         env.pop("DEBIAN_HAS_FRONTEND", None)  # no confmodule pipe to share: no prompts
         kwargs["stdin"] = subprocess.DEVNULL
     proc = subprocess.run(["ucf", *args], env=env, **kwargs)
-    conv.capabilities()  # ucf sends its own CAPB
+    if conv is not None:
+        conv.capabilities()  # ucf sends its own CAPB
     if proc.returncode:
         raise SetupError(f"ucf {' '.join(args[-2:])} failed (exit {proc.returncode}).")
 
@@ -349,41 +404,6 @@ def ucfr_register(path: Path) -> None:
     proc = subprocess.run(["ucfr", snippet.PACKAGE, str(path)], **child_fds())
     if proc.returncode:
         raise SetupError(f"ucfr {snippet.PACKAGE} {path} failed (exit {proc.returncode}).")
-
-
-# --- services ----------------------------------------------------------------------
-
-
-def synapse_installed() -> bool:
-    return any(unit.exists() for unit in SYNAPSE_UNITS) or SYNAPSE_INITSCRIPT.exists()
-
-
-def daemon_reload() -> None:
-    if SYSTEMD_RUNNING.is_dir():
-        try:
-            subprocess.run(["systemctl", "daemon-reload"], **child_fds())
-        except FileNotFoundError:
-            pass  # systemd runs but systemctl is gone: nothing we can do
-
-
-def restart_synapse(action: str) -> None:
-    """Restart Synapse if it is installed, honouring policy-rc.d."""
-    if not synapse_installed():
-        return
-    if SYSTEMD_RUNNING.is_dir():
-        cmd = ["deb-systemd-invoke", action, "matrix-synapse.service"]
-    elif SYNAPSE_INITSCRIPT.exists():
-        cmd = ["invoke-rc.d", "matrix-synapse", "restart" if action == "restart" else action]
-    else:
-        return
-    try:
-        proc = subprocess.run(cmd, **child_fds())
-    except FileNotFoundError:
-        say(messages.RESTART_FAILED.format(reason=f"{cmd[0]} is missing"))
-        return
-    # policy-rc.d forbidding it (101) is the admin's choice, not a failure.
-    if proc.returncode not in (0, 101):
-        say(messages.RESTART_FAILED.format(reason=f"exit {proc.returncode}"))
 
 
 # --- postinst triggered --------------------------------------------------------------

@@ -142,3 +142,79 @@ NO_SYNAPSE_USER = (
 )
 WROTE_SNIPPET = "Wrote {path} ({owner})."
 SNIPPET_UNCHANGED = "{path} is up to date."
+
+# --- Synapse's configuration and its SQLite database (synapse_config, migration) ---
+SYNAPSE_CONFIG_UNREADABLE = (
+    "Synapse's configuration file {path} cannot be read ({reason}): fix it, then run "
+    "'dpkg --configure -a'."
+)
+SQLITE_UNREADABLE = (
+    "Synapse's SQLite database {path} cannot be read ({reason}): check the file, then run "
+    "'dpkg --configure -a'."
+)
+SQLITE_FACTS = "{path} ({size}) holds {users} user(s), {rooms} room(s) and {events} event(s)."
+PORT_TOOL_MISSING = (
+    "Synapse's port tool synapse_port_db is missing ({paths}): install or repair Synapse's "
+    "package, then retry; Synapse stays on SQLite."
+)
+NO_SYNAPSE_USER_TO_PORT = (
+    "There is no '{user}' user to run the port tool as: install Synapse's package, then "
+    "retry; Synapse stays on SQLite."
+)
+TARGET_NOT_EMPTY = (
+    "The database '{dbname}' already holds {tables} table(s) that are not an unfinished port "
+    "of Synapse's SQLite data; nothing was changed. Give another database name, or empty it."
+)
+SNAPSHOT_FAILED = (
+    "Copying the SQLite database {path} failed ({reason}): check free disk space "
+    "(df -h /var/lib /var/backups); Synapse stays on SQLite."
+)
+PORT_FAILED = (
+    "Porting Synapse's SQLite data to PostgreSQL failed: {reason}. Synapse stays on SQLite "
+    "with all its data; full log: {log}; retry with: {retry}."
+)
+PORT_PENDING_UPDATES = (
+    "the SQLite database has pending background updates (start Synapse on SQLite and let "
+    "it finish them)"
+)
+PORT_PHASE = "Porting Synapse's data to PostgreSQL ({phase}); log: {log}"
+CANNOT_STOP_SYNAPSE = (
+    "Synapse could not be stopped (policy-rc.d or the service manager refused), so it was not "
+    "switched: it stays on SQLite. Allow the stop, then retry."
+)
+SYNAPSE_STARTED_AGAIN = "Synapse was started again, on SQLite."
+COUNTS_DIFFER = (
+    "After the port, row counts differ ({tables}); Synapse stays on SQLite. Retry with: " "{retry}."
+)
+MIGRATED = (
+    "Synapse now uses PostgreSQL. Its old SQLite file {path} is kept, and a copy is in "
+    "{backup}; to go back, remove {snippet} and restart Synapse."
+)
+KEEP_SQLITE = (
+    "Synapse stays on SQLite ({path}) as asked; its PostgreSQL database is ready: move it "
+    "later with 'matrix-synapse-setup migrate'."
+)
+START_EMPTY = (
+    "Synapse starts on the new, empty PostgreSQL database as asked; its SQLite data stays "
+    "in {path}, untouched."
+)
+SNIPPET_OVERRIDDEN = (
+    "{source} sets Synapse's database after {path}, so writing {path} would not switch "
+    "Synapse to PostgreSQL; nothing was changed. Remove 'database:' from {source}."
+)
+SNIPPET_DELETED = (
+    "{path} was deleted by hand: it is not created again on upgrade (Synapse uses what its "
+    "other files say). Run 'dpkg-reconfigure matrix-synapse-setup' to write it again."
+)
+NOTHING_TO_MIGRATE = "Synapse does not use a SQLite database with data: nothing to migrate."
+UPDATES_PENDING_STOPPED = (
+    "Synapse's SQLite database has {count} background update(s) pending, which only Synapse "
+    "runs: start it (systemctl start matrix-synapse), wait a few minutes, then retry."
+)
+WAITING_FOR_UPDATES = (
+    "Waiting for Synapse to finish {count} pending background update(s) (at most {limit} s)."
+)
+UPDATES_STILL_PENDING = (
+    "Synapse still has {count} background update(s) pending after {limit} s; Synapse stays "
+    "on SQLite. Retry later (dpkg-reconfigure matrix-synapse-setup)."
+)

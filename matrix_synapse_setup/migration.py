@@ -1,0 +1,472 @@
+"""Move a Synapse that runs on SQLite to PostgreSQL with upstream's own port tool.
+
+Nothing here copies rows itself: ``synapse_port_db`` from the installed Synapse does.  This
+module makes it safe around the port tool:
+
+1. the target database is empty, or holds an earlier, unfinished port of ours (the port
+   tool's ``port_from_sqlite3`` table): never a database another Synapse filled;
+2. the port tool reads a consistent snapshot (SQLite's online backup API), never the live
+   file; it runs as Synapse's user with a 0600 configuration file, the password on no
+   command line;
+3. two phases when Synapse runs: a first port while it serves, then Synapse is stopped
+   (``deb-systemd-invoke``/``invoke-rc.d``, honouring ``policy-rc.d``), a second snapshot
+   is ported (the port tool resumes: append-only tables carry on, the others are copied
+   again), so the downtime is the second phase only;
+4. the row counts of key tables must match between the final snapshot and PostgreSQL;
+5. only then the switch (the caller writes the snippet), and Synapse starts again if it ran;
+6. the old file stays where it is, and a copy goes to /var/backups/matrix-synapse-setup.
+
+On any failure before the switch, Synapse stays on SQLite with all its data and is
+started again if it ran; the message names the log and the command that retries.  A
+crash is covered too: whether Synapse ran is kept in a state file until the switch, so the
+retry (``dpkg --configure -a``) knows whether to start it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pwd
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import messages, services
+from .errors import SetupError
+from .pg import import_psycopg
+from .provision import OK, Step, connect_as_role
+from .settings import Settings
+from .synapse_config import SqliteFacts, table_counts
+
+PORT_TOOLS = (
+    Path("/opt/venvs/matrix-synapse/bin/synapse_port_db"),  # upstream's matrix-synapse-py3
+    Path("/usr/bin/synapse_port_db"),  # Debian's matrix-synapse
+)
+STATE_DIR = Path("/var/lib/matrix-synapse-setup")
+WORKDIR = STATE_DIR / "migration"
+STATE_FILE = STATE_DIR / "migration.json"
+BACKUP_DIR = Path("/var/backups/matrix-synapse-setup")
+LOG_DIR = Path("/var/log/matrix-synapse-setup")
+SYNAPSE_USER = "matrix-synapse"
+# Compared between the SQLite snapshot and PostgreSQL after the port.
+KEY_TABLES = (
+    "users",
+    "rooms",
+    "events",
+    "event_json",
+    "state_groups",
+    "state_groups_state",
+    "room_memberships",
+    "current_state_events",
+    "event_edges",
+    "access_tokens",
+    "devices",
+    "receipts_linearized",
+)
+PORT_TABLE = "port_from_sqlite3"
+RETRY = "dpkg-reconfigure matrix-synapse-setup (or: matrix-synapse-setup migrate)"
+PROGRESS_RE = re.compile(r"^(\w+): (\d+)% \((\d+)/(\d+)\)$")
+
+# How long to wait for a running Synapse's pending background updates, in seconds.
+UPDATES_WAIT = 900
+UPDATES_WAIT_ENV = "MATRIX_SYNAPSE_SETUP_UPDATES_WAIT"
+
+# Test-only fault injection (documented in README, "Development"): when this variable
+# names a point, the migration fails there as a real failure would.
+FAULT_ENV = "MSS_TEST_FAULT"
+
+
+def fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == point:
+        raise MigrationFailed(f"injected fault at {point} ({FAULT_ENV})")
+
+
+class MigrationFailed(SetupError):
+    """The port did not complete: Synapse stays on SQLite."""
+
+
+def find_port_tool() -> Path:
+    for tool in PORT_TOOLS:
+        if os.access(tool, os.X_OK):
+            return tool
+    raise MigrationFailed(
+        messages.PORT_TOOL_MISSING.format(paths=" or ".join(map(str, PORT_TOOLS)))
+    )
+
+
+# --- the target ---------------------------------------------------------------------------
+
+
+def target_state(settings: Settings) -> tuple[int, bool]:
+    """(tables in the target's public schema, whether one is the port tool's own)."""
+    with connect_as_role(settings) as conn:
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        }
+    return len(tables), PORT_TABLE in tables
+
+
+def check_target(settings: Settings) -> Step:
+    """The target must be empty or an unfinished port of ours; never another Synapse's."""
+    count, ours = target_state(settings)
+    if count and not ours:
+        raise SetupError(messages.TARGET_NOT_EMPTY.format(dbname=settings.dbname, tables=count))
+    detail = "empty" if not count else "an unfinished port, resumed"
+    return Step(f"target database {settings.dbname}", OK, detail)
+
+
+def postgres_counts(settings: Settings, tables: list[str]) -> dict[str, int]:
+    psycopg = import_psycopg()
+    counts = {}
+    with connect_as_role(settings) as conn:
+        for table in tables:
+            query = psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
+            try:
+                counts[table] = conn.execute(query).fetchone()[0]
+            except psycopg.Error:
+                conn.rollback()
+                counts[table] = -1
+    return counts
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def synapse_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SYNAPSE_USER)
+    except KeyError:
+        raise MigrationFailed(messages.NO_SYNAPSE_USER_TO_PORT.format(user=SYNAPSE_USER)) from None
+
+
+def private_dir(path: Path, uid: int, gid: int) -> None:
+    """*path* as a directory only uid can enter (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    os.chown(path, uid, gid)
+
+
+def snapshot(live: Path, dest: Path, owner: tuple[int, int], mode: int = 0o600) -> None:
+    """A consistent copy of the SQLite database *live* at *dest*: SQLite's online backup
+    API, which reads under SQLite's own locks while another process may write."""
+    for leftover in (dest, dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchown(fd, *owner)
+    os.fchmod(fd, mode)
+    os.close(fd)
+    try:
+        source = sqlite3.connect(f"file:{live}?mode=ro", uri=True, timeout=60)
+        target = sqlite3.connect(dest)
+        try:
+            source.backup(target, pages=4096)
+        finally:
+            target.close()
+            source.close()
+    except sqlite3.Error as err:
+        raise MigrationFailed(messages.SNAPSHOT_FAILED.format(path=live, reason=err)) from None
+    except OSError as err:
+        raise MigrationFailed(
+            messages.SNAPSHOT_FAILED.format(path=live, reason=err.strerror)
+        ) from None
+
+
+def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> str:
+    """The port tool's configuration: what it parses (server name, signing key) and the
+    target database, as Synapse will use it (the snippet's values)."""
+    import yaml
+
+    name = str(config.get("server_name") or "")
+    key = config.get("signing_key_path") or f"/etc/matrix-synapse/{name}.signing.key"
+    args: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "dbname": settings.dbname,
+        "user": settings.user,
+        "password": settings.password,
+        "sslmode": settings.sslmode,
+    }
+    if settings.sslrootcert:
+        args["sslrootcert"] = settings.sslrootcert
+    data = {
+        "server_name": name,
+        "signing_key_path": str(key),
+        "media_store_path": str(workdir / "media"),  # it makes the directory; never used
+        "report_stats": False,
+        # The port tool runs the target's background updates itself: without pauses.
+        "background_updates": {"sleep_enabled": False},
+        "database": {"name": "psycopg2", "args": args},
+    }
+    return yaml.safe_dump(data, default_flow_style=False)
+
+
+def pending_updates(live: Path) -> int:
+    """Synapse's background updates not done yet in the SQLite database *live* (the port
+    tool refuses to run while there are any)."""
+    try:
+        conn = sqlite3.connect(f"file:{live}?mode=ro", uri=True, timeout=30)
+        try:
+            return table_counts(conn, ("background_updates",)).get("background_updates", 0)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0  # the port tool will say what is wrong
+
+
+def wait_for_updates(live: Path, running: bool, say: Callable[[str], None]) -> None:
+    """A running Synapse finishes its pending background updates by itself: wait for it
+    (bounded, printed).  A stopped one cannot: say how to let it finish."""
+    pending = pending_updates(live)
+    if not pending:
+        return
+    if not running:
+        raise MigrationFailed(messages.UPDATES_PENDING_STOPPED.format(count=pending))
+    limit = int(os.environ.get(UPDATES_WAIT_ENV, UPDATES_WAIT))
+    say(messages.WAITING_FOR_UPDATES.format(count=pending, limit=limit))
+    deadline = time.monotonic() + limit
+    while pending and time.monotonic() < deadline:
+        time.sleep(2)
+        pending = pending_updates(live)
+    if pending:
+        raise MigrationFailed(messages.UPDATES_STILL_PENDING.format(count=pending, limit=limit))
+
+
+# --- the port tool ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Porter:
+    """Runs the port tool as Synapse's user, its output into the log."""
+
+    tool: Path
+    workdir: Path
+    config: Path
+    log: Path
+    user: pwd.struct_passwd
+    show: Callable[[str], None]
+
+    def port(self, sqlite: Path, phase: str) -> float:
+        """Port *sqlite*; the seconds it took.  MigrationFailed with the tool's last words."""
+        started = time.monotonic()
+        cmd = [str(self.tool), "--sqlite-database", str(sqlite), "--postgres-config"]
+        cmd += [str(self.config), "--batch-size", "5000"]
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.workdir),
+            "LC_ALL": "C.UTF-8",
+        }
+        tail: list[str] = []
+        done: dict[str, tuple[int, int]] = {}
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(f"=== {time.strftime('%F %T')} {phase}: {' '.join(cmd)}\n")
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    env=env,
+                    text=True,
+                    errors="replace",
+                    user=self.user.pw_uid,
+                    group=self.user.pw_gid,
+                    extra_groups=[],
+                )
+            except OSError as err:
+                raise MigrationFailed(
+                    messages.PORT_FAILED.format(reason=err.strerror, log=self.log, retry=RETRY)
+                ) from None
+            assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
+            last_shown = 0.0
+            for line in proc.stdout:
+                log.write(line)
+                line = line.rstrip("\n")
+                tail = [*tail, line][-20:]
+                match = PROGRESS_RE.match(line)
+                if match:
+                    done[match[1]] = (int(match[3]), int(match[4]))
+                    now = time.monotonic()
+                    if now - last_shown >= 2:
+                        last_shown = now
+                        self.show(progress_line(phase, done, now - started))
+            code = proc.wait()
+        if code:
+            raise MigrationFailed(
+                messages.PORT_FAILED.format(reason=why(tail, code), log=self.log, retry=RETRY)
+            )
+        return time.monotonic() - started
+
+
+def progress_line(phase: str, done: dict[str, tuple[int, int]], elapsed: float) -> str:
+    rows = sum(d for d, _ in done.values())
+    total = sum(t for _, t in done.values())
+    finished = sum(1 for d, t in done.values() if d >= t)
+    left = ""
+    if rows and total > rows:
+        left = f", about {elapsed * (total - rows) / rows:.0f} s left"
+    return f"{phase}: {finished}/{len(done)} tables, {rows}/{total} rows{left}"
+
+
+def why(tail: list[str], code: int) -> str:
+    """The port tool's reason, from its last lines."""
+    text = "\n".join(tail)
+    if "Pending background updates" in text:
+        return messages.PORT_PENDING_UPDATES
+    for line in reversed(tail):
+        line = line.strip()
+        if line and not line.startswith(("File ", "Traceback", "^", "~")) and "%" not in line:
+            return f"{line[:300]} (exit {code})"
+    return f"exit {code}"
+
+
+# --- the whole migration ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Result:
+    steps: list[Step]
+    backup: Path | None
+    downtime: float | None
+
+
+def read_state() -> dict[str, Any]:
+    try:
+        return json.loads(STATE_FILE.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_state(state: dict[str, Any]) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
+    tmp = STATE_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, STATE_FILE)
+
+
+def migrate(
+    facts: SqliteFacts,
+    settings: Settings,
+    config: dict[str, Any],
+    switch: Callable[[], None],
+    *,
+    say: Callable[[str], None],
+    show: Callable[[str], None] | None = None,
+) -> Result:
+    """Port *facts*' database into *settings*' one, then call *switch* (which writes the
+    snippet) and start Synapse again if it ran.  See the module's docstring."""
+    show = show or say
+    steps = [check_target(settings)]
+    tool = find_port_tool()
+    user = synapse_user()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    LOG_DIR.mkdir(parents=True, exist_ok=True, mode=0o750)
+    log = LOG_DIR / f"migrate-{stamp}.log"
+    log.touch(mode=0o600)
+    # Synapse's user must reach its working directory inside.
+    STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
+    private_dir(WORKDIR, user.pw_uid, user.pw_gid)
+    conf = WORKDIR / "port.yaml"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchown(fd, user.pw_uid, user.pw_gid)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(port_config(settings, config, WORKDIR))
+    porter = Porter(tool, WORKDIR, conf, log, user, show)
+    owner = (user.pw_uid, user.pw_gid)
+
+    # Whether Synapse ran before we (or an earlier, interrupted run of ours) stopped it.
+    state = read_state()
+    was_running = bool(state.get("synapse_was_running")) or services.synapse_running()
+    write_state({"synapse_was_running": was_running, "sqlite": str(facts.path)})
+    stopped_at = None
+    try:
+        running = services.synapse_running()
+        wait_for_updates(facts.path, running, say)
+        if was_running and running:
+            snap = WORKDIR / "phase1.db"
+            snapshot(facts.path, snap, owner)
+            say(messages.PORT_PHASE.format(phase="first copy, Synapse still serving", log=log))
+            took = porter.port(snap, "first copy")
+            steps.append(Step("port while Synapse runs", OK, f"{took:.1f} s"))
+            snap.unlink()
+            fault("after-first-phase")
+            stopped_at = time.monotonic()
+            if not services.stop_synapse():
+                raise MigrationFailed(messages.CANNOT_STOP_SYNAPSE)
+            steps.append(Step("stop Synapse", OK))
+        elif was_running:
+            stopped_at = time.monotonic()  # an interrupted run stopped it already
+        final = WORKDIR / "final.db"
+        snapshot(facts.path, final, owner)
+        say(messages.PORT_PHASE.format(phase="final copy", log=log))
+        took = porter.port(final, "final copy")
+        steps.append(Step("port the rest" if stopped_at else "port", OK, f"{took:.1f} s"))
+        fault("before-compare")
+        steps.append(compare_counts(final, settings))
+        switch()
+        fault("after-switch")
+    except BaseException:
+        if was_running and not services.synapse_running():
+            # Still on SQLite (the snippet was not written): back to how it was.
+            services.start_synapse()
+            say(messages.SYNAPSE_STARTED_AGAIN)
+        with contextlib.suppress(FileNotFoundError):
+            STATE_FILE.unlink()
+        raise
+    downtime = None
+    if was_running:
+        services.start_synapse()
+        if stopped_at is not None:
+            downtime = time.monotonic() - stopped_at
+            steps.append(Step("start Synapse on PostgreSQL", OK, f"downtime {downtime:.1f} s"))
+    with contextlib.suppress(FileNotFoundError):
+        STATE_FILE.unlink()
+    backup = keep_backup(facts.path, stamp)
+    shutil.rmtree(WORKDIR, ignore_errors=True)
+    return Result(steps, backup, downtime)
+
+
+def compare_counts(final: Path, settings: Settings) -> Step:
+    conn = sqlite3.connect(f"file:{final}?mode=ro", uri=True)
+    try:
+        before = table_counts(conn, KEY_TABLES)
+    finally:
+        conn.close()
+    after = postgres_counts(settings, list(before))
+    wrong = [
+        f"{t}: {before[t]} in SQLite, {after[t]} in PostgreSQL"
+        for t in before
+        if before[t] != after[t]
+    ]
+    if wrong:
+        raise MigrationFailed(
+            messages.COUNTS_DIFFER.format(tables="; ".join(wrong[:4]), retry=RETRY)
+        )
+    total = sum(before.values())
+    return Step("compare row counts", OK, f"{len(before)} tables, {total} rows, all equal")
+
+
+def keep_backup(live: Path, stamp: str) -> Path | None:
+    """A copy of the old SQLite file (Synapse no longer writes it) for going back."""
+    BACKUP_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest = BACKUP_DIR / f"homeserver-{stamp}.db"
+    try:
+        snapshot(live, dest, (0, 0), 0o600)
+    except MigrationFailed as err:
+        print(f"matrix-synapse-setup: warning: {err.message}", file=sys.stderr)
+        return None
+    return dest
