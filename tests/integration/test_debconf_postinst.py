@@ -188,6 +188,22 @@ def test_a_wrong_locale_database_is_refused_untouched(site, cluster):
     assert rows == [("C.UTF-8",)]
 
 
+def test_a_snippet_deleted_by_hand_is_respected_on_upgrade(site, cluster):
+    """As a deleted conffile: an upgrade does not write it again (with a new password);
+    dpkg-reconfigure, the admin's explicit request, does."""
+    site.postinst()
+    password = site.args()["password"]
+    site.snippet.unlink()
+    configure = [str(ROOT / "debian" / "postinst"), "configure", "0.0.9"]
+    proc = site.run(configure)
+    assert not site.snippet.exists()
+    assert "was deleted by hand" in proc.stderr and "dpkg-reconfigure" in proc.stderr
+    assert cluster.can_login(site.dbname, site.user, password)  # the role is untouched
+    site.run(configure, env={"DEBCONF_RECONFIGURE": "1"})
+    assert site.snippet.exists()
+    assert cluster.can_login(site.dbname, site.user, site.args()["password"])
+
+
 def test_purge_without_purge_database_keeps_the_database(site, cluster):
     site.postinst()
     proc = site.postrm("purge")

@@ -1,0 +1,133 @@
+"""Synapse's effective database, read as Synapse reads its files; what a SQLite file holds."""
+
+import sqlite3
+
+import pytest
+
+from matrix_synapse_setup import migration, synapse_config
+from matrix_synapse_setup.errors import SetupError
+
+SQLITE = "database:\n  name: sqlite3\n  args: {database: /var/lib/matrix-synapse/homeserver.db}\n"
+POSTGRES = "database:\n  name: psycopg2\n  args: {host: localhost, dbname: synapse}\n"
+
+
+@pytest.fixture
+def etc(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "homeserver.yaml").write_text("server_name: mss.test\n" + SQLITE)
+    return tmp_path
+
+
+def effective(etc):
+    files = synapse_config.config_files(etc / "homeserver.yaml", etc / "conf.d")
+    return files, synapse_config.effective_database(*synapse_config.load(files))
+
+
+def test_homeserver_yaml_alone(etc):
+    files, db = effective(etc)
+    assert files == [etc / "homeserver.yaml"]
+    assert (db.engine, db.source) == ("sqlite3", etc / "homeserver.yaml")
+
+
+def test_the_last_yaml_file_in_conf_d_wins_and_others_are_ignored(etc):
+    confd = etc / "conf.d"
+    (confd / "database.yaml").write_text(POSTGRES)
+    (confd / "zz-back.yaml.disabled").write_text(SQLITE)  # not *.yaml: Synapse ignores it
+    (confd / "sub.yaml").mkdir()  # a directory: ignored
+    (confd / "aa-other.yaml").write_text("report_stats: false\n")
+    files, db = effective(etc)
+    assert files == [etc / "homeserver.yaml", confd / "aa-other.yaml", confd / "database.yaml"]
+    assert (db.engine, db.source) == ("psycopg2", confd / "database.yaml")
+    (confd / "zz-back.yaml").write_text(SQLITE)  # sorted after database.yaml: it wins
+    _, db = effective(etc)
+    assert (db.engine, db.source) == ("sqlite3", confd / "zz-back.yaml")
+
+
+def test_a_relative_sqlite_path_is_in_synapses_working_directory(etc):
+    (etc / "conf.d" / "db.yaml").write_text("database: {name: sqlite3, args: {database: x.db}}\n")
+    _, db = effective(etc)
+    assert db.sqlite_path == synapse_config.DATA_DIR / "x.db"
+
+
+def test_no_database_section_means_synapses_default_sqlite(etc):
+    (etc / "homeserver.yaml").write_text("server_name: mss.test\n")
+    _, db = effective(etc)
+    assert (db.engine, db.sqlite_path) == ("sqlite3", synapse_config.DATA_DIR / "homeserver.db")
+
+
+def test_a_file_about_to_be_written_is_read_in_its_place(etc):
+    snippet = etc / "conf.d" / "database.yaml"
+    files = synapse_config.config_files(etc / "homeserver.yaml", etc / "conf.d", including=snippet)
+    assert files[-1] == snippet
+    merged, origin = synapse_config.load(files, {snippet: POSTGRES})
+    assert origin["database"] == snippet and merged["server_name"] == "mss.test"
+    assert not snippet.exists()
+
+
+def test_a_broken_file_is_a_clear_error(etc):
+    (etc / "conf.d" / "bad.yaml").write_text("database: [unclosed\n")
+    with pytest.raises(SetupError, match="bad.yaml cannot be read"):
+        effective(etc)
+
+
+def make_sqlite(path, users=0, events=0, updates=0):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.execute("CREATE TABLE events (id INTEGER)")
+    conn.execute("CREATE TABLE rooms (id TEXT)")
+    conn.execute("CREATE TABLE background_updates (update_name TEXT)")
+    conn.executemany("INSERT INTO users VALUES (?)", [(f"u{i}",) for i in range(users)])
+    conn.executemany("INSERT INTO events VALUES (?)", [(i,) for i in range(events)])
+    conn.executemany("INSERT INTO background_updates VALUES (?)", [("x",)] * updates)
+    conn.commit()
+    conn.close()
+
+
+def test_sqlite_facts_count_users_rooms_events(tmp_path):
+    path = tmp_path / "homeserver.db"
+    make_sqlite(path, users=2, events=5)
+    facts = synapse_config.sqlite_facts(path)
+    assert (facts.users, facts.rooms, facts.events, facts.has_data) == (2, 0, 5, True)
+    assert "holds 2 user(s), 0 room(s) and 5 event(s)" in facts.describe()
+
+
+def test_an_empty_or_missing_database_is_no_migration(tmp_path):
+    path = tmp_path / "homeserver.db"
+    assert synapse_config.sqlite_facts(path) is None
+    make_sqlite(path)
+    assert not synapse_config.sqlite_facts(path).has_data
+    schemaless = tmp_path / "new.db"
+    sqlite3.connect(schemaless).close()
+    assert not synapse_config.sqlite_facts(schemaless).has_data
+
+
+def test_pending_background_updates_are_counted(tmp_path):
+    path = tmp_path / "homeserver.db"
+    make_sqlite(path, users=1, updates=3)
+    assert migration.pending_updates(path) == 3
+    with pytest.raises(SetupError, match="3 background update"):
+        migration.wait_for_updates(path, running=False, say=print)
+
+
+def test_snapshot_is_a_consistent_private_copy(tmp_path):
+    import os
+    import stat
+
+    live = tmp_path / "homeserver.db"
+    make_sqlite(live, users=3, events=7)
+    copy = tmp_path / "copy.db"
+    migration.snapshot(live, copy, (os.getuid(), os.getgid()))
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    conn = sqlite3.connect(copy)
+    assert synapse_config.table_counts(conn, ("users", "events", "nothere")) == {
+        "users": 3,
+        "events": 7,
+    }
+    conn.close()
+
+
+def test_port_tool_reasons():
+    tail = ["Traceback (most recent call last):", '  File "x.py", line 1', "psycopg2.Error: boom"]
+    assert migration.why(tail, 5) == "psycopg2.Error: boom (exit 5)"
+    pending = ["Pending background updates exist in the SQLite3 database. Please start"]
+    assert migration.why(pending, 5) == migration.messages.PORT_PENDING_UPDATES
