@@ -2,9 +2,10 @@
 
 Each test is one scenario of issue 5, on trixie and bookworm (quick mode: see conftest.py).
 Synapse is the real one from PyPI; it is laid out by a test-only stand-in for upstream's
-matrix-synapse-py3 package (synapse-standin/), whose /etc/init.d/matrix-synapse stands in for
-systemd, which does not run in the test root.  Everything else is real: apt, dpkg, debconf,
-ucf, PostgreSQL, the .deb built from this tree.
+matrix-synapse-py3 package (synapse-standin/).  No init system runs in these roots
+(harness.Root): the stand-in's /etc/init.d/matrix-synapse stands in for its systemd unit,
+through invoke-rc.d; test_booted.py runs the package under a real systemd.  Everything else
+is real: apt, dpkg, debconf, ucf, PostgreSQL, the .deb built from this tree.
 """
 
 from __future__ import annotations
