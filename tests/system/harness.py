@@ -492,6 +492,10 @@ class BootedRoot(Root):
                 return
             if state in ("degraded", "maintenance", "stopping"):
                 failed = self.run(["systemctl", "--failed", "--no-pager", "--full"]).output
+                units = self.run(["systemctl", "--failed", "--plain", "--no-legend"]).output
+                for unit in [line.split()[0] for line in units.splitlines() if line.split()]:
+                    cmd = ["journalctl", "-b", "--no-pager", "-q", "-n", "25", "-u", unit]
+                    failed += f"\n--- {unit} ---\n{self.run(cmd).output.rstrip()}"
                 self.boot_failed(f"the system is {state}", failed)
             # Before systemd has made /run/systemd/system and its socket, systemctl says
             # "offline" at once: poll until it answers.
