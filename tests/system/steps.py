@@ -23,6 +23,7 @@ def preseed(root: Root, **answers: str) -> None:
         "db_password": "password",
         "db_sslmode": "select",
         "db_failure": "select",
+        "sqlite_data": "select",
         "purge_database": "boolean",
     }
     lines = []
