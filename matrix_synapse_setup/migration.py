@@ -31,6 +31,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -73,20 +74,20 @@ KEY_TABLES = (
 )
 PORT_TABLE = "port_from_sqlite3"
 RETRY = "dpkg-reconfigure matrix-synapse-setup (or: matrix-synapse-setup migrate)"
+# Test-only crash injection (README, "Development"): the process kills itself with SIGKILL
+# at the named point, as a power cut or `kill -9` would, to prove that the next
+# `dpkg --configure -a` ends migrated.
+CRASH_ENV = "MSS_TEST_CRASH_AT"
+CRASH_POINTS = ("after-first-phase", "after-stop", "after-final-port")
 PROGRESS_RE = re.compile(r"^(\w+): (\d+)% \((\d+)/(\d+)\)$")
 
 # How long to wait for a running Synapse's pending background updates, in seconds.
 UPDATES_WAIT = 900
 UPDATES_WAIT_ENV = "MATRIX_SYNAPSE_SETUP_UPDATES_WAIT"
 
-# Test-only fault injection (documented in README, "Development"): when this variable
-# names a point, the migration fails there as a real failure would.
-FAULT_ENV = "MSS_TEST_FAULT"
-
-
-def fault(point: str) -> None:
-    if os.environ.get(FAULT_ENV) == point:
-        raise MigrationFailed(f"injected fault at {point} ({FAULT_ENV})")
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class MigrationFailed(SetupError):
@@ -403,11 +404,12 @@ def migrate(
             took = porter.port(snap, "first copy")
             steps.append(Step("port while Synapse runs", OK, f"{took:.1f} s"))
             snap.unlink()
-            fault("after-first-phase")
+            crash_point("after-first-phase")
             stopped_at = time.monotonic()
             if not services.stop_synapse():
                 raise MigrationFailed(messages.CANNOT_STOP_SYNAPSE)
             steps.append(Step("stop Synapse", OK))
+            crash_point("after-stop")
         elif was_running:
             stopped_at = time.monotonic()  # an interrupted run stopped it already
         final = WORKDIR / "final.db"
@@ -415,10 +417,9 @@ def migrate(
         say(messages.PORT_PHASE.format(phase="final copy", log=log))
         took = porter.port(final, "final copy")
         steps.append(Step("port the rest" if stopped_at else "port", OK, f"{took:.1f} s"))
-        fault("before-compare")
+        crash_point("after-final-port")
         steps.append(compare_counts(final, settings))
         switch()
-        fault("after-switch")
     except BaseException:
         if was_running and not services.synapse_running():
             # Still on SQLite (the snippet was not written): back to how it was.
