@@ -65,7 +65,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Move a Synapse that runs on SQLite to PostgreSQL (what the postinst does when the
     answer is "migrate"), for an admin who chose "keep-sqlite" or wants to retry."""
-    from . import maint, migration, synapse_config
+    from . import migration, services, synapse_config
 
     state = synapse_config.inspect()
     if state is None or state.sqlite is None:
@@ -99,9 +99,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     owner = snippet.ownership()
 
     def switch() -> None:
-        maint.install_snippet(None, text, settings, owner)
+        snippet.install(None, text, settings, owner)
         if snippet.update_dropin(settings.local):
-            maint.daemon_reload()
+            services.daemon_reload()
 
     def show(line: str) -> None:
         if sys.stdout.isatty():

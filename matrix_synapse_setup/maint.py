@@ -11,11 +11,11 @@ Output goes to stderr only: the debconf pipe is on stdin and fd 3 (or fd 1).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from .errors import SetupError, run
 from .services import child_fds, daemon_reload, restart_synapse, synapse_installed
 from .settings import Settings
 
-UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 # Our own trigger (debian/triggers): provisioning deferred until PostgreSQL,
 # unpacked in the same dpkg run, is configured.
 PROVISION_TRIGGER = "matrix-synapse-setup-provision"
@@ -186,10 +185,32 @@ def resolve_password(answers: conversation.Answers, current: dict[str, Any] | No
     raise SetupError(messages.REMOTE_PASSWORD_NEEDED.format(user=answers.user))
 
 
-def apply(conv: Conversation, answers: conversation.Answers) -> None:
-    """Inspect (the snippet, Synapse's configuration and data), decide, then act."""
-    from .provision import changed, provision
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What this run will do, decided before anything changes (see decide())."""
 
+    settings: Settings
+    text: str  # the snippet to write, already parsed back and compared
+    synapse: synapse_config.SynapseState | None  # when Synapse's SQLite holds data
+    choice: str | None  # then: the sqlite-data answer
+
+    def describe(self) -> list[str]:
+        where = f"{self.settings.dbname} on {self.settings.host}:{self.settings.port}"
+        first = "provision the role and database" if self.settings.local else "verify database"
+        lines = [f"{first} {where}"]
+        if self.choice == KEEP_SQLITE:
+            return [*lines, "leave Synapse on SQLite"]
+        if self.choice == MIGRATE:
+            lines += ["port Synapse's SQLite data (synapse_port_db)", "compare row counts"]
+        lines.append(f"write {snippet.SNIPPET} (ucf)")
+        if self.choice == MIGRATE:
+            return [*lines, "start Synapse again if it ran"]
+        return [*lines, "restart Synapse if anything changed"]
+
+
+def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
+    """Inspect the snippet, Synapse's configuration and data; validate the answers;
+    refuse what cannot work.  Changes nothing."""
     try:
         current = snippet.read()
     except SetupError as err:
@@ -197,7 +218,9 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         current = None
     # A Synapse on SQLite with data, when our snippet does not exist yet: ask what to do.
     synapse = None if snippet.SNIPPET.exists() else synapse_config.inspect()
-    choice = conv.sqlite_choice() if synapse is not None and synapse.sqlite else None
+    if synapse is not None and synapse.sqlite is None:
+        synapse = None
+    choice = conv.sqlite_choice() if synapse is not None else None
     password = resolve_password(answers, current)
     given = answers.settings_answers() | {"password": password}
     if current and current.get("sslrootcert") and current.get("host") == answers.host.strip():
@@ -206,7 +229,7 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         given["sslrootcert"] = str(current["sslrootcert"])
     settings = Settings.from_answers(**given)
     text = snippet.render(settings)  # parsed back and compared before anything happens
-    conflict = snippet_conflict(text, settings)
+    conflict = snippet.conflict(text, settings)
     if conflict and not os.environ.get("UCF_FORCE_CONFFNEW") and noninteractive(conv):
         # ucf would keep the admin's file, with values that no longer work once
         # the role has changed: refuse before changing anything.
@@ -219,21 +242,36 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
             raise SetupError(
                 messages.SNIPPET_OVERRIDDEN.format(source=source, path=snippet.SNIPPET)
             )
+    return Plan(settings, text, synapse, choice)
+
+
+def apply(conv: Conversation, answers: conversation.Answers) -> None:
+    """Decide a plan (inspect, validate), print it, then carry it out step by step."""
+    plan = decide(conv, answers)
+    say("plan: " + "; ".join(plan.describe()))
+    execute(conv, plan)
+
+
+def execute(conv: Conversation, plan: Plan) -> None:
+    from .provision import changed, provision
+
+    settings = plan.settings
     steps = provision(settings)
     for step in steps:
         say(str(step))
     owner = snippet.ownership()
-    if choice == KEEP_SQLITE:
+    sqlite = plan.synapse.sqlite if plan.synapse is not None else None
+    if plan.choice == KEEP_SQLITE:
         conv.clear_password()
-        say(messages.KEEP_SQLITE.format(path=synapse.sqlite.path))  # type: ignore[union-attr]
+        say(messages.KEEP_SQLITE.format(path=sqlite.path))  # type: ignore[union-attr]
         return
-    if choice == MIGRATE:
-        migrate(conv, synapse, settings, text, owner)  # type: ignore[arg-type]
+    if plan.choice == MIGRATE:
+        migrate(conv, plan, owner)
         return
-    file_changed = install_snippet(conv, text, settings, owner)
-    if choice == START_EMPTY:
-        say(messages.START_EMPTY.format(path=synapse.sqlite.path))  # type: ignore[union-attr]
-    kept = kept_settings(settings)
+    file_changed = snippet.install(conv, plan.text, settings, owner)
+    if plan.choice == START_EMPTY:
+        say(messages.START_EMPTY.format(path=sqlite.path))  # type: ignore[union-attr]
+    kept = snippet.kept(settings)
     if kept is not None:
         # The admin kept an edited file (ucf's question): make the role match the
         # file Synapse reads, and show its values as the current answers.
@@ -255,155 +293,29 @@ def apply(conv: Conversation, answers: conversation.Answers) -> None:
         restart_synapse("try-restart")
 
 
-def migrate(
-    conv: Conversation,
-    synapse: synapse_config.SynapseState,
-    settings: Settings,
-    text: str,
-    owner: snippet.Ownership,
-) -> None:
+def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
     """Port Synapse's SQLite data, then switch it (the snippet and the drop-in)."""
-    assert synapse.sqlite is not None  # noqa: S101 - the caller checked
+    assert plan.synapse is not None and plan.synapse.sqlite is not None  # noqa: S101
+    sqlite = plan.synapse.sqlite
 
     def switch() -> None:
-        install_snippet(conv, text, settings, owner)
-        if snippet.update_dropin(settings.local):
+        snippet.install(conv, plan.text, plan.settings, owner)
+        if snippet.update_dropin(plan.settings.local):
             daemon_reload()
 
-    say(synapse.sqlite.describe())
-    result = migration.migrate(synapse.sqlite, settings, synapse.config, switch, say=say)
+    say(sqlite.describe())
+    result = migration.migrate(sqlite, plan.settings, plan.synapse.config, switch, say=say)
     for step in result.steps:
         say(str(step))
     conv.clear_password()
     conv.set(conversation.SNIPPET_SHA, snippet.file_sha256())
-    say(
-        messages.MIGRATED.format(
-            path=synapse.sqlite.path, backup=result.backup or "(none)", snippet=snippet.SNIPPET
-        )
-    )
-
-
-def kept_settings(settings: Settings, path: Path = snippet.SNIPPET) -> Settings | None:
-    """The settings of the file on disk when they are not *settings* (an admin kept
-    an edited snippet), None when they are, or when the file is not usable."""
-    try:
-        found = snippet.read(path)
-    except SetupError:
-        return None
-    if found is None or snippet.same_values(found, settings):
-        return None
-    answers = {key: None if value is None else str(value) for key, value in found.items()}
-    try:
-        return Settings.from_answers(**answers)
-    except SetupError as err:
-        say(messages.SNIPPET_IGNORED.format(reason=err.message))
-        return None
+    backup = result.backup or "(none)"
+    say(messages.MIGRATED.format(path=sqlite.path, backup=backup, snippet=snippet.SNIPPET))
 
 
 def noninteractive(conv: Conversation) -> bool:
     """True when nobody can answer ucf's question about an edited file."""
     return not conv.interactive()
-
-
-def snippet_conflict(
-    text: str, settings: Settings, path: Path = snippet.SNIPPET
-) -> list[str] | None:
-    """The managed fields an admin's edited snippet has otherwise than *text*; None
-    when the file can simply be written (absent, ours, equal, or equal values)."""
-    try:
-        before = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError):
-        return ["the whole file"]
-    if before == text:
-        return None
-    if snippet.ucf_recorded_md5(path) == snippet.file_md5(path):
-        return None  # not edited since ucf installed it
-    try:
-        found = snippet.parse(before)
-    except SetupError:
-        return ["the whole file"]
-    wanted = snippet.values_of(settings)
-    fields = [name for name in snippet.MANAGED if found.get(name) != wanted[name]]
-    return fields or None
-
-
-def install_snippet(
-    conv: Conversation | None,
-    text: str,
-    settings: Settings,
-    owner: snippet.Ownership,
-    path: Path = snippet.SNIPPET,
-) -> bool:
-    """Put *text* in place through ucf; True if the file changed."""
-    try:
-        before = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        before = None
-    except (OSError, UnicodeDecodeError):
-        before = ""
-    if before is not None and before != text:
-        with contextlib.suppress(SetupError):
-            if snippet.same_values(snippet.parse(before), settings):
-                # Edited by hand, but with the values we would write: leave it.
-                snippet.fix_ownership(path, owner)
-                ucfr_register(path)
-                say(messages.SNIPPET_UNCHANGED.format(path=path))
-                return False
-    unedited = before is None or snippet.ucf_recorded_md5(path) == snippet.file_md5(path)
-    if before != text and unedited:
-        snippet.write_atomic(path, text, owner)
-    tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
-    try:
-        new = Path(tmpdir) / path.name
-        snippet.write_atomic(new, text, owner)
-        # ucf records the file's checksum (to detect later edits); when the admin
-        # edited it, ucf asks what to do (non-interactive: keeps the admin's file).
-        ucf(conv, ["--debconf-ok", str(new), str(path)])
-    finally:
-        for leftover in Path(tmpdir).iterdir():
-            leftover.unlink()
-        os.rmdir(tmpdir)
-    ucfr_register(path)
-    snippet.fix_ownership(path, owner)
-    for suffix in UCF_BACKUP_SUFFIXES:
-        snippet.fix_ownership(path.with_name(path.name + suffix), owner)
-    after = path.read_text(encoding="utf-8")
-    if after != text:
-        with contextlib.suppress(SetupError):
-            found = snippet.parse(after)
-            wanted = snippet.values_of(settings)
-            fields = [name for name in snippet.MANAGED if found.get(name) != wanted[name]]
-            if fields:
-                say(messages.SNIPPET_KEPT.format(path=path, fields=", ".join(fields)))
-    if after == before:
-        say(messages.SNIPPET_UNCHANGED.format(path=path))
-        return False
-    say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
-    return True
-
-
-def ucf(conv: Conversation | None, args: list[str]) -> None:
-    """Run ucf on our debconf connection (it may ask about a file edited by hand)."""
-    env = dict(os.environ)
-    kwargs: dict[str, Any] = {"stdout": sys.stderr, "check": False}
-    if conv is not None and os.environ.get("DEBCONF_REDIR"):
-        kwargs["pass_fds"] = (3,)
-    else:
-        env.pop("DEBIAN_HAS_FRONTEND", None)  # no confmodule pipe to share: no prompts
-        kwargs["stdin"] = subprocess.DEVNULL
-    proc = subprocess.run(["ucf", *args], env=env, **kwargs)
-    if conv is not None:
-        conv.capabilities()  # ucf sends its own CAPB
-    if proc.returncode:
-        raise SetupError(f"ucf {' '.join(args[-2:])} failed (exit {proc.returncode}).")
-
-
-def ucfr_register(path: Path) -> None:
-    proc = subprocess.run(["ucfr", snippet.PACKAGE, str(path)], **child_fds())
-    if proc.returncode:
-        raise SetupError(f"ucfr {snippet.PACKAGE} {path} failed (exit {proc.returncode}).")
 
 
 # --- postinst triggered --------------------------------------------------------------
@@ -416,7 +328,7 @@ def triggered(path: Path = snippet.SNIPPET) -> int:
         return 0
     owner = snippet.ownership()
     changed = snippet.fix_ownership(path, owner)
-    for suffix in UCF_BACKUP_SUFFIXES:
+    for suffix in snippet.UCF_BACKUP_SUFFIXES:
         snippet.fix_ownership(path.with_name(path.name + suffix), owner)
     try:
         found = snippet.read(path)

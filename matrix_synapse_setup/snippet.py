@@ -1,4 +1,4 @@
-"""Synapse's database snippet, /etc/matrix-synapse/conf.d/database.yaml.
+"""Synapse's database snippet, /etc/matrix-synapse/conf.d/database.yaml: its whole life.
 
 Rendered from a Jinja2 template with every value passed through a YAML-safe
 filter, parsed back and compared with the values before it is used, written
@@ -26,13 +26,19 @@ import grp
 import hashlib
 import os
 import pwd
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import messages
 from .errors import SetupError
+from .services import child_fds, say
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .conversation import Conversation
 
 SNIPPET = Path("/etc/matrix-synapse/conf.d/database.yaml")
 DROPIN = Path("/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf")
@@ -40,6 +46,7 @@ SYNAPSE_USER = "matrix-synapse"
 TEMPLATE = "database.yaml.j2"
 UCF_HASHFILE = Path("/var/lib/ucf/hashfile")
 PACKAGE = "matrix-synapse-setup"
+UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 
 # The values this package manages in the snippet: everything else in the file
 # (pool sizes, keepalives, comments) is ours to render but an admin may edit it.
@@ -261,6 +268,128 @@ def ucf_recorded_md5(path: Path = SNIPPET, hashfile: Path = UCF_HASHFILE) -> str
 
 def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+# --- the installed file: edits, ucf, kept values ---------------------------------
+
+
+def kept(settings: Settings, path: Path = SNIPPET) -> Settings | None:
+    """The settings of the file on disk when they are not *settings* (an admin kept
+    an edited snippet), None when they are, or when the file is not usable."""
+    try:
+        found = read(path)
+    except SetupError:
+        return None
+    if found is None or same_values(found, settings):
+        return None
+    answers = {key: None if value is None else str(value) for key, value in found.items()}
+    try:
+        return Settings.from_answers(**answers)
+    except SetupError as err:
+        say(messages.SNIPPET_IGNORED.format(reason=err.message))
+        return None
+
+
+def conflict(text: str, settings: Settings, path: Path = SNIPPET) -> list[str] | None:
+    """The managed fields an admin's edited snippet has otherwise than *text*; None
+    when the file can simply be written (absent, ours, equal, or equal values)."""
+    try:
+        before = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ["the whole file"]
+    if before == text:
+        return None
+    if ucf_recorded_md5(path) == file_md5(path):
+        return None  # not edited since ucf installed it
+    try:
+        found = parse(before)
+    except SetupError:
+        return ["the whole file"]
+    wanted = values_of(settings)
+    fields = [name for name in MANAGED if found.get(name) != wanted[name]]
+    return fields or None
+
+
+def install(
+    conv: Conversation | None,
+    text: str,
+    settings: Settings,
+    owner: Ownership,
+    path: Path = SNIPPET,
+) -> bool:
+    """Put *text* in place through ucf; True if the file changed."""
+    try:
+        before = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        before = None
+    except (OSError, UnicodeDecodeError):
+        before = ""
+    if before is not None and before != text:
+        with contextlib.suppress(SetupError):
+            if same_values(parse(before), settings):
+                # Edited by hand, but with the values we would write: leave it.
+                fix_ownership(path, owner)
+                ucfr_register(path)
+                say(messages.SNIPPET_UNCHANGED.format(path=path))
+                return False
+    unedited = before is None or ucf_recorded_md5(path) == file_md5(path)
+    if before != text and unedited:
+        write_atomic(path, text, owner)
+    tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
+    try:
+        new = Path(tmpdir) / path.name
+        write_atomic(new, text, owner)
+        # ucf records the file's checksum (to detect later edits); when the admin
+        # edited it, ucf asks what to do (non-interactive: keeps the admin's file).
+        ucf(conv, ["--debconf-ok", str(new), str(path)])
+    finally:
+        for leftover in Path(tmpdir).iterdir():
+            leftover.unlink()
+        os.rmdir(tmpdir)
+    ucfr_register(path)
+    fix_ownership(path, owner)
+    for suffix in UCF_BACKUP_SUFFIXES:
+        fix_ownership(path.with_name(path.name + suffix), owner)
+    after = path.read_text(encoding="utf-8")
+    if after != text:
+        with contextlib.suppress(SetupError):
+            found = parse(after)
+            wanted = values_of(settings)
+            fields = [name for name in MANAGED if found.get(name) != wanted[name]]
+            if fields:
+                say(messages.SNIPPET_KEPT.format(path=path, fields=", ".join(fields)))
+    if after == before:
+        say(messages.SNIPPET_UNCHANGED.format(path=path))
+        return False
+    say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
+    return True
+
+
+def ucf(conv: Conversation | None, args: list[str]) -> None:
+    """Run ucf on our debconf connection (it may ask about a file edited by hand)."""
+    env = dict(os.environ)
+    kwargs: dict[str, Any] = {"stdout": sys.stderr, "check": False}
+    if conv is not None and os.environ.get("DEBCONF_REDIR"):
+        kwargs["pass_fds"] = (3,)
+    else:
+        env.pop("DEBIAN_HAS_FRONTEND", None)  # no confmodule pipe to share: no prompts
+        kwargs["stdin"] = subprocess.DEVNULL
+    proc = subprocess.run(["ucf", *args], env=env, **kwargs)
+    if conv is not None:
+        conv.capabilities()  # ucf sends its own CAPB
+    if proc.returncode:
+        raise SetupError(f"ucf {' '.join(args[-2:])} failed (exit {proc.returncode}).")
+
+
+def ucfr_register(path: Path) -> None:
+    proc = subprocess.run(["ucfr", PACKAGE, str(path)], **child_fds())
+    if proc.returncode:
+        raise SetupError(f"ucfr {PACKAGE} {path} failed (exit {proc.returncode}).")
+
+
+# --- the systemd drop-in -------------------------------------------------------------
 
 
 def update_dropin(local: bool, path: Path | None = None) -> bool:
