@@ -43,7 +43,7 @@ from typing import Any
 from . import messages, services
 from .errors import SetupError
 from .pg import import_psycopg
-from .provision import OK, Step, connect_as_role
+from .provision import CHANGED, OK, Step, connect_as_role
 from .settings import Settings
 from .synapse_config import SqliteFacts, table_counts
 
@@ -85,6 +85,7 @@ PROGRESS_RE = re.compile(r"^(\w+): (\d+)% \((\d+)/(\d+)\)$")
 UPDATES_WAIT = 900
 UPDATES_WAIT_ENV = "MATRIX_SYNAPSE_SETUP_UPDATES_WAIT"
 
+
 def crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -125,6 +126,127 @@ def check_target(settings: Settings) -> Step:
         raise SetupError(messages.TARGET_NOT_EMPTY.format(dbname=settings.dbname, tables=count))
     detail = "empty" if not count else "an unfinished port, resumed"
     return Step(f"target database {settings.dbname}", OK, detail)
+
+
+# The port tool copies "append-only" tables only from the SQLite rowid where its last run
+# stopped (its port_from_sqlite3 table), and never reads the earlier rows again: a row
+# that changed in SQLite since then (a new password, a redaction, a purge) would keep its
+# old content in PostgreSQL.  So we keep the snapshot the target reflects (PORTED, valid
+# only after a run that completed), compare it with the next snapshot, and make the port
+# tool copy again, in full, every table whose already-copied rows changed.  Without a
+# valid PORTED, an unfinished target is cleaned and copied from scratch.
+PORTED = WORKDIR / "ported.db"
+
+
+def append_only_tables(tool: Path) -> set[str] | None:
+    """The tables the port tool resumes, from the port tool itself; None if unknown."""
+    python = tool.parent / "python3"
+    code = "from synapse._scripts.synapse_port_db import APPEND_ONLY_TABLES as t; print(*t)"
+    try:
+        proc = subprocess.run(
+            [str(python), "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(proc.stdout.split()) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def changed_tables(ported: Path, new: Path, tables: list[str]) -> list[str]:
+    """Tables of *tables* whose rows in the snapshot *ported* are not all, unchanged,
+    in the snapshot *new* (changed, deleted, or another schema)."""
+    conn = sqlite3.connect(f"file:{new}?mode=ro", uri=True)
+    try:
+        conn.execute("ATTACH DATABASE ? AS ported", (f"file:{ported}?mode=ro",))
+        changed = []
+        for table in tables:
+            columns = [
+                conn.execute(f'PRAGMA {db}.table_info("{table}")').fetchall()
+                for db in ("main", "ported")
+            ]
+            if not columns[0] or columns[0] != columns[1]:
+                changed.append(table)
+                continue
+            # Names from the target's port_from_sqlite3, checked against both schemas.
+            query = f'SELECT 1 FROM (SELECT * FROM ported."{table}" EXCEPT SELECT * FROM main."{table}") LIMIT 1'  # noqa: S608, E501
+            if conn.execute(query).fetchone():
+                changed.append(table)
+        return changed
+    finally:
+        conn.close()
+
+
+def ported_tables(settings: Settings) -> list[str]:
+    """Tables the port tool would resume (it has copied some of their rows)."""
+    with connect_as_role(settings) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM port_from_sqlite3 WHERE forward_rowid > 1 OR backward_rowid < 0"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def reset_tables(settings: Settings, tables: list[str]) -> list[str]:
+    """Make the port tool copy *tables* again in full: empty them (and the tables that
+    reference them) and forget their progress.  Returns every table reset."""
+    psycopg = import_psycopg()
+    sql = psycopg.sql
+    with connect_as_role(settings) as conn:
+        existing = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        }
+        todo = [t for t in tables if t in existing]
+        every = set(todo)
+        while todo:  # tables that reference them, through foreign keys, transitively
+            rows = conn.execute(
+                "SELECT DISTINCT c.conrelid::regclass::text FROM pg_constraint c"
+                " WHERE c.contype = 'f' AND c.confrelid::regclass::text = ANY(%s)",
+                (todo,),
+            ).fetchall()
+            todo = [r[0] for r in rows if r[0] not in every]
+            every.update(todo)
+        names = sorted(every)
+        if names:
+            conn.execute(
+                sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, names)))
+            )
+        conn.execute("DELETE FROM port_from_sqlite3 WHERE table_name = ANY(%s)", (names,))
+    return names
+
+
+def clean_target(settings: Settings) -> None:
+    """Remove what an unfinished port of ours left (check_target proved it is ours)."""
+    with connect_as_role(settings) as conn:
+        conn.execute("DROP OWNED BY CURRENT_USER")
+
+
+def prepare_target(settings: Settings, new: Path, resumable: set[str] | None) -> Step | None:
+    """Before a port run: make sure the run leaves the target equal to *new*."""
+    count, _ = target_state(settings)
+    if not count:
+        with contextlib.suppress(FileNotFoundError):
+            PORTED.unlink()
+        return None
+    if not PORTED.exists():
+        clean_target(settings)
+        return Step("unfinished earlier port", CHANGED, "removed, copying from scratch")
+    tables = ported_tables(settings)
+    if resumable is not None:
+        tables = [t for t in tables if t in resumable]
+    changed = changed_tables(PORTED, new, tables)
+    PORTED.unlink()  # until this run completes, the target reflects no snapshot
+    if not changed:
+        return None
+    names = reset_tables(settings, changed)
+    return Step("tables changed since the last copy", CHANGED, "copied again: " + ", ".join(names))
+
+
+def finish_target(settings: Settings) -> None:
+    """Synapse uses the target now: drop the port tool's bookkeeping, so that the target
+    is never again taken for an unfinished port (which a retry may clean)."""
+    with connect_as_role(settings) as conn:
+        conn.execute("DROP TABLE IF EXISTS port_from_sqlite3")
 
 
 def postgres_counts(settings: Settings, tables: list[str]) -> dict[str, int]:
@@ -394,6 +516,7 @@ def migrate(
     was_running = bool(state.get("synapse_was_running")) or services.synapse_running()
     write_state({"synapse_was_running": was_running, "sqlite": str(facts.path)})
     stopped_at = None
+    resumable = append_only_tables(tool)
     try:
         running = services.synapse_running()
         wait_for_updates(facts.path, running, say)
@@ -401,9 +524,8 @@ def migrate(
             snap = WORKDIR / "phase1.db"
             snapshot(facts.path, snap, owner)
             say(messages.PORT_PHASE.format(phase="first copy, Synapse still serving", log=log))
-            took = porter.port(snap, "first copy")
+            took = port_run(porter, settings, snap, "first copy", resumable, steps)
             steps.append(Step("port while Synapse runs", OK, f"{took:.1f} s"))
-            snap.unlink()
             crash_point("after-first-phase")
             stopped_at = time.monotonic()
             if not services.stop_synapse():
@@ -415,11 +537,12 @@ def migrate(
         final = WORKDIR / "final.db"
         snapshot(facts.path, final, owner)
         say(messages.PORT_PHASE.format(phase="final copy", log=log))
-        took = porter.port(final, "final copy")
+        took = port_run(porter, settings, final, "final copy", resumable, steps)
         steps.append(Step("port the rest" if stopped_at else "port", OK, f"{took:.1f} s"))
         crash_point("after-final-port")
-        steps.append(compare_counts(final, settings))
+        steps.append(compare_counts(PORTED, settings))
         switch()
+        finish_target(settings)
     except BaseException:
         if was_running and not services.synapse_running():
             # Still on SQLite (the snippet was not written): back to how it was.
@@ -439,6 +562,23 @@ def migrate(
     backup = keep_backup(facts.path, stamp)
     shutil.rmtree(WORKDIR, ignore_errors=True)
     return Result(steps, backup, downtime)
+
+
+def port_run(
+    porter: Porter,
+    settings: Settings,
+    snap: Path,
+    phase: str,
+    resumable: set[str] | None,
+    steps: list[Step],
+) -> float:
+    """One run of the port tool on *snap*; afterwards the target reflects *snap*."""
+    step = prepare_target(settings, snap, resumable)
+    if step is not None:
+        steps.append(step)
+    took = porter.port(snap, phase)
+    os.replace(snap, PORTED)
+    return took
 
 
 def compare_counts(final: Path, settings: Settings) -> Step:

@@ -259,3 +259,25 @@ def test_killed_midway(make_root, debs, suite, point):
     root.check(package_status(root) == "ii", "configured after the retry", "ii", "not")
     root.check(synapse_active(root), "Synapse runs, as before the install", "active", "not")
     migrated(root, key)
+
+
+@suites
+def test_changes_between_the_phases_are_not_lost(make_root, debs, suite):
+    """A row that the first copy already took changes before the rest is copied (here: a
+    password; the port tool never reads such rows again): it is copied again.  The install
+    is killed after the first copy (MSS_TEST_CRASH_AT) so that the change can be made
+    while Synapse still serves from SQLite; the retry resumes."""
+    root = synapse_on_sqlite_with_data(make_root, debs, suite)
+    key = sha256(root, SIGNING_KEY)
+    cmd = ["apt-get", "install", "-y", "-q", f"{DEBS}/{debs['current'].name}"]
+    env = {**steps.NONINTERACTIVE, CRASH: "after-first-phase"}
+    root.fails(cmd, what="install killed after the first copy", env=env)
+    steps.judge(root, "passwd", what="the user changes its password, on SQLite")
+    out = root.ok(["dpkg", "--configure", "-a"], what="the retry", env=steps.NONINTERACTIVE)
+    root.check(
+        "copied again: " in out.output and "users" in out.output,
+        "the changed table is copied again",
+        "'copied again: ... users ...'",
+        out.tail(30),
+    )
+    migrated(root, key)  # the judge logs in with the new password

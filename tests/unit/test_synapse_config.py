@@ -131,3 +131,26 @@ def test_port_tool_reasons():
     assert migration.why(tail, 5) == "psycopg2.Error: boom (exit 5)"
     pending = ["Pending background updates exist in the SQLite3 database. Please start"]
     assert migration.why(pending, 5) == migration.messages.PORT_PENDING_UPDATES
+
+
+def test_rows_changed_since_the_last_copy_are_found(tmp_path):
+    """The port tool never reads again the rows it copied from an "append-only" table:
+    a row changed or deleted since that copy must make the table be copied again."""
+    import shutil
+
+    ported = tmp_path / "ported.db"
+    make_sqlite(ported, users=3, events=4)
+    new = tmp_path / "new.db"
+    shutil.copy(ported, new)
+    conn = sqlite3.connect(new)
+    conn.execute("INSERT INTO events VALUES (99)")  # appended: the port tool takes it
+    conn.commit()
+    tables = ["users", "events", "rooms"]
+    assert migration.changed_tables(ported, new, tables) == []
+    conn.execute("UPDATE users SET name = 'renamed' WHERE name = 'u1'")
+    conn.execute("DELETE FROM events WHERE id = 0")
+    conn.execute("ALTER TABLE rooms ADD COLUMN extra TEXT")  # another schema
+    conn.commit()
+    conn.close()
+    assert migration.changed_tables(ported, new, tables) == ["users", "events", "rooms"]
+    assert migration.changed_tables(ported, new, ["gone"]) == ["gone"]

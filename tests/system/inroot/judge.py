@@ -5,6 +5,7 @@
                                      matrix-nio, create a room, send N messages, read them back
     judge.py recheck [--messages N]  every user made before: log in again, read its room (all
                                      messages, in order), send N more and read them back
+    judge.py passwd                  every user made before changes its password (client API)
 
 Users, passwords and messages are kept in /root/judge-state.json between calls, so a
 recheck after a restart or a reconfiguration proves the data is still in the same database.
@@ -46,11 +47,13 @@ class Failed(Exception):
     pass
 
 
-def http(method: str, path: str, body: dict | None = None) -> dict:
+def http(method: str, path: str, body: dict | None = None, token: str = "") -> dict:
     """A JSON request to Synapse on loopback (SERVER is a constant http:// URL)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(SERVER + path, data=data, method=method)  # noqa: S310
     req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
             return json.load(resp)
@@ -158,9 +161,32 @@ async def recheck(count: int, state: dict) -> None:
             await client.close()
 
 
+async def passwd(state: dict) -> None:
+    if not state["users"]:
+        raise Failed("no user was made before: run `chat` first")
+    for entry in state["users"]:
+        client = await login(entry["user"], entry["password"])
+        new = entry["password"] + "-changed"
+        body = {
+            "new_password": new,
+            "logout_devices": False,
+            "auth": {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": entry["user"]},
+                "password": entry["password"],
+            },
+        }
+        try:
+            http("POST", "/_matrix/client/v3/account/password", body, token=client.access_token)
+        finally:
+            await client.close()
+        entry["password"] = new
+        print(f"changed the password of {entry['user']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=("wait", "chat", "recheck"))
+    parser.add_argument("command", choices=("wait", "chat", "recheck", "passwd"))
     parser.add_argument("--timeout", type=float, default=90)
     parser.add_argument("--messages", type=int, default=10)
     args = parser.parse_args()
@@ -170,6 +196,8 @@ def main() -> int:
             wait(args.timeout)
         elif args.command == "chat":
             asyncio.run(chat(args.messages, state))
+        elif args.command == "passwd":
+            asyncio.run(passwd(state))
         else:
             asyncio.run(recheck(args.messages, state))
     except Failed as err:
