@@ -176,3 +176,42 @@ def test_enter_keeps_the_value_shown(dc):
         "app",
         "prefer",
     ]
+
+
+def synapse_on_sqlite(dc, users: int) -> None:
+    """Synapse's files as upstream's package lays them out, on SQLite with *users* users."""
+    import sqlite3
+
+    hs = dc.etc / "matrix-synapse" / "homeserver.yaml"
+    hs.parent.mkdir(parents=True, exist_ok=True)
+    hs.write_text(
+        "server_name: mss.test\n"
+        "database:\n  name: sqlite3\n  args: {database: /var/lib/matrix-synapse/homeserver.db}\n"
+    )
+    db = dc.overlay / "var/lib" / "upper" / "matrix-synapse" / "homeserver.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.execute("CREATE TABLE rooms (room_id TEXT)")
+    conn.execute("CREATE TABLE events (stream_ordering INTEGER)")
+    conn.executemany("INSERT INTO users VALUES (?)", [(f"@u{i}:mss.test",) for i in range(users)])
+    conn.execute("INSERT INTO rooms VALUES ('!r:mss.test')")
+    conn.executemany("INSERT INTO events VALUES (?)", [(i,) for i in range(users * 3)])
+    conn.commit()
+    conn.close()
+
+
+def test_synapse_data_on_sqlite_is_asked_about_at_high_priority(dc):
+    synapse_on_sqlite(dc, users=2)
+    found = r"holds 2 user\(s\),\s+1 room\(s\)\s+and\s+6 event\(s\)[\s\S]*SQLite data:"
+    proc = converse(dc, [(found, "keep-sqlite")], priority="high")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "about 1 minute(s)" in " ".join(proc.stdout.split())
+    assert dc.get("sqlite-data") == "keep-sqlite"
+
+
+def test_an_empty_sqlite_database_asks_nothing(dc):
+    synapse_on_sqlite(dc, users=0)
+    proc = converse(dc, [], priority="high")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SQLite data" not in proc.stdout
