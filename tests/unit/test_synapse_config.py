@@ -154,3 +154,10 @@ def test_rows_changed_since_the_last_copy_are_found(tmp_path):
     conn.close()
     assert migration.changed_tables(ported, new, tables) == ["users", "events", "rooms"]
     assert migration.changed_tables(ported, new, ["gone"]) == ["gone"]
+
+
+def test_progress_says_tables_rows_and_time_left():
+    done = {"events": (500, 1000), "users": (10, 10)}
+    assert migration.progress_line("first copy", done, 10.0) == (
+        "first copy: 1/2 tables, 510/1010 rows, about 10 s left"
+    )
