@@ -485,6 +485,13 @@ def test_remove_and_purge(make_root, debs, suite, purge_database):
         env=steps.NONINTERACTIVE,
     ).output
     root.check(not root.exists(SNIPPET), "purge removes the snippet", "absent", "present")
+    where = "the dump /var/backups/" if purge_database else "database 'synapse' on localhost"
+    root.check(
+        "Synapse uses the database that homeserver.yaml names" in out and where in out,
+        "purge says Synapse goes back to its own setting, and where its data is",
+        where,
+        out[-1500:],
+    )
     ucf = root.run(f"grep -F {SNIPPET} /var/lib/ucf/hashfile /var/lib/ucf/registry || true")
     root.check(
         ucf.output.strip() == "", "purge removes the ucf registration", "nothing", ucf.output
