@@ -245,8 +245,12 @@ def prepare_target(settings: Settings, new: Path, resumable: set[str] | None) ->
 def finish_target(settings: Settings) -> None:
     """Synapse uses the target now: drop the port tool's bookkeeping, so that the target
     is never again taken for an unfinished port (which a retry may clean)."""
+    psycopg = import_psycopg()
     with connect_as_role(settings) as conn:
-        conn.execute("DROP TABLE IF EXISTS port_from_sqlite3")
+        try:
+            conn.execute("DROP TABLE IF EXISTS port_from_sqlite3")
+        except psycopg.Error as err:
+            raise SetupError(f"dropping port_from_sqlite3 failed: {err}") from None
 
 
 def postgres_counts(settings: Settings, tables: list[str]) -> dict[str, int]:
