@@ -160,10 +160,34 @@ def test(c, kind="", k=""):
         raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
 
 
-@task(help={"repeat": "runs per measurement"})
-def bench(c, repeat=10):
-    """Benchmarks: provisioning, re-run, verification, helper start (nothing asserted)."""
-    c.run(f"{PYTHON} scripts/bench.py --repeat {int(repeat)}", echo=True)
+BENCH_PARTS = ("provision", "migration")
+
+
+@task(
+    help={
+        "repeat": "runs per provisioning measurement",
+        "only": "provision or migration (default: both)",
+        "suite": "Debian release of the migration's booted root (default: trixie)",
+        "rounds": "migration rounds, each in a fresh root",
+        "seed_from": "make the migration's cached data set from this directory (homeserver.db "
+        "and mss.test.signing.key of the same Synapse) instead of generating it (~25 min)",
+    }
+)
+def bench(c, repeat=10, only="", suite="trixie", rounds=1, seed_from=""):
+    """Benchmarks, nothing asserted: provisioning (scripts/bench.py), then the migration of a
+    50,000-event homeserver.db against synapse_port_db alone (scripts/bench_migration.py)."""
+    if only and only not in BENCH_PARTS:
+        raise Exit(f"--only {only}: use {' or '.join(BENCH_PARTS)}")
+    if only in ("", "provision"):
+        c.run(f"{PYTHON} scripts/bench.py --repeat {int(repeat)}", echo=True)
+    if only in ("", "migration"):
+        build(c)
+        args = [PYTHON, "scripts/bench_migration.py", "--suite", suite, "--rounds", str(rounds)]
+        if seed_from:
+            args += ["--seed-from", seed_from]
+        result = c.run(shlex.join(args), echo=True, warn=True)
+        if result.exited:
+            raise Exit(f"the migration benchmark failed (exit {result.exited})", code=result.exited)
 
 
 @task(help={"dry_run": "say what would be removed"})
