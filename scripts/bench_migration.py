@@ -500,11 +500,13 @@ def ours(root: harness.Root, keep: Path) -> dict:
     }
 
 
-def parse_progress(section: str) -> dict[str, tuple[int, int]]:
-    """table -> (done, total), the port tool's last progress line of each table."""
-    found: dict[str, tuple[int, int]] = {}
+def parse_progress(section: str) -> dict[str, tuple[int, int, int]]:
+    """table -> (first done, last done, total) from the port tool's progress lines: a
+    first line below the total means the table was copied in several batches."""
+    found: dict[str, tuple[int, int, int]] = {}
     for match in PROGRESS.finditer(section):
-        found[match[1]] = (int(match[2]), int(match[3]))
+        done, total = int(match[2]), int(match[3])
+        found[match[1]] = (found.get(match[1], (done,))[0], done, total)
     return found
 
 
@@ -550,9 +552,9 @@ def report(results: list[dict], suite: str, version: str) -> None:
         alone, whole = r["alone"], r["whole"]
         ratio = whole / alone if alone else None
         phases = [*r["phases"], {}, {}]
-        p1_events = phases[0].get("events", (0, None))[1]
+        p1_events = phases[0].get("events", (0, 0, None))[2]
         # The final copy's events, else PostgreSQL's once the load has ended.
-        p2_events = phases[1].get("events", (0, r["pg_events"]))[1]
+        p2_events = phases[1].get("events", (0, 0, r["pg_events"]))[2]
         delta = p2_events - p1_events if p1_events is not None else None
         rows = [
             ("SQLite file", f"{r['rows']:,} rows in {r['tables']} tables, {r['events']:,} events, "
@@ -578,10 +580,13 @@ def report(results: list[dict], suite: str, version: str) -> None:
             f"{load.get('errors', '?')} errors, {load.get('messages_per_second', '?')} msg/s; "
             f"events in PostgreSQL after: {r['pg_events']:,}"
         )
-        top = sorted(phases[1].items(), key=lambda kv: -kv[1][0])[:6]
-        print(
-            f"{'phase 2, biggest tables':<28} " + ", ".join(f"{t} {d:,}/{n:,}" for t, (d, n) in top)
+        # Tables the port tool copies in full again (it TRUNCATEs those that are not in its
+        # APPEND_ONLY_TABLES) show several batches in phase 2.
+        again = sorted(
+            ((t, n) for t, (first, _, n) in phases[1].items() if first < n), key=lambda x: -x[1]
         )
+        copied = ", ".join(f"{t} {n:,}" for t, n in again[:6]) or "none"
+        print(f"{'phase 2, batched tables':<28} {copied} rows")
         print(f"{'outputs and logs':<28} {(KEEP_DIR / f'round-{i}').relative_to(ROOT)}/")
     if len(results) > 1:
         med = statistics.median
