@@ -107,15 +107,15 @@ def find_port_tool() -> Path:
 # --- the target ---------------------------------------------------------------------------
 
 
+def public_tables(conn: Any) -> set[str]:
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {row[0] for row in rows.fetchall()}
+
+
 def target_state(settings: Settings) -> tuple[int, bool]:
     """(tables in the target's public schema, whether one is the port tool's own)."""
     with connect_as_role(settings) as conn:
-        tables = {
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            ).fetchall()
-        }
+        tables = public_tables(conn)
     return len(tables), PORT_TABLE in tables
 
 
@@ -190,12 +190,7 @@ def reset_tables(settings: Settings, tables: list[str]) -> list[str]:
     psycopg = import_psycopg()
     sql = psycopg.sql
     with connect_as_role(settings) as conn:
-        existing = {
-            r[0]
-            for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            ).fetchall()
-        }
+        existing = public_tables(conn)
         todo = [t for t in tables if t in existing]
         every = set(todo)
         while todo:  # tables that reference them, through foreign keys, transitively
