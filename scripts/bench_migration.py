@@ -65,7 +65,6 @@ PORT_TOOL = f"{VENV}/bin/synapse_port_db"
 BENCH_DIR = "/var/lib/mss-bench"  # inside the root
 MANIFEST = "var/lib/mss-bench/data.json"  # inside the tarball
 LOAD_SCRIPT = f"{harness.HELPERS}/synapse_load.py"
-STANDIN_DEB = "matrix-synapse-py3_1.163.2+mss.systest_all.deb"  # as conftest.debs names it
 MIGRATE_LOG_DIR = "/var/log/matrix-synapse-setup"
 KEEP_DIR = ROOT / "build" / "bench-migration"  # each round's outputs and logs, for a look
 
@@ -103,37 +102,14 @@ def say(text: str) -> None:
 # --- the roots: the system tests' layers ------------------------------------------------
 
 
-def standin_deb(workdir: Path) -> Path:
-    """The Synapse stand-in .deb, built as tests/system/conftest.py's `debs` does."""
-    deb = workdir / STANDIN_DEB
-    src = ROOT / "tests" / "system" / "synapse-standin"
-    cmd = ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(src), str(deb)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return deb
-
-
-def postgresql_layer(suite: str, lower: Path, workdir: Path) -> Path:
-    """PostgreSQL installed, its cluster stopped: as conftest.postgresql_layers makes it."""
-    root = harness.Root("bench-postgresql-layer", suite, lower)
-    dest = workdir / f"postgresql-layer-{suite}"
-    with root:
-        steps.install_postgresql(root)
-        root.ok(
-            "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main stop",
-            what="stopping the cluster for the layer",
-        )
-        root.keep_as_layer(dest)
-    return dest
-
-
 class Layers:
     def __init__(self, suite: str, workdir: Path) -> None:
         self.suite = suite
         say(f"extracting the cached {suite} root (tests/system/roots.py) ...")
         self.lower = harness.extract(roots.build(suite, quiet=True))
         say("making the PostgreSQL layer ...")
-        self.postgresql = postgresql_layer(suite, self.lower, workdir)
-        self.debs = [tasks.deb_path(), standin_deb(workdir)]
+        self.postgresql = steps.postgresql_layer(suite, self.lower, workdir)
+        self.debs = [tasks.deb_path(), steps.standin_deb(workdir)]
 
     def booted(self, name: str) -> harness.BootedRoot:
         """A started booted root with PostgreSQL running, the .debs in harness.DEBS."""
@@ -165,7 +141,7 @@ def install_synapse(root: harness.Root) -> None:
     """The stand-in on SQLite, running; its background updates made fast (test-only, as in
     test_migration.py) so that a fresh database has none pending for long."""
     root.write(f"{CONFD}/zz-test-background-updates.yaml", FAST_UPDATES)
-    steps.apt_install(root, f"{harness.DEBS}/{STANDIN_DEB}", what="installing Synapse")
+    steps.apt_install(root, f"{harness.DEBS}/{steps.STANDIN_DEB}", what="installing Synapse")
     steps.synapse_up(root, "Synapse (stand-in) starts on SQLite")
 
 

@@ -72,19 +72,7 @@ def debs(workdir: Path) -> dict[str, Path]:
         pytest.fail(f"`invoke build` failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}")
     current = tasks.deb_path()
     assert current.exists(), f"`invoke build` did not produce {current}"
-    standin = workdir / "matrix-synapse-py3_1.163.2+mss.systest_all.deb"
-    subprocess.run(
-        [
-            "dpkg-deb",
-            "--root-owner-group",
-            "-Zgzip",
-            "--build",
-            str(Path(__file__).parent / "synapse-standin"),
-            str(standin),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    standin = steps.standin_deb(workdir)
     return {"current": current, "synapse": standin}
 
 
@@ -164,16 +152,7 @@ def postgresql_layers(lowers, workdir) -> Callable[[str], Path]:
 
     def get(suite: str) -> Path:
         if suite not in made:
-            root = harness.Root("postgresql-layer", suite, lowers(suite))
-            with root:
-                steps.install_postgresql(root)
-                root.ok(
-                    "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main stop",
-                    what="stopping the cluster for the layer",
-                )
-                dest = workdir / f"postgresql-layer-{suite}"
-                root.keep_as_layer(dest)
-            made[suite] = dest
+            made[suite] = steps.postgresql_layer(suite, lowers(suite), workdir)
         return made[suite]
 
     return get

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -264,3 +265,32 @@ def check_cluster_booted(root: Root) -> None:
             f"{unit} active, postgresql.service enabled",
             f"{unit} {active}, postgresql.service {enabled}\n{status}",
         )
+
+
+# --- what a test session (or the migration benchmark) builds once ------------------------
+
+STANDIN = Path(__file__).resolve().parent / "synapse-standin"
+STANDIN_DEB = "matrix-synapse-py3_1.163.2+mss.systest_all.deb"
+
+
+def standin_deb(workdir: Path) -> Path:
+    """Build the Synapse stand-in package (synapse-standin/) into WORKDIR."""
+    deb = workdir / STANDIN_DEB
+    cmd = ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(STANDIN), str(deb)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return deb
+
+
+def postgresql_layer(suite: str, lower: Path, workdir: Path) -> Path:
+    """An overlay layer holding `apt-get install postgresql` (offline, from the root's
+    cache) with its cluster stopped cleanly, at WORKDIR/postgresql-layer-SUITE."""
+    root = Root("postgresql-layer", suite, lower)
+    dest = workdir / f"postgresql-layer-{suite}"
+    with root:
+        install_postgresql(root)
+        root.ok(
+            "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main stop",
+            what="stopping the cluster for the layer",
+        )
+        root.keep_as_layer(dest)
+    return dest
