@@ -98,7 +98,7 @@ class Answers:
     port: str
     dbname: str
     user: str
-    password: str
+    password: str = dataclasses.field(repr=False)  # never in a log or a traceback
     sslmode: str
     purge: bool
 

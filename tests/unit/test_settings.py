@@ -65,3 +65,11 @@ def test_bad_hosts_are_refused(host):
 def test_control_characters_in_a_password_are_refused():
     with pytest.raises(SetupError, match="control characters"):
         Settings.from_answers(password="line1\nline2")
+
+
+def test_no_repr_shows_the_password():
+    from matrix_synapse_setup.conversation import Answers
+
+    answers = Answers("localhost", "5432", "synapse", "synapse", "s3cr3t-pw", "prefer", False)
+    settings = Settings.from_answers(**answers.settings_answers())
+    assert "s3cr3t-pw" not in repr(answers) and "s3cr3t-pw" not in repr(settings)
