@@ -89,3 +89,35 @@ def test_a_finished_target_is_never_again_taken_for_a_port(target):
     migration.finish_target(target)
     with pytest.raises(SetupError, match="not an unfinished port"):
         migration.check_target(target)
+
+
+def test_a_missing_port_tool_changes_nothing(target, tmp_path, monkeypatch):
+    from matrix_synapse_setup.synapse_config import SqliteFacts
+
+    monkeypatch.setattr(migration, "PORT_TOOLS", (tmp_path / "synapse_port_db",))
+    switched = []
+    facts = SqliteFacts(tmp_path / "homeserver.db", 1, 1, 1, 1)
+    with pytest.raises(migration.MigrationFailed, match="synapse_port_db is missing"):
+        migration.migrate(facts, target, {}, lambda: switched.append(1), say=print)
+    assert switched == [] and tables(target) == set()
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path):
+    """SQLite's snapshot on a file system with no room left (a 64 KiB tmpfs)."""
+    import sqlite3
+    import subprocess
+
+    live = tmp_path / "homeserver.db"
+    conn = sqlite3.connect(live)
+    conn.execute("CREATE TABLE events (json TEXT)")
+    conn.executemany("INSERT INTO events VALUES (?)", [("x" * 1000,)] * 500)
+    conn.commit()
+    conn.close()
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(migration.MigrationFailed, match="check free disk space"):
+            migration.snapshot(live, small / "copy.db", (0, 0))
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
