@@ -534,7 +534,9 @@ def migrate(
         elif was_running:
             stopped_at = time.monotonic()  # an interrupted run stopped it already
         final = WORKDIR / "final.db"
+        started = time.monotonic()
         snapshot(facts.path, final, owner)
+        steps.append(Step("final snapshot", OK, f"{time.monotonic() - started:.1f} s"))
         say(messages.PORT_PHASE.format(phase="final copy", log=log))
         took = port_run(porter, settings, final, "final copy", resumable, steps)
         steps.append(Step("port the rest" if stopped_at else "port", OK, f"{took:.1f} s"))
@@ -575,9 +577,13 @@ def port_run(
     steps: list[Step],
 ) -> float:
     """One run of the port tool on *snap*; afterwards the target reflects *snap*."""
+    started = time.monotonic()
     step = prepare_target(settings, snap, resumable)
     if step is not None:
         steps.append(step)
+    checked = time.monotonic() - started
+    if checked >= 1:
+        steps.append(Step(f"{phase}: compare with the last copy", OK, f"{checked:.1f} s"))
     took = porter.port(snap, phase)
     os.replace(snap, PORTED)
     return took

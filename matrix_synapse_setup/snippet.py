@@ -376,6 +376,10 @@ def ucf(conv: Conversation | None, args: list[str]) -> None:
     else:
         env.pop("DEBIAN_HAS_FRONTEND", None)  # no confmodule pipe to share: no prompts
         kwargs["stdin"] = subprocess.DEVNULL
+    if conv is None:
+        # The admin command (migrate) writes a snippet that does not exist yet: ucf has
+        # nothing to ask, and its debconf frontend need not look for a terminal.
+        env["DEBIAN_FRONTEND"] = "noninteractive"
     proc = subprocess.run(["ucf", *args], env=env, **kwargs)
     if conv is not None:
         conv.capabilities()  # ucf sends its own CAPB
