@@ -217,9 +217,8 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
         say(messages.SNIPPET_IGNORED.format(reason=err.message))
         current = None
     # A Synapse on SQLite with data, when our snippet does not exist yet: ask what to do.
-    synapse = None if snippet.SNIPPET.exists() else synapse_config.inspect()
-    if synapse is not None and synapse.sqlite is None:
-        synapse = None
+    state = None if snippet.SNIPPET.exists() else synapse_config.inspect()
+    synapse = state if state is not None and state.sqlite is not None else None
     choice = conv.sqlite_choice() if synapse is not None else None
     password = resolve_password(answers, current)
     given = answers.settings_answers() | {"password": password}
@@ -242,7 +241,32 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
             raise SetupError(
                 messages.SNIPPET_OVERRIDDEN.format(source=source, path=snippet.SNIPPET)
             )
+    if state is not None and state.database.engine != "sqlite3":
+        refuse_another_database(state.database, settings, text)
     return Plan(settings, text, synapse, choice)
+
+
+def refuse_another_database(
+    database: synapse_config.Database, settings: Settings, text: str
+) -> None:
+    """Synapse already uses a PostgreSQL database that another file names: writing our
+    snippet must not point it at a different one (its data would seem gone)."""
+    args = database.args
+    theirs = (
+        str(args.get("host") or "localhost"),
+        int(args.get("port") or 5432),
+        str(args.get("dbname") or args.get("database") or ""),
+    )
+    if theirs == (settings.host, settings.port, settings.dbname):
+        return
+    if synapse_config.database_source_once_written(snippet.SNIPPET, text) != snippet.SNIPPET:
+        return  # the other file comes later: ours would change nothing for Synapse
+    host, port, dbname = theirs
+    raise SetupError(
+        messages.OTHER_DATABASE_IN_USE.format(
+            dbname=dbname, host=host, port=port, source=database.source, path=snippet.SNIPPET
+        )
+    )
 
 
 def apply(conv: Conversation, answers: conversation.Answers) -> None:

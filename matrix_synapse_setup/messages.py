@@ -218,3 +218,8 @@ UPDATES_STILL_PENDING = (
     "Synapse still has {count} background update(s) pending after {limit} s; Synapse stays "
     "on SQLite. Retry later (dpkg-reconfigure matrix-synapse-setup)."
 )
+OTHER_DATABASE_IN_USE = (
+    "Synapse uses the PostgreSQL database '{dbname}' on {host}:{port} ({source}); {path} "
+    "would point it at another one, so nothing was changed. Give that database in the "
+    "answers, or remove 'database:' from {source} once its data has moved."
+)

@@ -204,6 +204,31 @@ def test_a_snippet_deleted_by_hand_is_respected_on_upgrade(site, cluster):
     assert cluster.can_login(site.dbname, site.user, site.args()["password"])
 
 
+def test_synapse_on_another_postgresql_database_is_not_switched(site, cluster):
+    """A file of the admin's (sorted before ours) points Synapse at another PostgreSQL
+    database: our snippet would replace it, so nothing is written; naming that same
+    database in the answers is fine."""
+    confd = site.etc / "matrix-synapse" / "conf.d"
+    confd.mkdir(parents=True)
+    (confd / "aa-db.yaml").write_text(
+        "database:\n  name: psycopg2\n"
+        f"  args: {{host: localhost, port: {cluster.port}, dbname: elsewhere, user: x}}\n"
+    )
+    proc = site.postinst(check=False)
+    assert proc.returncode != 0
+    assert "uses the PostgreSQL database 'elsewhere'" in proc.stderr
+    assert "nothing was changed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not site.snippet.exists()
+    assert not cluster.query("SELECT 1 FROM pg_database WHERE datname = %s", (site.dbname,))
+    site.preseed(db_name="elsewhere")
+    try:
+        site.postinst()
+        assert site.args()["dbname"] == "elsewhere"
+    finally:
+        with cluster.connect() as conn:  # before the fixture drops the role owning it
+            conn.execute("DROP DATABASE IF EXISTS elsewhere")
+
+
 def test_purge_without_purge_database_keeps_the_database(site, cluster):
     site.postinst()
     proc = site.postrm("purge")
