@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nsinit import pts_shm_and_links  # beside this file: run as a script, its folder is on sys.path
+
 HOSTNAME = "mss-test"  # harness.py puts it in the root's /etc/hosts and /etc/hostname
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 MNT_DETACH = 2
@@ -60,15 +62,7 @@ def setup(merged: str, lower: str, upper: str, work: str, console: str) -> None:
     for name in DEVICES:
         sh("mount", "--bind", f"/dev/{name}", f"{dev}/{name}")
     sh("mount", "--bind", console, f"{dev}/console")
-    os.mkdir(f"{dev}/pts")
-    sh("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts",
-       f"{dev}/pts")  # fmt: skip
-    os.symlink("pts/ptmx", f"{dev}/ptmx")
-    os.mkdir(f"{dev}/shm")
-    sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", f"{dev}/shm")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
-        os.symlink(target, f"{dev}/{name}")
+    pts_shm_and_links(dev, sh)
     sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", f"{merged}/run")
     sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", f"{merged}/tmp")
     sh("ip", "link", "set", "lo", "up")

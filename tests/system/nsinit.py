@@ -28,15 +28,9 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def setup(merged: str, lower: str, upper: str, work: str) -> None:
-    layers = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    sh("mount", "-t", "overlay", "overlay", "-o", layers, merged)
-    sh("mount", "-t", "proc", "proc", f"{merged}/proc")
-    dev = f"{merged}/dev"
-    sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid", "tmpfs", dev)
-    for name in DEVICES:
-        Path(f"{dev}/{name}").touch()  # a mount point
-        sh("mount", "--bind", f"/dev/{name}", f"{dev}/{name}")
+def pts_shm_and_links(dev: str, sh) -> None:
+    """/dev/pts (a new instance), /dev/ptmx, /dev/shm and the fd links, in DEV (a tmpfs);
+    shared with nsboot.py."""
     os.mkdir(f"{dev}/pts")
     sh("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts",
        f"{dev}/pts")  # fmt: skip
@@ -46,6 +40,18 @@ def setup(merged: str, lower: str, upper: str, work: str) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{dev}/{name}")
+
+
+def setup(merged: str, lower: str, upper: str, work: str) -> None:
+    layers = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    sh("mount", "-t", "overlay", "overlay", "-o", layers, merged)
+    sh("mount", "-t", "proc", "proc", f"{merged}/proc")
+    dev = f"{merged}/dev"
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid", "tmpfs", dev)
+    for name in DEVICES:
+        Path(f"{dev}/{name}").touch()  # a mount point
+        sh("mount", "--bind", f"/dev/{name}", f"{dev}/{name}")
+    pts_shm_and_links(dev, sh)
     sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", f"{merged}/run")
     os.mkdir(f"{merged}/run/lock", 0o1777)
     os.chmod(f"{merged}/run/lock", 0o1777)

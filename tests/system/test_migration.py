@@ -84,6 +84,25 @@ def migrated(root: Root, key: str) -> None:
     )
 
 
+def refused(root: Root, debs, before: str, key: str, *, what: str, says: list[str]) -> None:
+    """`apt install` fails with a message saying all of SAYS (no traceback), and Synapse
+    stays on SQLite with everything (still_on_sqlite)."""
+    out = steps.apt_install(root, debs["current"], ok=False, what=what)
+    root.check(
+        all(text in out.output for text in says) and "Traceback" not in out.output,
+        f"{what}: a clear message",
+        " and ".join(repr(text) for text in says) + ", no traceback",
+        out.tail(20),
+    )
+    still_on_sqlite(root, before, key)
+
+
+def retry_migrates(root: Root, key: str) -> None:
+    root.ok(["dpkg", "--configure", "-a"], what="the retry", env=steps.NONINTERACTIVE)
+    root.check(package_status(root) == "ii", "configured after the retry", "ii", "not")
+    migrated(root, key)
+
+
 def package_status(root: Root) -> str:
     return root.ok(
         ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "matrix-synapse-setup"],
@@ -144,22 +163,11 @@ def test_port_tool_fails_halfway(make_root, debs, suite):
         "exit 1\n",
         mode=0o755,
     )
-    out = steps.apt_install(root, debs["current"], ok=False, what="install, port tool fails")
-    text = out.output
-    root.check(
-        "Synapse stays on SQLite" in text
-        and "/var/log/matrix-synapse-setup/migrate-" in text
-        and "dpkg-reconfigure matrix-synapse-setup" in text
-        and "Traceback" not in text,
-        "a clear message: what failed, where the log is, how to retry",
-        "all three, no traceback",
-        out.tail(20),
-    )
-    still_on_sqlite(root, before, key)
+    says = ["Synapse stays on SQLite", "/var/log/matrix-synapse-setup/migrate-"]
+    says.append("dpkg-reconfigure matrix-synapse-setup")  # the retry
+    refused(root, debs, before, key, what="install, port tool fails", says=says)
     root.ok(["mv", PORT_TOOL + ".real", PORT_TOOL], what="restoring the real port tool")
-    root.ok(["dpkg", "--configure", "-a"], what="the retry", env=steps.NONINTERACTIVE)
-    root.check(package_status(root) == "ii", "configured after the retry", "ii", "not")
-    migrated(root, key)
+    retry_migrates(root, key)
 
 
 @suites
@@ -169,17 +177,9 @@ def test_postgresql_stopped_during_migration(make_root, debs, suite):
     root = synapse_on_sqlite_with_data(make_root, debs, suite)
     key, before = sha256(root, SIGNING_KEY), sqlite_users(root)
     root.ok(["systemctl", "stop", "postgresql.service"], what="stopping PostgreSQL")
-    out = steps.apt_install(root, debs["current"], ok=False, what="install with PostgreSQL down")
-    root.check(
-        "pg_lsclusters" in out.output and "Traceback" not in out.output,
-        "the error says PostgreSQL is unreachable",
-        "a message naming pg_lsclusters",
-        out.tail(20),
-    )
-    still_on_sqlite(root, before, key)
+    refused(root, debs, before, key, what="install, PostgreSQL down", says=["pg_lsclusters"])
     root.ok(["systemctl", "start", "postgresql.service"], what="starting PostgreSQL")
-    root.ok(["dpkg", "--configure", "-a"], what="the retry", env=steps.NONINTERACTIVE)
-    migrated(root, key)
+    retry_migrates(root, key)
 
 
 @suites
@@ -189,17 +189,9 @@ def test_policy_refuses_the_stop(make_root, debs, suite):
     root = synapse_on_sqlite_with_data(make_root, debs, suite)
     key, before = sha256(root, SIGNING_KEY), sqlite_users(root)
     steps.policy_rc_d(root, deny_synapse=("stop",))
-    out = steps.apt_install(root, debs["current"], ok=False, what="install, stop refused")
-    root.check(
-        "could not be stopped" in out.output and "Traceback" not in out.output,
-        "the error says Synapse could not be stopped",
-        "a clear message",
-        out.tail(20),
-    )
-    still_on_sqlite(root, before, key)
+    refused(root, debs, before, key, what="install, stop refused", says=["could not be stopped"])
     steps.policy_rc_d_default(root)
-    root.ok(["dpkg", "--configure", "-a"], what="the retry", env=steps.NONINTERACTIVE)
-    migrated(root, key)
+    retry_migrates(root, key)
 
 
 @suites
