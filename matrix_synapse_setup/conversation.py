@@ -32,6 +32,7 @@ USER = f"{PKG}/db-user"
 PASSWORD = f"{PKG}/db-password"
 PASSWORD_AGAIN = f"{PKG}/db-password-again"
 SSLMODE = f"{PKG}/db-sslmode"
+SSLROOTCERT = f"{PKG}/db-sslrootcert"
 PURGE = f"{PKG}/purge-database"
 FAILURE = f"{PKG}/db-failure"
 SQLITE_DATA = f"{PKG}/sqlite-data"
@@ -53,11 +54,18 @@ DEFAULTS = {
     PORT: settings.DEFAULTS["port"],
     NAME: settings.DEFAULTS["dbname"],
     USER: settings.DEFAULTS["user"],
-    SSLMODE: settings.DEFAULTS["sslmode"],
+    SSLMODE: settings.REMOTE_SSLMODE,
 }
 
 # Answers read into debconf from the installed snippet, by snippet key.
-SNIPPET_QUESTIONS = {"host": HOST, "port": PORT, "dbname": NAME, "user": USER, "sslmode": SSLMODE}
+SNIPPET_QUESTIONS = {
+    "host": HOST,
+    "port": PORT,
+    "dbname": NAME,
+    "user": USER,
+    "sslmode": SSLMODE,
+    "sslrootcert": SSLROOTCERT,
+}
 
 
 def debconf_error() -> type[Exception]:
@@ -101,15 +109,22 @@ class Answers:
     password: str = dataclasses.field(repr=False)  # never in a log or a traceback
     sslmode: str
     purge: bool
+    sslrootcert: str = ""
 
-    def settings_answers(self) -> dict[str, str]:
+    def settings_answers(self) -> dict[str, str | None]:
+        """The answers for Settings.from_answers.  The TLS questions are not asked for
+        the local cluster: their answers count for a remote server only (None: the
+        default), and the root certificate only with a mode that checks certificates."""
+        remote = not settings.is_local(self.host)
+        verifying = remote and self.sslmode in settings.VERIFYING
         return {
             "host": self.host,
             "port": self.port,
             "dbname": self.dbname,
             "user": self.user,
             "password": self.password,
-            "sslmode": self.sslmode,
+            "sslmode": self.sslmode if remote else None,
+            "sslrootcert": (self.sslrootcert or None) if verifying else None,
         }
 
 
@@ -199,6 +214,7 @@ class Conversation:
             self._string_step(NAME, LOW, lambda v: settings.validate_name("database", v)),
             self._string_step(USER, LOW, lambda v: settings.validate_name("role", v)),
             self._sslmode_step,
+            self._sslrootcert_step,
             lambda st: self._password_step(st, known_password),
             lambda st: self._show(st, PURGE, LOW),
         ]
@@ -219,8 +235,9 @@ class Conversation:
             dbname=self.get(NAME).strip(),
             user=self.get(USER).strip(),
             password=self.get(PASSWORD),
-            sslmode=self.get(SSLMODE).strip() or settings.DEFAULTS["sslmode"],
+            sslmode=self.get(SSLMODE).strip() or settings.REMOTE_SSLMODE,
             purge=self.get(PURGE) == "true",
+            sslrootcert=self.get(SSLROOTCERT).strip(),
         )
 
     def _show(self, state: dict[str, Any], question: str, default: str) -> bool:
@@ -259,12 +276,44 @@ class Conversation:
         return step
 
     def _sslmode_step(self, state: dict[str, Any]) -> bool:
-        if self.get(HOST).strip() in settings.LOCAL_HOSTS:
+        if settings.is_local(self.get(HOST)):
             return not state["backing"]  # the local cluster: not asked
         return self._string_step(SSLMODE, MEDIUM, settings.validate_sslmode)(state)
 
+    def _sslrootcert_step(self, state: dict[str, Any]) -> bool:
+        """The CA file, for a remote server with a mode that checks certificates; empty
+        means the system's CAs."""
+        if settings.is_local(self.get(HOST)) or self.get(SSLMODE).strip() not in (
+            settings.VERIFYING
+        ):
+            return not state["backing"]
+
+        def validate(value: str) -> object:
+            return settings.validate_sslrootcert(value) if value else value
+
+        return self._optional_step(SSLROOTCERT, MEDIUM, validate)(state)
+
+    def _optional_step(
+        self, question: str, priority: str, validate: Callable[[str], object]
+    ) -> Callable[[dict[str, Any]], bool]:
+        """A string question whose empty answer is valid (it means the default)."""
+
+        def step(state: dict[str, Any]) -> bool:
+            while True:
+                if not self._show(state, question, priority):
+                    return False
+                try:
+                    validate(self.get(question).strip())
+                    return True
+                except SetupError as err:
+                    self.complain(question, err.message)
+                    state["priority"][question] = CRITICAL
+                    state["backing"] = False
+
+        return step
+
     def _password_step(self, state: dict[str, Any], known_password: bool) -> bool:
-        remote = self.get(HOST).strip() not in settings.LOCAL_HOSTS
+        remote = not settings.is_local(self.get(HOST))
         default = LOW if known_password else (HIGH if remote else MEDIUM)
         while True:
             if not self._show(state, PASSWORD, default):
@@ -344,6 +393,6 @@ class Conversation:
         """Explain a failure that needs other answers; False if nobody can see it."""
         if not self.show_error(SETUP_ERROR, message):
             return False
-        for question in (HOST, PORT, NAME, USER, SSLMODE, PASSWORD):
+        for question in (HOST, PORT, NAME, USER, SSLMODE, SSLROOTCERT, PASSWORD):
             self.fset(question, "seen", "false")
         return True

@@ -8,20 +8,32 @@ again), the admin command and the maintainer scripts (an invalid answer is a
 from __future__ import annotations
 
 import dataclasses
+import grp
 import ipaddress
+import os
+import pwd
 import re
+import stat
 
 from . import messages
 from .errors import SetupError
 
-LOCAL_HOSTS = frozenset({"localhost"})
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# Modes that check the server's certificate: they need a root certificate file.
+VERIFYING = ("verify-ca", "verify-full")
+# Debian's bundle of the CAs it trusts (package ca-certificates): the default root
+# certificate for verify-full.  libpq's own default, ~/.postgresql/root.crt of the
+# user that connects, is no place for a system service.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# A remote server: TLS with the certificate and host name checked.  The local
+# cluster (loopback or a Unix socket) has no network path to attack.
+REMOTE_SSLMODE = "verify-full"
+LOCAL_SSLMODE = "prefer"
 DEFAULTS = {
     "host": "localhost",
     "port": "5432",
     "dbname": "synapse",
     "user": "synapse",
-    "sslmode": "prefer",
 }
 
 # PostgreSQL identifiers we are willing to create: lower case, no quoting
@@ -33,7 +45,27 @@ _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
-MAX_PASSWORD_LENGTH = 1024
+MAX_PASSWORD_LENGTH = 1000
+_HOST_WITH_PORT_RE = re.compile(r"(.+):([0-9]+)\Z")
+
+
+def is_local(host: str) -> bool:
+    """True when *host* means the PostgreSQL cluster on this machine, which we provision:
+    ``localhost``, a loopback address (127.0.0.1, ::1) or a Unix socket directory.
+
+    The one definition used everywhere (debian/postrm, which runs when our Python is
+    gone, has a shell copy that tests/unit/test_settings.py compares with this one)."""
+    host = host.strip()
+    if host in ("", "localhost") or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_sslmode(host: str) -> str:
+    return LOCAL_SSLMODE if is_local(host) else REMOTE_SSLMODE
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -46,20 +78,29 @@ def validate_name(kind: str, value: str) -> str:
 def validate_host(value: str) -> str:
     value = value.strip()
     if value.startswith("/"):
-        raise SetupError(messages.BAD_HOST_SOCKET.format(value=value))
+        # A Unix socket directory (the local cluster): a plain absolute path.
+        if not value.isprintable() or any(ch.isspace() for ch in value) or "/../" in value:
+            raise SetupError(messages.BAD_HOST_SOCKET.format(value=value))
+        return value.rstrip("/") or "/"
     try:
-        ipaddress.ip_address(value)
-        return value
+        return str(ipaddress.ip_address(value))
     except ValueError:
         pass
     if not _HOSTNAME_RE.match(value):
+        with_port = _HOST_WITH_PORT_RE.match(value)
+        if with_port and _HOSTNAME_RE.match(with_port[1]):
+            raise SetupError(
+                messages.BAD_HOST_WITH_PORT.format(
+                    value=value, host=with_port[1], port=with_port[2]
+                )
+            )
         raise SetupError(messages.BAD_HOST.format(value=value))
     return value
 
 
 def validate_port(value: str | int) -> int:
     text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
         raise SetupError(messages.BAD_PORT.format(value=value))
     return int(text)
 
@@ -70,6 +111,8 @@ def validate_password(value: str) -> str:
         raise SetupError(messages.BAD_PASSWORD_LENGTH.format(limit=MAX_PASSWORD_LENGTH))
     if not value.isprintable():
         raise SetupError(messages.BAD_PASSWORD_CHARS)
+    if not value.strip():
+        raise SetupError(messages.BAD_PASSWORD_BLANK)
     return value
 
 
@@ -77,6 +120,49 @@ def validate_sslmode(value: str) -> str:
     if value not in SSLMODES:
         raise SetupError(messages.BAD_SSLMODE.format(value=value, modes=", ".join(SSLMODES)))
     return value
+
+
+def validate_sslrootcert(value: str, *, reader: str | None = "matrix-synapse") -> str:
+    """A root certificate file: an absolute path to a readable file of PEM certificates
+    that *reader* (Synapse's user, when it exists) can read too."""
+    import ssl
+
+    path = value.strip()
+    if not path.startswith("/") or not path.isprintable():
+        raise SetupError(messages.BAD_SSLROOTCERT_PATH.format(value=value))
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise SetupError(messages.BAD_SSLROOTCERT_NOT_FILE.format(path=path))
+        with open(path, "rb") as fh:
+            data = fh.read(4 << 20)
+    except OSError as err:
+        raise SetupError(
+            messages.BAD_SSLROOTCERT_UNREADABLE.format(path=path, reason=err.strerror)
+        ) from None
+    try:
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise ssl.SSLError("no PEM certificate")
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError):
+        raise SetupError(messages.BAD_SSLROOTCERT_PEM.format(path=path)) from None
+    if reader is not None and not _readable_by(st, reader):
+        raise SetupError(messages.BAD_SSLROOTCERT_PERMISSIONS.format(path=path, user=reader))
+    return path
+
+
+def _readable_by(st: os.stat_result, user: str) -> bool:
+    """Whether *user* (if it exists) may read a file with *st*, by its mode bits."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return True  # Synapse is not installed yet: nothing to check against
+    if st.st_uid == entry.pw_uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    if st.st_gid in groups:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,25 +174,42 @@ class Settings:
     dbname: str = DEFAULTS["dbname"]
     user: str = DEFAULTS["user"]
     password: str = dataclasses.field(default="", repr=False)
-    sslmode: str = DEFAULTS["sslmode"]
+    sslmode: str = LOCAL_SSLMODE
     sslrootcert: str | None = None
 
     @property
     def local(self) -> bool:
         """True when we provision the cluster ourselves (as the postgres user)."""
-        return self.host in LOCAL_HOSTS
+        return is_local(self.host)
+
+    @property
+    def socket_dir(self) -> str | None:
+        """The Unix socket directory when the host names one."""
+        return self.host if self.host.startswith("/") else None
 
     @classmethod
     def from_answers(cls, **answers: str | int | None) -> Settings:
-        """Validate raw answers (strings from debconf or the command line)."""
+        """Validate raw answers (strings from debconf or the command line).  An answer
+        that is None takes its default; an empty one is refused like any bad one."""
+
+        def given(key: str) -> str:
+            value = answers.get(key)
+            return DEFAULTS[key] if value is None else str(value)
+
+        host = validate_host(given("host"))
         password = str(answers.get("password") or "")
-        rootcert = answers.get("sslrootcert") or None
+        sslmode = validate_sslmode(
+            str(answers.get("sslmode") or "").strip() or default_sslmode(host)
+        )
+        rootcert = str(answers.get("sslrootcert") or "").strip()
+        if not rootcert and sslmode in VERIFYING:
+            rootcert = SYSTEM_CA_BUNDLE
         return cls(
-            host=validate_host(str(answers.get("host") or DEFAULTS["host"])),
-            port=validate_port(answers.get("port") or DEFAULTS["port"]),
-            dbname=validate_name("database", str(answers.get("dbname") or DEFAULTS["dbname"])),
-            user=validate_name("role", str(answers.get("user") or DEFAULTS["user"])),
+            host=host,
+            port=validate_port(given("port")),
+            dbname=validate_name("database", given("dbname").strip()),
+            user=validate_name("role", given("user").strip()),
             password=validate_password(password) if password else "",
-            sslmode=validate_sslmode(str(answers.get("sslmode") or DEFAULTS["sslmode"])),
-            sslrootcert=str(rootcert) if rootcert else None,
+            sslmode=sslmode,
+            sslrootcert=validate_sslrootcert(rootcert) if rootcert else None,
         )

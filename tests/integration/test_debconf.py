@@ -232,7 +232,8 @@ def test_preseeded_answers_are_kept_exactly(dc):
     [
         ({"db_port": "99999"}, "1 to 65535"),
         ({"db_name": "Synapse-DB"}, "lower-case letters"),
-        ({"db_host": "/var/run/postgresql"}, "socket directory"),
+        ({"db_host": "/var/run/post gres"}, "socket directory"),
+        ({"db_host": "db.example.org:5433"}, "has a port in it"),
         ({"db_host": "db.example.org"}, "remote server needs the password"),
         ({"db_password": "a", "db_password_again": "b"}, "differ"),
     ],

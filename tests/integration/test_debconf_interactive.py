@@ -117,6 +117,8 @@ def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
         [
             ("Host name of the PostgreSQL server for Synapse:", "db.example.org"),
             ("TLS mode for the connection", "verify-full"),
+            # empty: the system's CAs
+            ("CA certificate file for the PostgreSQL server:", ""),
             ("Password of the PostgreSQL role for Synapse:", ""),
             (r"remote server needs the password[\s\S]*Password of the PostgreSQL role", "pw"),
             ("Password confirmation:", "pw"),
@@ -129,6 +131,27 @@ def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
         "verify-full",
         "pw",
     )
+    assert dc.get("db-sslrootcert") == ""
+
+
+def test_a_ca_file_that_is_no_certificate_is_asked_again(dc, tmp_path):
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    bogus.chmod(0o644)
+    proc = converse(
+        dc,
+        [
+            ("Host name of the PostgreSQL server for Synapse:", "db.example.org"),
+            ("TLS mode for the connection", "verify-full"),
+            ("CA certificate file for the PostgreSQL server:", str(bogus)),
+            (r"holds no\s+PEM certificate[\s\S]*CA certificate file for the PostgreSQL", ""),
+            ("Password of the PostgreSQL role for Synapse:", "pw"),
+            ("Password confirmation:", "pw"),
+        ],
+        priority="medium",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dc.get("db-sslrootcert") == ""
 
 
 def test_french_questions_for_a_french_speaker(dc, tmp_path):

@@ -188,7 +188,7 @@ def test_noninteractive_first_install_takes_the_defaults(session):
         dbname="synapse",
         user="synapse",
         password="",
-        sslmode="prefer",
+        sslmode="verify-full",
         purge=False,
     )
     assert fe.shown == []
@@ -220,6 +220,7 @@ def test_low_priority_asks_everything_and_sslmode_only_for_a_remote_host(session
             Q.NAME: ["matrix"],
             Q.USER: ["synapse_app"],
             Q.SSLMODE: ["verify-full"],
+            Q.SSLROOTCERT: [""],
             Q.PASSWORD: ["pw"],
             Q.PASSWORD_AGAIN: ["pw"],
             Q.PURGE: ["true"],
@@ -235,7 +236,7 @@ def test_low_priority_asks_everything_and_sslmode_only_for_a_remote_host(session
         sslmode="verify-full",
         purge=True,
     )
-    assert Q.SSLMODE in fe.shown
+    assert Q.SSLMODE in fe.shown and Q.SSLROOTCERT in fe.shown
 
 
 def test_a_known_password_is_not_asked_at_medium_priority(session):
@@ -275,7 +276,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
     ("question", "value", "expected"),
     [
         (Q.PORT, "99999", "1 to 65535"),
-        (Q.HOST, "/var/run/postgresql", "socket directory"),
+        (Q.HOST, "/var/run/postgre sql", "socket directory"),
         (Q.HOST, "bad host", "not a host name"),
         (Q.NAME, "postgres", "lower-case letters"),
         (Q.USER, "Synapse", "lower-case letters"),
@@ -486,7 +487,14 @@ def test_an_empty_answer_keeps_the_value_shown(session):
     conv, fe = session(
         priority="low",
         preseed={Q.HOST: "db.example.org", Q.PASSWORD: "pw", Q.PASSWORD_AGAIN: "pw"},
-        user={Q.PORT: [""], Q.NAME: [""], Q.USER: ["app"], Q.SSLMODE: [""], Q.PURGE: ["false"]},
+        user={
+            Q.PORT: [""],
+            Q.NAME: [""],
+            Q.USER: ["app"],
+            Q.SSLMODE: [""],
+            Q.SSLROOTCERT: [""],
+            Q.PURGE: ["false"],
+        },
     )
     for q in (Q.HOST, Q.PASSWORD, Q.PASSWORD_AGAIN):
         fe.flags[q]["seen"] = "false"
@@ -499,7 +507,7 @@ def test_an_empty_answer_keeps_the_value_shown(session):
         "5432",
         "synapse",
         "app",
-        "prefer",
+        "verify-full",
     )
 
 

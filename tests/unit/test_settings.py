@@ -1,5 +1,7 @@
 """Validation of the answers, with no server."""
 
+from pathlib import Path
+
 import pytest
 
 from matrix_synapse_setup.errors import SetupError
@@ -56,7 +58,9 @@ def test_remote_host_is_not_local_and_password_is_not_in_repr():
     assert "s3cret" not in repr(s)
 
 
-@pytest.mark.parametrize("host", ["/var/run/postgresql", "bad host", "-x", "a..b"])
+@pytest.mark.parametrize(
+    "host", ["/var/run/post gres", "bad host", "-x", "a..b", "db.example.org:5433", "a\nb"]
+)
 def test_bad_hosts_are_refused(host):
     with pytest.raises(SetupError):
         Settings.from_answers(host=host)
@@ -73,3 +77,52 @@ def test_no_repr_shows_the_password():
     answers = Answers("localhost", "5432", "synapse", "synapse", "s3cr3t-pw", "prefer", False)
     settings = Settings.from_answers(**answers.settings_answers())
     assert "s3cr3t-pw" not in repr(answers) and "s3cr3t-pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("/var/run/postgresql", True),
+        ("/run/pg-remote", True),
+        ("db.example.org", False),
+        ("10.0.0.5", False),
+        ("fd00::5", False),
+        ("localhost.example.org", False),
+    ],
+)
+def test_local_means_the_cluster_on_this_machine(host, local):
+    settings = Settings.from_answers(host=host, password="pw")
+    assert settings.local is local
+    assert settings.sslmode == ("prefer" if local else "verify-full")
+    assert settings.sslrootcert == (None if local else "/etc/ssl/certs/ca-certificates.crt")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "127.0.0.1",
+        "127.1.2.3",
+        "::1",
+        "/var/run/postgresql",
+        "/run/pg x",
+        "",
+        "db.example.org",
+        "10.0.0.5",
+        "fd00::5",
+        "127.example.org",
+        "127.0.0",
+        "localhost.example.org",
+    ],
+)
+def test_postrm_agrees_on_what_is_local(host):
+    import subprocess
+
+    from matrix_synapse_setup.settings import is_local
+
+    postrm = Path(__file__).resolve().parents[2] / "debian" / "postrm"
+    proc = subprocess.run(["sh", str(postrm), "is-local", host], check=False)
+    assert (proc.returncode == 0) is is_local(host)
