@@ -20,6 +20,10 @@ EXIT_FAILURE = 1
 class SetupError(Exception):
     """A failure with a message written for the administrator."""
 
+    # What kind of failure, where the code classified one (diagnose's kinds):
+    # tests compare it across server languages.
+    kind: str | None = None
+
     def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.message = message

@@ -14,8 +14,12 @@ BAD_HOST = (
     "a local cluster, or the name or address of the remote PostgreSQL server."
 )
 BAD_HOST_SOCKET = (
-    "The database host {value!r} is a socket directory; Synapse connects over TCP: give "
-    "'localhost' for the local cluster, or the remote server's name or address."
+    "The database host {value!r} is not a usable socket directory: give an absolute path "
+    "without spaces, such as /var/run/postgresql, or 'localhost'."
+)
+BAD_HOST_WITH_PORT = (
+    "The database host {value!r} has a port in it: give the host ({host!r}) here and the "
+    "port ({port}) as the database port."
 )
 BAD_PORT = "The database port {value!r} is not a number from 1 to 65535: the default is 5432."
 BAD_PASSWORD_LENGTH = "The password is longer than {limit} characters: choose a shorter one."
@@ -23,7 +27,27 @@ BAD_PASSWORD_CHARS = (
     "The password contains control characters (such as a newline or tab): use printable "
     "characters only."
 )
+BAD_PASSWORD_BLANK = "The password is only spaces: choose one with other characters."
 BAD_SSLMODE = "The TLS mode {value!r} is not one of: {modes}."
+BAD_SSLROOTCERT_PATH = (
+    "The root certificate {value!r} is not an absolute file name: give the full path of the "
+    "CA certificate file (PEM), or leave it empty for the system's CAs."
+)
+BAD_SSLROOTCERT_NOT_FILE = (
+    "The root certificate {path} is not a regular file: give the CA certificate file (PEM)."
+)
+BAD_SSLROOTCERT_UNREADABLE = (
+    "The root certificate {path} cannot be read ({reason}): copy the server's CA certificate "
+    "(PEM) there, or leave the answer empty for the system's CAs (package ca-certificates)."
+)
+BAD_SSLROOTCERT_PEM = (
+    "The root certificate {path} holds no PEM certificate: give the CA certificate that "
+    "signed the server's certificate, in PEM form ('-----BEGIN CERTIFICATE-----')."
+)
+BAD_SSLROOTCERT_PERMISSIONS = (
+    "The root certificate {path} is not readable by Synapse's user {user}: make it readable "
+    "(chmod 644 {path}); it is not secret."
+)
 
 # --- provisioning and verification ---------------------------------------
 LIBPQ_MISSING = (
@@ -44,15 +68,25 @@ LOCAL_UNREACHABLE = (
 )
 LOCAL_SUPERUSER_REFUSED = (
     "The local cluster on port {port} refused the postgres user over the Unix socket "
-    "({reason}): pg_hba.conf needs 'local all postgres peer'."
+    "(SQLSTATE {sqlstate}): pg_hba.conf needs the line 'local all postgres peer'."
 )
 SERVER_UNREACHABLE = (
     "Cannot connect to PostgreSQL at {host}:{port} ({reason}): check that the server runs "
     "and listens there ('pg_lsclusters', listen_addresses, firewalls)."
 )
 LOGIN_REFUSED = (
-    "PostgreSQL at {host}:{port} refused role '{user}' for database '{dbname}' ({reason}): "
-    "check the password and that pg_hba.conf allows 'host {dbname} {user}' with scram-sha-256."
+    "PostgreSQL at {host}:{port} refused role '{user}' for database '{dbname}' (SQLSTATE "
+    "{sqlstate}: {reason}): check the role's password, and that pg_hba.conf on the server has "
+    "the line '{hba}' (then reload PostgreSQL)."
+)
+SERVER_BUSY = (
+    "PostgreSQL at {host}:{port} cannot take the connection now (SQLSTATE {sqlstate}: "
+    "{reason}): it is starting, stopping or has too many connections; retry in a moment."
+)
+TLS_FAILED = (
+    "The TLS connection to PostgreSQL at {host}:{port} failed with sslmode '{sslmode}' "
+    "({reason}): with verify-full the server's certificate must be signed by a CA in "
+    "{sslrootcert} and name '{host}'; give its CA file as the root certificate."
 )
 DATABASE_MISSING = (
     "The database '{dbname}' does not exist on {host}:{port}: create it (UTF8, collation and "
@@ -223,3 +257,14 @@ OTHER_DATABASE_IN_USE = (
     "would point it at another one, so nothing was changed. Give that database in the "
     "answers, or remove 'database:' from {source} once its data has moved."
 )
+
+# --- one run at a time ---------------------------------------------------------
+LOCK_WAITING = (
+    "another matrix-synapse-setup run holds {path}: waiting for it to finish (at most "
+    "{seconds} s)."
+)
+LOCK_TIMEOUT = (
+    "Another matrix-synapse-setup run still holds {path}: let it finish (see 'fuser -v {path}'),"
+    " then run this again."
+)
+PASSFILE_UPDATED = "Wrote the new password to {path}: Synapse's next connections use it."

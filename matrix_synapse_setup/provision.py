@@ -1,10 +1,11 @@
 """Bring PostgreSQL to the state Synapse needs, then prove Synapse can use it.
 
-Local mode (host ``localhost``): the superuser part runs in a child process
-with the ``postgres`` uid, over the Unix socket with peer authentication (see
-:mod:`matrix_synapse_setup.superuser`).  Both modes then verify, as the role,
-over TCP to the host and port the configuration will name: exactly what
-Synapse will do.  Every step inspects first and reports what it did.
+Local mode (``localhost``, a loopback address or a socket directory: see
+:func:`matrix_synapse_setup.settings.is_local`): the superuser part runs in a
+child process with the ``postgres`` uid, over the Unix socket with peer
+authentication (see :mod:`matrix_synapse_setup.superuser`).  Both modes then
+verify, as the role, to the host and port the configuration will name:
+exactly what Synapse will do.  Every step inspects first and reports what it did.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import messages
+from . import faults, messages
 from .errors import SetupError, debugging
 from .pg import MIN_SERVER_VERSION, import_psycopg, version_text
 from .settings import Settings
@@ -57,7 +58,7 @@ def provision(settings: Settings, *, socket_dir: str = DEFAULT_SOCKET_DIR) -> li
     if settings.local:
         if not settings.password:
             raise SetupError(messages.EMPTY_PASSWORD.format(user=settings.user))
-        steps += _run_as_postgres(settings, socket_dir)
+        steps += _run_as_postgres(settings, settings.socket_dir or socket_dir)
     return steps + verify(settings)
 
 
@@ -90,6 +91,9 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
     }
     if debugging():
         env["DPKG_MAINTSCRIPT_DEBUG"] = os.environ["DPKG_MAINTSCRIPT_DEBUG"]
+    for name in (faults.ENV, faults.PAUSE_ENV, faults.PAUSE_SECONDS_ENV):
+        if name in os.environ:  # test-only crash injection (faults.py)
+            env[name] = os.environ[name]
     # The password travels on the child's stdin, never on its command line.
     # Its stdout is captured: in a maintainer script fd 1 is debconf's pipe.
     proc = subprocess.run(
@@ -120,32 +124,62 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
 
 
 def _reason(err: Exception) -> str:
-    """The useful part of a libpq error: its first line, without prefixes."""
+    """The useful part of a libpq error for a reader: its first line, without prefixes.
+    Shown, never parsed (it comes in the server's and the client's language)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if "failed: " in text:
         text = text.rsplit("failed: ", 1)[1] if text.startswith("connection") else text
     return text.replace("FATAL:  ", "").strip()
 
 
+def hba_line(settings: Settings, client: str | None) -> str:
+    """The pg_hba.conf line that lets *settings* log in from *client* (our address)."""
+    if settings.host.startswith("/"):
+        return f"local {settings.dbname} {settings.user} scram-sha-256"
+    kind = "hostssl" if settings.sslmode in ("require", "verify-ca", "verify-full") else "host"
+    where = "samehost"
+    if client:
+        where = f"{client}/128" if ":" in client else f"{client}/32"
+    return f"{kind} {settings.dbname} {settings.user} {where} scram-sha-256"
+
+
 def connect_error(err: Exception, settings: Settings) -> SetupError:
-    """Map a failed connection as the role to the message an admin needs."""
-    text = str(err)
+    """Map a failed connection as the role to the message an admin needs: by SQLSTATE
+    and connection state (see :mod:`matrix_synapse_setup.diagnose`), never by text."""
+    from . import diagnose
+
+    found = diagnose.diagnose(role_params(settings), timeout=CONNECT_TIMEOUT)
     fields = {
         "host": settings.host,
         "port": settings.port,
         "user": settings.user,
         "dbname": settings.dbname,
+        "sslmode": settings.sslmode,
+        "sslrootcert": settings.sslrootcert or "the default root certificate",
         "reason": _reason(err),
+        "sqlstate": found.sqlstate or "none",
     }
-    if f'database "{settings.dbname}" does not exist' in text:
-        return SetupError(messages.DATABASE_MISSING.format(**fields))
-    if "authentication failed" in text or "pg_hba.conf" in text or "role " in text:
-        return ServerUnavailable(messages.LOGIN_REFUSED.format(**fields))
-    return ServerUnavailable(messages.SERVER_UNREACHABLE.format(**fields))
+    error: SetupError
+    if found.kind == diagnose.NO_DATABASE:
+        error = SetupError(messages.DATABASE_MISSING.format(**fields))
+    elif found.kind == diagnose.LOGIN:
+        hba = hba_line(settings, found.client_address)
+        error = ServerUnavailable(messages.LOGIN_REFUSED.format(hba=hba, **fields))
+    elif found.kind == diagnose.TLS:
+        error = SetupError(messages.TLS_FAILED.format(**fields))
+    elif found.kind == diagnose.BUSY:
+        error = ServerUnavailable(messages.SERVER_BUSY.format(**fields))
+    elif found.kind == "ok":
+        # It works now (a server that just finished starting): let the caller retry.
+        error = ServerUnavailable(messages.SERVER_UNREACHABLE.format(**fields))
+    else:
+        error = ServerUnavailable(messages.SERVER_UNREACHABLE.format(**fields))
+    error.kind = found.kind
+    return error
 
 
-def connect_as_role(settings: Settings, *, dbname: str | None = None) -> Any:
-    psycopg = import_psycopg()
+def role_params(settings: Settings, *, dbname: str | None = None) -> dict[str, Any]:
+    """libpq keywords for a connection as Synapse's role, as Synapse will connect."""
     params: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -158,8 +192,13 @@ def connect_as_role(settings: Settings, *, dbname: str | None = None) -> Any:
     }
     if settings.sslrootcert:
         params["sslrootcert"] = settings.sslrootcert
+    return params
+
+
+def connect_as_role(settings: Settings, *, dbname: str | None = None) -> Any:
+    psycopg = import_psycopg()
     try:
-        return psycopg.connect(**params)
+        return psycopg.connect(**role_params(settings, dbname=dbname))
     except psycopg.Error as err:
         raise connect_error(err, settings) from None
 
@@ -207,15 +246,69 @@ DATABASE_QUERY = (
 )
 
 
-def verify(settings: Settings) -> list[Step]:
-    """Check what Synapse will check, as Synapse will connect.  Changes nothing."""
+def describe_certificate(settings: Settings) -> str:
+    """Which certificate the server presents, and what checked it: a TLS handshake of
+    our own (PostgreSQL's SSLRequest, then TLS), since libpq does not tell."""
+    import hashlib
+    import socket
+    import ssl
+    import struct
+
+    context = ssl.create_default_context()
+    verified = settings.sslmode in ("verify-ca", "verify-full") and settings.sslrootcert
+    if verified:
+        context.load_verify_locations(cafile=settings.sslrootcert)
+        context.check_hostname = settings.sslmode == "verify-full"
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((settings.host, settings.port), CONNECT_TIMEOUT) as raw:
+            raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
+            if raw.recv(1) != b"S":
+                return "the server offers no TLS"
+            name = settings.host if context.check_hostname else None
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                der = tls.getpeercert(binary_form=True) or b""
+                cert = tls.getpeercert() if verified else {}
+    except (OSError, ssl.SSLError) as err:
+        return f"certificate not shown ({err})"
+    fingerprint = hashlib.sha256(der).hexdigest()
+    subject = dict(item for part in cert.get("subject", ()) for item in part)
+    issuer = dict(item for part in cert.get("issuer", ()) for item in part)
+    if not verified:
+        return f"certificate SHA-256 {fingerprint} (not checked: sslmode {settings.sslmode})"
+    return (
+        f"certificate CN={subject.get('commonName', '?')} issued by "
+        f"CN={issuer.get('commonName', '?')}, valid until {cert.get('notAfter', '?')}, "
+        f"verified with {settings.sslrootcert}, SHA-256 {fingerprint}"
+    )
+
+
+TLS_QUERY = "SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"
+
+
+def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
+    """Check what Synapse will check, as Synapse will connect.  Changes nothing.
+    *show_certificate*: also say which certificate the server presented."""
     psycopg = import_psycopg()
     where = f"{settings.host}:{settings.port}"
+    if settings.socket_dir:
+        where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
     with connect_as_role(settings) as conn:
         steps = [check_version(conn.info.server_version, where)]
-        steps.append(Step(f"login as {settings.user} over TCP", OK, where))
+        how = "over the Unix socket" if settings.socket_dir else "over TCP"
+        steps.append(Step(f"login as {settings.user} {how}", OK, where))
         row = conn.execute(DATABASE_QUERY, (settings.dbname,)).fetchone()
         steps += check_database(row, settings, where)
+        tls = conn.execute(TLS_QUERY).fetchone()
+        if tls is not None:
+            detail = f"{tls[0]}, {tls[1]}, sslmode {settings.sslmode}"
+            if show_certificate:
+                detail += "; " + describe_certificate(settings)
+            steps.append(Step("TLS", OK, detail))
+        elif not settings.local:
+            steps.append(Step("TLS", "not used", f"sslmode {settings.sslmode}"))
         try:
             conn.execute(
                 psycopg.sql.SQL("CREATE TABLE {} (id integer)").format(

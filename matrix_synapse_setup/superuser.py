@@ -14,8 +14,9 @@ import json
 import sys
 from typing import Any
 
-from . import messages
+from . import diagnose, messages
 from .errors import SetupError, debugging
+from .faults import fault
 from .pg import import_psycopg, scram_matches
 from .provision import (
     CHANGED,
@@ -51,12 +52,14 @@ def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
                 sql.Identifier(settings.user), sql.Literal(hashed)
             )
         )
+        fault("after-role-created", parent_too=True)
         return Step(name, CREATED)
     conn.execute(
         sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
             sql.Identifier(settings.user), sql.Literal(hashed)
         )
     )
+    fault("after-password-changed", parent_too=True)
     return Step(name, CHANGED, "password set" if row[1] else "login and password set")
 
 
@@ -77,6 +80,7 @@ def ensure_database(conn: Any, sql: Any, settings: Settings, exists: bool) -> li
             " TEMPLATE template0"
         ).format(sql.Identifier(settings.dbname), sql.Identifier(settings.user))
     )
+    fault("after-database-created", parent_too=True)
     return [Step(f"database {settings.dbname}", CREATED, "UTF8, C, C, owner " + settings.user)]
 
 
@@ -89,27 +93,30 @@ def provision_as_superuser(request: dict[str, Any]) -> list[Step]:
     )
     psycopg = import_psycopg()
     where = f"local cluster (port {settings.port})"
+    params = {
+        "host": request["socket_dir"],
+        "port": settings.port,
+        "dbname": "postgres",
+        "user": "postgres",
+        "connect_timeout": 10,
+        "application_name": "matrix-synapse-setup",
+    }
     try:
-        conn = psycopg.connect(
-            host=request["socket_dir"],
-            port=settings.port,
-            dbname="postgres",
-            user="postgres",
-            autocommit=True,  # CREATE DATABASE cannot run in a transaction
-            connect_timeout=10,
-            application_name="matrix-synapse-setup",
-        )
+        # autocommit: CREATE DATABASE cannot run in a transaction
+        conn = psycopg.connect(**params, autocommit=True)
     except psycopg.Error as err:
-        text = str(err)
-        template = (
-            messages.LOCAL_SUPERUSER_REFUSED
-            if "authentication failed" in text or "pg_hba.conf" in text
-            else messages.LOCAL_UNREACHABLE
-        )
-        reason = _reason(err)
-        if "No such file or directory" in text:
-            reason = f"no socket {request['socket_dir']}/.s.PGSQL.{settings.port}"
-        raise ServerUnavailable(template.format(port=settings.port, reason=reason)) from None
+        # Classified by SQLSTATE and connection state, never by the (translated) text.
+        found = diagnose.diagnose(params)
+        if found.kind == diagnose.LOGIN:
+            message = messages.LOCAL_SUPERUSER_REFUSED.format(
+                port=settings.port, sqlstate=found.sqlstate or "none"
+            )
+        else:
+            reason = _reason(err)
+            if found.kind == diagnose.UNREACHABLE:
+                reason = f"no answer on {request['socket_dir']}/.s.PGSQL.{settings.port}"
+            message = messages.LOCAL_UNREACHABLE.format(port=settings.port, reason=reason)
+        raise ServerUnavailable(message) from None
     with conn:
         steps = [check_version(conn.info.server_version, where)]
         # Inspect everything before changing anything: a refusal changes nothing.
