@@ -13,11 +13,12 @@ import getpass
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
-from . import messages, snippet
+from . import locking, messages, snippet
 from .errors import SetupError, run
 from .provision import DEFAULT_SOCKET_DIR, changed, provision, verify
-from .settings import SSLMODES, Settings
+from .settings import SSLMODES, Settings, is_local
 
 FIELDS = ("host", "port", "dbname", "user", "sslmode", "sslrootcert")
 
@@ -38,7 +39,9 @@ def read_password(source: str) -> str:
 def settings_from(args: argparse.Namespace, *, generate: bool = False) -> Settings:
     found = snippet.read(Path(args.config)) or {}
     answers = {key: str(value) for key, value in found.items() if value is not None}
-    answers.update({key: getattr(args, key) for key in FIELDS if getattr(args, key)})
+    answers.update({key: getattr(args, key) for key in FIELDS if getattr(args, key) is not None})
+    if is_local(answers.get("host") or "localhost") and args.sslmode is None:
+        answers["sslmode"] = found.get("sslmode") if found else None
     if args.password_file:
         answers["password"] = read_password(args.password_file)
     elif generate and not answers.get("password"):
@@ -55,9 +58,23 @@ def settings_from(args: argparse.Namespace, *, generate: bool = False) -> Settin
 
 def cmd_provision(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    steps = provision(settings, socket_dir=args.socket_dir)
-    for step in steps:
-        print(step)
+    with locking.exclusive(lambda line: print(line, file=sys.stderr, flush=True)):
+        steps = provision(settings, socket_dir=args.socket_dir)
+        for step in steps:
+            print(step)
+        # A new password for the role that the installed snippet logs in with: its
+        # password file follows, or Synapse's next connection would be refused.
+        found = snippet.read(Path(args.config))
+        if (
+            Path(args.config) == snippet.SNIPPET
+            and found is not None
+            and found.get("passfile") == str(snippet.PASSFILE)
+            and found.get("user") == settings.user
+            and found.get("password") != settings.password
+            and snippet.write_passfile(settings)
+        ):
+            print(messages.PASSFILE_UPDATED.format(path=snippet.PASSFILE))
+            return 0
     print("changed" if changed(steps) else "unchanged: nothing to do")
     return 0
 
@@ -65,7 +82,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Move a Synapse that runs on SQLite to PostgreSQL (what the postinst does when the
     answer is "migrate"), for an admin who chose "keep-sqlite" or wants to retry."""
-    from . import migration, services, synapse_config
+    from . import migration, synapse_config
 
     state = synapse_config.inspect()
     if state is None or state.sqlite is None:
@@ -73,9 +90,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0
     # Local: nothing uses the role while Synapse is on SQLite; without a password file it
     # gets a new random password (the snippet will hold it).
-    local = args.host in (None, "localhost")
+    local = is_local(args.host or "localhost")
     settings = settings_from(args, generate=local and not Path(args.config).exists())
-    text = snippet.render(settings)
+    text = snippet.render(settings, password_set=snippet.new_password_stamp())
     source = synapse_config.database_source_once_written(snippet.SNIPPET, text)
     if source != snippet.SNIPPET:
         raise SetupError(messages.SNIPPET_OVERRIDDEN.format(source=source, path=snippet.SNIPPET))
@@ -94,6 +111,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"{'would ' if args.dry_run else ''}{number}. {line}")
     if args.dry_run:
         return 0
+    with locking.exclusive(lambda line: print(line, file=sys.stderr, flush=True)):
+        return _migrate(args, settings, state, text)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings, state: Any, text: str) -> int:
+    from . import migration, services
+
     for step in provision(settings, socket_dir=args.socket_dir):
         print(step)
     owner = snippet.ownership()
@@ -122,7 +146,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    for step in verify(settings_from(args)):
+    for step in verify(settings_from(args), show_certificate=True):
         print(step)
     return 0
 
@@ -145,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
             default=str(snippet.SNIPPET),
             help="snippet to read the current values from (default: %(default)s)",
         )
-        sub.add_argument("--host", help="'localhost' (provision the local cluster) or a server")
+        sub.add_argument(
+            "--host",
+            help="'localhost', 127.0.0.1, ::1 or a socket directory (the local cluster, "
+            "provisioned), or a remote server",
+        )
         sub.add_argument("--port", help="server port")
         sub.add_argument("--dbname", help="database name")
         sub.add_argument("--user", help="role name")

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import conversation, messages, migration, snippet, synapse_config
+from . import conversation, locking, messages, migration, snippet, synapse_config
 from .conversation import ABORT, IGNORE, KEEP_SQLITE, MIGRATE, RETRY, START_EMPTY, Conversation
 from .errors import SetupError, run
 from .services import child_fds, daemon_reload, restart_synapse, synapse_installed
-from .settings import Settings
+from .settings import Settings, is_local
 
 # Our own trigger (debian/triggers): provisioning deferred until PostgreSQL,
 # unpacked in the same dpkg run, is configured.
@@ -138,7 +138,7 @@ def postgresql_being_installed() -> list[str]:
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
-    if not deferred and conv.answers().host.strip() in ("", "localhost"):
+    if not deferred and is_local(conv.answers().host):
         pending = postgresql_being_installed()
         if pending:
             # apt orders configuration by Depends only; PostgreSQL (a Recommends)
@@ -151,7 +151,8 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     while True:
         answers = conv.answers()
         try:
-            apply(conv, answers)
+            with locking.exclusive(say):
+                apply(conv, answers)
             return 0
         except ServerUnavailable as err:
             choice = conv.ask_failure(err.message)
@@ -180,7 +181,7 @@ def resolve_password(answers: conversation.Answers, current: dict[str, Any] | No
         return answers.password
     if _has_password(current):
         return str(current["password"])  # type: ignore[index]
-    if answers.host.strip() in ("", "localhost"):
+    if is_local(answers.host):
         return secrets.token_urlsafe(32)
     raise SetupError(messages.REMOTE_PASSWORD_NEEDED.format(user=answers.user))
 
@@ -222,12 +223,18 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
     choice = conv.sqlite_choice() if synapse is not None else None
     password = resolve_password(answers, current)
     given = answers.settings_answers() | {"password": password}
-    if current and current.get("sslrootcert") and current.get("host") == answers.host.strip():
-        # Not a question: a root certificate that the admin put in the snippet by
-        # hand belongs to that server, and is kept.
-        given["sslrootcert"] = str(current["sslrootcert"])
+    if is_local(answers.host) and current and is_local(str(current.get("host") or "")):
+        # The TLS questions are not asked for the local cluster: what the snippet has
+        # (an admin's edit, or the default we wrote) stays.
+        given["sslmode"] = current.get("sslmode") or None
+        given["sslrootcert"] = current.get("sslrootcert") or None
     settings = Settings.from_answers(**given)
-    text = snippet.render(settings)  # parsed back and compared before anything happens
+    stamp = snippet.new_password_stamp()
+    if current and current.get("password") == settings.password:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            stamp = snippet.password_stamp(snippet.SNIPPET.read_text(encoding="utf-8"))
+    # parsed back and compared before anything happens
+    text = snippet.render(settings, password_set=stamp)
     conflict = snippet.conflict(text, settings)
     if conflict and not os.environ.get("UCF_FORCE_CONFFNEW") and noninteractive(conv):
         # ucf would keep the admin's file, with values that no longer work once
@@ -292,7 +299,14 @@ def execute(conv: Conversation, plan: Plan) -> None:
     if plan.choice == MIGRATE:
         migrate(conv, plan, owner)
         return
+    before = None
+    with contextlib.suppress(SetupError):
+        before = snippet.read()
     file_changed = snippet.install(conv, plan.text, settings, owner)
+    if file_changed and snippet.same_values(before, settings):
+        # The same connection in another form (an upgrade moving the password from
+        # the YAML to the password file): Synapse need not restart for it.
+        file_changed = False
     if plan.choice == START_EMPTY:
         say(messages.START_EMPTY.format(path=sqlite.path))  # type: ignore[union-attr]
     kept = snippet.kept(settings)
@@ -359,8 +373,9 @@ def triggered(path: Path = snippet.SNIPPET) -> int:
     except SetupError as err:
         say(messages.SNIPPET_IGNORED.format(reason=err.message))
         found = None
+    changed = snippet.fix_ownership(snippet.PASSFILE, snippet.passfile_ownership()) or changed
     if found is not None and synapse_installed():
-        dropin = snippet.update_dropin(found.get("host") == "localhost")
+        dropin = snippet.update_dropin(is_local(str(found.get("host") or "")))
         if dropin:
             daemon_reload()
         changed = changed or dropin

@@ -31,7 +31,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import messages, services
+from . import faults, messages, services
 from .errors import SetupError
 from .pg import import_psycopg
 from .provision import CHANGED, OK, Step, connect_as_role
@@ -74,10 +73,8 @@ KEY_TABLES = (
 )
 PORT_TABLE = "port_from_sqlite3"
 RETRY = "dpkg-reconfigure matrix-synapse-setup (or: matrix-synapse-setup migrate)"
-# Test-only crash injection (README, "Development"): the process kills itself with SIGKILL
-# at the named point, as a power cut or `kill -9` would, to prove that the next
-# `dpkg --configure -a` ends migrated.
-CRASH_ENV = "MSS_TEST_CRASH_AT"
+# Test-only crash injection: see faults.py.
+CRASH_ENV = faults.ENV
 CRASH_POINTS = ("after-first-phase", "after-stop", "after-final-port")
 PROGRESS_RE = re.compile(r"^(\w+): (\d+)% \((\d+)/(\d+)\)$")
 
@@ -87,8 +84,7 @@ UPDATES_WAIT_ENV = "MATRIX_SYNAPSE_SETUP_UPDATES_WAIT"
 
 
 def crash_point(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    faults.fault(name)
 
 
 class MigrationFailed(SetupError):

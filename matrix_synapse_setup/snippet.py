@@ -26,6 +26,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import messages
 from .errors import SetupError
+from .faults import fault, ucf_wrapper_dir
 from .services import child_fds, say
 from .settings import Settings
 
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
     from .conversation import Conversation
 
 SNIPPET = Path("/etc/matrix-synapse/conf.d/database.yaml")
+# The role's password, in libpq's password file format, named by the snippet's
+# "passfile" (psycopg2 hands it to libpq).  Not in the YAML: ucf shows the YAML's
+# differences to an admin, and those must not show a password.  Synapse reads only
+# *.yaml in conf.d.  libpq ignores a password file that its group or others can
+# read: it is 0600, owned by Synapse's user.
+PASSFILE = Path("/etc/matrix-synapse/conf.d/database.pgpass")
 DROPIN = Path("/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf")
 SYNAPSE_USER = "matrix-synapse"
 TEMPLATE = "database.yaml.j2"
@@ -48,9 +56,12 @@ UCF_HASHFILE = Path("/var/lib/ucf/hashfile")
 PACKAGE = "matrix-synapse-setup"
 UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 
-# The values this package manages in the snippet: everything else in the file
-# (pool sizes, keepalives, comments) is ours to render but an admin may edit it.
+# The values this package manages (the password through the password file):
+# everything else in the file (pool sizes, keepalives, comments) is ours to render
+# but an admin may edit it.
 MANAGED = ("host", "port", "dbname", "user", "password", "sslmode", "sslrootcert")
+# What the snippet's text says about them.
+TEXT_KEYS = ("host", "port", "dbname", "user", "sslmode", "sslrootcert")
 
 DROPIN_TEXT = """\
 # Written by matrix-synapse-setup: Synapse's database is the PostgreSQL cluster
@@ -82,8 +93,14 @@ def yaml_scalar(value: Any) -> str:
     return text
 
 
-def render(settings: Settings, *, template_dir: Path | None = None) -> str:
-    """The snippet's text for *settings* (whose password must be set)."""
+def render(
+    settings: Settings, *, password_set: str | None = None, template_dir: Path | None = None
+) -> str:
+    """The snippet's text for *settings* (whose password must be set).
+
+    *password_set*: when the role's password was last set (see password_stamp()).  The
+    password is in the password file, so without this line a new password would leave
+    the YAML unchanged, and ucf would neither ask about an edited file nor replace it."""
     import jinja2
 
     env = jinja2.Environment(
@@ -93,17 +110,42 @@ def render(settings: Settings, *, template_dir: Path | None = None) -> str:
         keep_trailing_newline=True,
     )
     env.filters["yaml"] = yaml_scalar
-    text = env.get_template(TEMPLATE).render(**values_of(settings))
+    values = text_values(settings) | {"password_set": password_set}
+    text = env.get_template(TEMPLATE).render(**values)
     check_round_trip(text, settings)
     return text
+
+
+_STAMP_RE = re.compile(r"^# The role's password was set on (\S+)\.$", re.MULTILINE)
+
+
+def password_stamp(text: str | None) -> str | None:
+    """The "password was set on" time in a snippet's text, if it has one."""
+    found = _STAMP_RE.search(text or "")
+    return found[1] if found else None
+
+
+def new_password_stamp() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def values_of(settings: Settings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in MANAGED}
 
 
+def text_values(settings: Settings) -> dict[str, Any]:
+    """What the template writes: the managed values but the password, and the file
+    that holds it."""
+    values = {name: getattr(settings, name) for name in TEXT_KEYS}
+    values["passfile"] = str(PASSFILE)
+    return values
+
+
 def parse(text: str, *, where: str = str(SNIPPET)) -> dict[str, Any]:
-    """The managed values in a snippet's text; SetupError if it is not one."""
+    """The managed values in a snippet's text, and its passfile; SetupError if it is not
+    one.  "password" is the one written in the YAML (None when there is none)."""
     import yaml
 
     try:
@@ -122,20 +164,31 @@ def parse(text: str, *, where: str = str(SNIPPET)) -> dict[str, Any]:
         )
     found = {name: args.get(name) for name in MANAGED}
     found["port"] = args.get("port", 5432)
+    found["passfile"] = args.get("passfile")
     return found
 
 
 def check_round_trip(text: str, settings: Settings) -> None:
     """Refuse to use a rendering that does not read back as exactly *settings*."""
     found = parse(text, where="the rendered snippet")
-    wanted = values_of(settings)
-    for name in MANAGED:
+    wanted = text_values(settings) | {"password": None}
+    for name in (*TEXT_KEYS, "passfile", "password"):
         if found[name] != wanted[name] or type(found[name]) is not type(wanted[name]):
             raise SetupError(messages.SNIPPET_ROUND_TRIP.format(field=name))
 
 
+def effective(found: dict[str, Any]) -> dict[str, Any]:
+    """*found* (from parse) with the password libpq will use: the one in the YAML, else
+    the one the password file names gives for the role."""
+    if found.get("password") is not None or not found.get("passfile"):
+        return found
+    password = read_passfile(Path(str(found["passfile"])), str(found.get("user") or ""))
+    return found | {"password": password}
+
+
 def read(path: Path = SNIPPET) -> dict[str, Any] | None:
-    """The managed values of the installed snippet, None when there is none."""
+    """The managed values of the installed snippet (the password resolved), None when
+    there is none."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -144,14 +197,97 @@ def read(path: Path = SNIPPET) -> dict[str, Any] | None:
         raise SetupError(
             messages.SNIPPET_UNREADABLE.format(path=path, reason=type(err).__name__)
         ) from None
-    return parse(text, where=str(path))
+    return effective(parse(text, where=str(path)))
+
+
+def differences(found: dict[str, Any] | None, settings: Settings) -> list[str]:
+    """The managed values in which *found* (parsed, not resolved) would connect Synapse
+    otherwise than *settings* with our password file."""
+    if found is None:
+        return ["the whole file"]
+    wanted = values_of(settings)
+    fields = [name for name in TEXT_KEYS if found.get(name) != wanted[name]]
+    if found.get("password") is not None:  # in the YAML: it wins over any password file
+        if found["password"] != settings.password:
+            fields.append("password")
+    elif found.get("passfile") != str(PASSFILE):
+        fields.append("passfile")
+    return fields
 
 
 def same_values(found: dict[str, Any] | None, settings: Settings) -> bool:
-    if found is None:
-        return False
-    wanted = values_of(settings)
-    return all(found.get(name) == wanted[name] for name in MANAGED)
+    return not differences(found, settings)
+
+
+# --- the password file (libpq's format) -------------------------------------------
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _pgpass_fields(line: str) -> list[str]:
+    fields, current, escaped = [], [], False
+    for ch in line:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":" and len(fields) < 4:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    fields.append("".join(current))
+    return fields
+
+
+def passfile_text(settings: Settings) -> str:
+    # Any host, port and database: the file serves this snippet's connection only, and
+    # an admin who edits the host in the snippet must not lose the login.
+    return (
+        "# Written by matrix-synapse-setup for /etc/matrix-synapse/conf.d/database.yaml:\n"
+        "# the password of Synapse's PostgreSQL role (libpq password file format).\n"
+        f"*:*:*:{_pgpass_escape(settings.user)}:{_pgpass_escape(settings.password)}\n"
+    )
+
+
+def read_passfile(path: Path, user: str) -> str | None:
+    """The password *path* (libpq's format) gives for *user*, None if none."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = _pgpass_fields(line)
+        if len(fields) == 5 and fields[3] in (user, "*"):
+            return fields[4]
+    return None
+
+
+def passfile_ownership(user: str = SYNAPSE_USER) -> Ownership:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return Ownership(0, 0, 0o600)
+    return Ownership(entry.pw_uid, 0, 0o600)
+
+
+def write_passfile(settings: Settings, path: Path = PASSFILE) -> bool:
+    """Put the role's password in the password file; True if it changed."""
+    owner = passfile_ownership()
+    text = passfile_text(settings)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            fix_ownership(path, owner)
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text, owner)
+    return True
 
 
 def file_sha256(path: Path = SNIPPET) -> str:
@@ -226,6 +362,7 @@ def write_atomic(path: Path, text: str, owner: Ownership) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        fault("before-rename")
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -282,7 +419,7 @@ def kept(settings: Settings, path: Path = SNIPPET) -> Settings | None:
         return None
     if found is None or same_values(found, settings):
         return None
-    answers = {key: None if value is None else str(value) for key, value in found.items()}
+    answers = {key: None if found[key] is None else str(found[key]) for key in MANAGED}
     try:
         return Settings.from_answers(**answers)
     except SetupError as err:
@@ -307,9 +444,7 @@ def conflict(text: str, settings: Settings, path: Path = SNIPPET) -> list[str] |
         found = parse(before)
     except SetupError:
         return ["the whole file"]
-    wanted = values_of(settings)
-    fields = [name for name in MANAGED if found.get(name) != wanted[name]]
-    return fields or None
+    return differences(found, settings) or None
 
 
 def install(
@@ -319,7 +454,9 @@ def install(
     owner: Ownership,
     path: Path = SNIPPET,
 ) -> bool:
-    """Put *text* in place through ucf; True if the file changed."""
+    """Put the password file, then *text* through ucf, in place; True if the snippet
+    changed."""
+    write_passfile(settings)
     try:
         before = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -355,9 +492,7 @@ def install(
     after = path.read_text(encoding="utf-8")
     if after != text:
         with contextlib.suppress(SetupError):
-            found = parse(after)
-            wanted = values_of(settings)
-            fields = [name for name in MANAGED if found.get(name) != wanted[name]]
+            fields = differences(parse(after), settings)
             if fields:
                 say(messages.SNIPPET_KEPT.format(path=path, fields=", ".join(fields)))
     if after == before:
@@ -380,6 +515,9 @@ def ucf(conv: Conversation | None, args: list[str]) -> None:
         # The admin command (migrate) writes a snippet that does not exist yet: ucf has
         # nothing to ask, and its debconf frontend need not look for a terminal.
         env["DEBIAN_FRONTEND"] = "noninteractive"
+    wrappers = ucf_wrapper_dir(Path(args[-1]))  # test-only: see faults.py
+    if wrappers:
+        env["PATH"] = wrappers + ":" + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     proc = subprocess.run(["ucf", *args], env=env, **kwargs)
     if conv is not None:
         conv.capabilities()  # ucf sends its own CAPB

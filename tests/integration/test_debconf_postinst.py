@@ -12,6 +12,7 @@ is the system tests' business.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.integration.test_debconf import ROOT, Debconf
 from tests.pgcluster import free_port, psycopg
 
 SNIPPET = "matrix-synapse/conf.d/database.yaml"
+PASSFILE = "matrix-synapse/conf.d/database.pgpass"
 
 
 class Site(Debconf):
@@ -36,8 +38,29 @@ class Site(Debconf):
     def snippet(self) -> Path:
         return self.etc / SNIPPET
 
+    @property
+    def passfile(self) -> Path:
+        return self.etc / PASSFILE
+
     def args(self) -> dict:
-        return yaml.safe_load(self.snippet.read_text())["database"]["args"]
+        """The snippet's args, with the password libpq would use: the YAML's, else the
+        one in the password file the snippet names (as the package writes it)."""
+        args = yaml.safe_load(self.snippet.read_text())["database"]["args"]
+        if "password" not in args and args.get("passfile") == f"/etc/{PASSFILE}":
+            lines = [x for x in self.passfile.read_text().splitlines() if x[:1] not in "#"]
+            assert len(lines) == 1 and lines[0].startswith("*:*:*:"), lines
+            host, port, db, user, password = lines[0].split(":", 4)
+            assert user == args["user"]
+            args["password"] = re.sub(r"\\(.)", r"\1", password)  # libpq's unescaping
+        return args
+
+    def inline_password(self, text: str, password: str) -> str:
+        """*text* (the snippet) with the password written in the YAML, as an admin may."""
+        return text.replace(
+            "    passfile:",
+            f"    password: {yaml.safe_dump(password).splitlines()[0]}\n" "    passfile:",
+            1,
+        )
 
 
 @pytest.fixture
@@ -66,6 +89,11 @@ def test_first_install_provisions_and_writes_the_snippet(site, cluster):
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o640)
     assert "Wrote /etc/matrix-synapse/conf.d/database.yaml (root:root 0640)" in proc.stderr
     assert args["password"] not in proc.stderr
+    # The password is in the password file (libpq ignores one others can read), not
+    # in the YAML that ucf shows differences of.
+    assert args["password"] not in site.snippet.read_text()
+    st = site.passfile.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
     # The secret does not stay in debconf.
     assert site.get("db-password") == ""
     assert args["password"] not in (site.dir / "passwords.dat").read_text()
@@ -78,7 +106,10 @@ def test_first_install_provisions_and_writes_the_snippet(site, cluster):
     dropin = site.etc / "systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
     assert "After=postgresql.service" in dropin.read_text()
     # No temporary file was left beside the snippet.
-    assert sorted(p.name for p in site.snippet.parent.iterdir()) == ["database.yaml"]
+    assert sorted(p.name for p in site.snippet.parent.iterdir()) == [
+        "database.pgpass",
+        "database.yaml",
+    ]
 
 
 def test_second_run_changes_nothing(site, cluster):
@@ -301,10 +332,23 @@ def test_helper_output_is_kept_off_the_debconf_pipe_during_provisioning(site):
     assert "Unsupported command" not in proc.stderr
 
 
+def test_an_edit_of_unmanaged_values_survives_a_new_password(site, cluster):
+    # The password is not in the YAML: an admin's edit and a new password do not meet.
+    site.postinst()
+    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    site.snippet.write_text(edited)
+    site.preseed(db_password="rotated")
+    site.postinst()
+    assert site.snippet.read_text() == edited
+    assert site.args()["password"] == "rotated"
+    assert cluster.can_login(site.dbname, site.user, "rotated")
+
+
 def test_an_edited_snippet_is_never_silently_overwritten(site, cluster):
     site.postinst()
     old = site.args()["password"]
-    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    # The admin wrote the password into the YAML (it wins over the password file).
+    edited = site.inline_password(site.snippet.read_text(), old).replace("cp_max: 10", "cp_max: 20")
     site.snippet.write_text(edited)
     site.preseed(db_password="rotated")
     proc = site.postinst(check=False)
@@ -321,6 +365,7 @@ def test_an_edited_snippet_is_never_silently_overwritten(site, cluster):
     assert site.args()["password"] == "rotated"
     assert cluster.can_login(site.dbname, site.user, "rotated")
     assert "cp_max: 10" in site.snippet.read_text()
+    assert "password:" not in site.snippet.read_text()
 
 
 # --- interactive postinst (readline frontend on a pty) --------------------------
@@ -394,7 +439,8 @@ def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_
 
 def test_interactive_ucf_asks_about_an_edited_snippet_on_our_debconf_pipe(site, cluster, tmp_path):
     site.postinst()
-    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    old = site.args()["password"]
+    edited = site.inline_password(site.snippet.read_text(), old).replace("cp_max: 10", "cp_max: 20")
     site.snippet.write_text(edited)
     site.preseed(db_password="rotated again")
     proc = interactive_postinst(
@@ -418,7 +464,8 @@ def test_interactive_ucf_asks_about_an_edited_snippet_on_our_debconf_pipe(site, 
 
 def test_interactive_keeping_the_edited_snippet_is_warned_about(site, cluster, tmp_path):
     site.postinst()
-    edited = site.snippet.read_text().replace("cp_max: 10", "cp_max: 20")
+    old = site.args()["password"]
+    edited = site.inline_password(site.snippet.read_text(), old).replace("cp_max: 10", "cp_max: 20")
     site.snippet.write_text(edited)
     site.preseed(db_password="rotated again")
     proc = interactive_postinst(
@@ -438,9 +485,10 @@ def test_interactive_keeping_the_edited_snippet_is_warned_about(site, cluster, t
     password = site.args()["password"]
     assert cluster.can_login(site.dbname, site.user, password)
     assert not cluster.can_login(site.dbname, site.user, "rotated again")
-    # ucf's copy of the answers' version holds a password too: root only
+    # ucf's copy of the answers' version (what its differences view shows) holds no
+    # password: that is in the password file.
     dist = site.snippet.with_name("database.yaml.ucf-dist")
-    assert "rotated again" in dist.read_text()
+    assert "rotated again" not in dist.read_text()
     assert stat.S_IMODE(dist.stat().st_mode) == 0o640 and dist.stat().st_gid == 0
 
 

@@ -2,6 +2,7 @@
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,16 +71,22 @@ ADVERSARIAL_PASSWORDS = [
 
 
 @pytest.mark.parametrize("password", ADVERSARIAL_PASSWORDS)
-def test_every_password_survives_the_yaml_round_trip(password):
-    settings = Settings.from_answers(password=password)
+def test_every_password_survives_the_password_file_and_stays_out_of_the_yaml(password, tmp_path):
+    settings = Settings.from_answers(password=password, user="synapse")
     text = snippet.render(settings)
     args = yaml.safe_load(text)["database"]["args"]
-    assert args["password"] == password
-    assert args["password"].encode("utf-8") == password.encode("utf-8")
-    assert snippet.parse(text)["password"] == password
+    assert "password" not in args and args["passfile"] == str(snippet.PASSFILE)
+    assert password not in args.values()
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(snippet.passfile_text(settings))
+    assert snippet.read_passfile(passfile, "synapse") == password
+    assert snippet.read_passfile(passfile, "other") is None
 
 
-def test_the_rendered_snippet_is_what_synapse_wants():
+def test_the_rendered_snippet_is_what_synapse_wants(tmp_path):
+    rootcert = tmp_path / "root ca.pem"
+    rootcert.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())
+    rootcert.chmod(0o644)
     settings = Settings.from_answers(
         host="db.example.org",
         port="6543",
@@ -87,19 +94,19 @@ def test_the_rendered_snippet_is_what_synapse_wants():
         user="synapse_user",
         password="pw",
         sslmode="verify-full",
-        sslrootcert="/etc/ssl/certs/root ca.pem",
+        sslrootcert=str(rootcert),
     )
     data = yaml.safe_load(snippet.render(settings))
     assert list(data) == ["database"]
     assert data["database"]["name"] == "psycopg2"
     assert data["database"]["args"] == {
         "user": "synapse_user",
-        "password": "pw",
+        "passfile": "/etc/matrix-synapse/conf.d/database.pgpass",
         "dbname": "matrix",
         "host": "db.example.org",
         "port": 6543,
         "sslmode": "verify-full",
-        "sslrootcert": "/etc/ssl/certs/root ca.pem",
+        "sslrootcert": str(rootcert),
         "cp_min": 5,
         "cp_max": 10,
         "keepalives": 1,
@@ -114,10 +121,10 @@ def test_a_template_that_loses_a_value_is_refused(tmp_path):
     (tmp_path / snippet.TEMPLATE).write_text(
         (snippet.Path(snippet.__file__).parent / "templates" / snippet.TEMPLATE)
         .read_text()
-        .replace("{{ password | yaml }}", "{{ password }}")
+        .replace("{{ user | yaml }}", "{{ user }}")
     )
-    with pytest.raises(SetupError, match="password"):
-        snippet.render(Settings.from_answers(password="yes"), template_dir=tmp_path)
+    with pytest.raises(SetupError, match="user"):
+        snippet.render(Settings.from_answers(user="null", password="pw"), template_dir=tmp_path)
 
 
 @pytest.mark.parametrize(
