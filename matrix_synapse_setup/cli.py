@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--port", help="server port")
         sub.add_argument("--dbname", help="database name")
         sub.add_argument("--user", help="role name")
-        sub.add_argument("--sslmode", choices=SSLMODES, help="TLS mode for a remote server")
+        # Not argparse's choices=: its refusal is a usage screen; ours is one line.
+        sub.add_argument("--sslmode", help="TLS mode for a remote server: " + ", ".join(SSLMODES))
         sub.add_argument("--sslrootcert", help="CA certificate file for verify-ca/verify-full")
         sub.add_argument(
             "--password-file",

@@ -245,6 +245,7 @@ class Conversation:
         backing up over a question that is not shown), True to go on."""
         priority = CRITICAL if state.get("again") else default
         shown = self.input(state["priority"].get(question, priority), question)
+        state["shown"] = shown
         forward = self.go()
         if not shown:
             # debconf answers "backup" to a GO with nothing to show while backing
@@ -261,9 +262,10 @@ class Conversation:
                 before = self.get(question).strip() or DEFAULTS.get(question, "")
                 if not self._show(state, question, priority):
                     return False
-                if not self.get(question).strip() and before:
+                if state.get("shown") and not self.get(question).strip() and before:
                     # An empty answer keeps the value shown: debconf's readline
-                    # frontend without Term::ReadLine::Gnu returns "" for Enter.
+                    # frontend without Term::ReadLine::Gnu returns "" for Enter.  (An
+                    # empty preseeded answer is no Enter: it is refused like any other.)
                     self.set(question, before)
                 try:
                     validate(self.get(question).strip())
@@ -278,6 +280,15 @@ class Conversation:
     def _sslmode_step(self, state: dict[str, Any]) -> bool:
         if settings.is_local(self.get(HOST)):
             return not state["backing"]  # the local cluster: not asked
+        preseeded = self.get(SSLMODE).strip()
+        if preseeded and preseeded not in settings.SSLMODES:
+            # Checked before INPUT: debconf replaces a select's value that is not one of
+            # its choices with the first choice, and a typo would go unreported.
+            try:
+                settings.validate_sslmode(preseeded)
+            except SetupError as err:
+                self.complain(SSLMODE, err.message)
+                state["priority"][SSLMODE] = CRITICAL
         return self._string_step(SSLMODE, MEDIUM, settings.validate_sslmode)(state)
 
     def _sslrootcert_step(self, state: dict[str, Any]) -> bool:

@@ -77,7 +77,7 @@ SERVER_UNREACHABLE = (
 LOGIN_REFUSED = (
     "PostgreSQL at {host}:{port} refused role '{user}' for database '{dbname}' (SQLSTATE "
     "{sqlstate}: {reason}): check the role's password, and that pg_hba.conf on the server has "
-    "the line '{hba}' (then reload PostgreSQL)."
+    "the line '{hba}' above any line that rejects it (then reload PostgreSQL)."
 )
 SERVER_BUSY = (
     "PostgreSQL at {host}:{port} cannot take the connection now (SQLSTATE {sqlstate}: "

@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import stat
+import unicodedata
 
 from . import messages
 from .errors import SetupError
@@ -106,10 +107,12 @@ def validate_port(value: str | int) -> int:
 
 
 def validate_password(value: str) -> str:
-    """Any printable text is a valid password; control characters are not."""
+    """Any text is a valid password but control characters and line or paragraph
+    separators (a password file holds one line per entry); Unicode spaces and joiners
+    are fine."""
     if len(value) > MAX_PASSWORD_LENGTH:
         raise SetupError(messages.BAD_PASSWORD_LENGTH.format(limit=MAX_PASSWORD_LENGTH))
-    if not value.isprintable():
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in value):
         raise SetupError(messages.BAD_PASSWORD_CHARS)
     if not value.strip():
         raise SetupError(messages.BAD_PASSWORD_BLANK)

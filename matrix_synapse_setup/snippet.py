@@ -256,7 +256,7 @@ def passfile_text(settings: Settings) -> str:
 def read_passfile(path: Path, user: str) -> str | None:
     """The password *path* (libpq's format) gives for *user*, None if none."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # libpq's lines: \n only
     except (OSError, UnicodeDecodeError):
         return None
     for line in lines:

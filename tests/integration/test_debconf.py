@@ -67,6 +67,11 @@ fi
 if [ -d /run/systemd ]; then
     mount -t tmpfs tmpfs /run/systemd
 fi
+# A private /run/lock: the package's one-run-at-a-time lock is per machine, and
+# tests running at the same time are separate machines.
+if [ -d /run/lock ]; then
+    mount -t tmpfs tmpfs /run/lock
+fi
 exec "$@"
 """
 
