@@ -13,6 +13,7 @@ from tests.system.harness import DEBS, HELPERS, INROOT, Result, Root
 
 PKG = "matrix-synapse-setup"
 SNIPPET = "/etc/matrix-synapse/conf.d/database.yaml"
+PASSFILE = "/etc/matrix-synapse/conf.d/database.pgpass"
 NONINTERACTIVE = {"DEBIAN_FRONTEND": "noninteractive"}
 # Quotes, spaces, a backslash, $, %, :, @ and non-ASCII letters.
 ADVERSARIAL = 'it\'s a "quoted" pass\\word $HOME 100% a:b@c ünïcødé'
@@ -104,7 +105,24 @@ def snippet(root: Root) -> tuple[dict, str, str, str]:
     return yaml.safe_load(root.read(SNIPPET)), mode, owner, group
 
 
+def pgpass_entry(line: str) -> list[str]:
+    """The five fields of a libpq password file line (libpq's reading: a backslash
+    escapes the next character; the fifth field is the rest of the line)."""
+    fields, current, chars = [], [], iter(line)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == ":" and len(fields) < 4:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    return [*fields, "".join(current)]
+
+
 def check_snippet(root: Root, *, password: str | None, group: str, host: str = "localhost"):
+    """Check the snippet and its password file; returns the snippet's args with the
+    password libpq will use (from the password file) under "password"."""
     data, mode, owner, grp = snippet(root)
     root.check(
         mode == "640" and owner == "root" and grp == group,
@@ -112,7 +130,7 @@ def check_snippet(root: Root, *, password: str | None, group: str, host: str = "
         f"mode 640 root:{group}",
         f"mode {mode} {owner}:{grp}",
     )
-    args = (data or {}).get("database", {}).get("args", {})
+    args = dict((data or {}).get("database", {}).get("args", {}))
     root.check(
         (data or {}).get("database", {}).get("name") == "psycopg2",
         f"{SNIPPET} names Synapse's engine",
@@ -120,12 +138,33 @@ def check_snippet(root: Root, *, password: str | None, group: str, host: str = "
         repr(data),
     )
     root.check(args.get("host") == host, f"{SNIPPET} host", host, repr(args.get("host")))
+    root.check(
+        "password" not in args and args.get("passfile") == PASSFILE,
+        f"{SNIPPET} names the password file and holds no password",
+        f"passfile: {PASSFILE}",
+        repr(sorted(args)),
+    )
+    stat = root.ok(["stat", "-c", "%a %U %G", PASSFILE], what=f"looking at {PASSFILE}").output
+    want_owner = "matrix-synapse" if group == "matrix-synapse" else "root"
+    root.check(
+        stat.split() == ["600", want_owner, "root"],
+        f"{PASSFILE} is Synapse's alone (libpq ignores a password file others can read)",
+        f"600 {want_owner} root",
+        stat,
+    )
+    entries = [x for x in root.read(PASSFILE).splitlines() if x and not x.startswith("#")]
+    root.check(len(entries) == 1, f"{PASSFILE} has one entry", "1", repr(len(entries)))
+    user_field, secret = pgpass_entry(entries[0])[3:5]
+    root.check(
+        user_field == args.get("user"), f"{PASSFILE} is for the role", args.get("user"), user_field
+    )
+    args["password"] = secret
     if password is not None:
         root.check(
-            args.get("password") == password,
-            f"{SNIPPET} holds the password byte for byte",
+            secret == password,
+            f"{PASSFILE} holds the password byte for byte",
             repr(password),
-            repr(args.get("password")),
+            repr(secret),
         )
     return args
 
