@@ -268,3 +268,7 @@ LOCK_TIMEOUT = (
     " then run this again."
 )
 PASSFILE_UPDATED = "Wrote the new password to {path}: Synapse's next connections use it."
+SNIPPET_INLINE_PASSWORD = (
+    "note: your edited {path} has the password in it: ucf would show it when it shows "
+    "differences; remove the 'password:' line (the password is in {passfile})."
+)

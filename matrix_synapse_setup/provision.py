@@ -115,8 +115,11 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
     if proc.stderr and debugging():
         sys.stderr.write(proc.stderr.decode(errors="replace"))
     if "error" in answer:
-        kind = ServerUnavailable if answer["error"]["retry"] else SetupError
-        raise kind(answer["error"]["message"])
+        error = (ServerUnavailable if answer["error"]["retry"] else SetupError)(
+            answer["error"]["message"]
+        )
+        error.kind = answer["error"].get("kind")
+        raise error
     return [Step(**step) for step in answer["steps"]]
 
 
@@ -126,7 +129,16 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
 def _reason(err: Exception) -> str:
     """The useful part of a libpq error for a reader: its first line, without prefixes.
     Shown, never parsed (it comes in the server's and the client's language)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    lines = str(err).strip().splitlines()
+    if not lines:
+        return type(err).__name__
+    # The first line, and the lines that continue it (a translation may wrap a message;
+    # libpq's hints and further attempts start with a tab or "connection to server").
+    text = lines[0]
+    for more in lines[1:]:
+        if more.startswith(("\t", " ", "connection to server")) or ":  " in more:
+            break
+        text += " " + more.strip()
     if "failed: " in text:
         text = text.rsplit("failed: ", 1)[1] if text.startswith("connection") else text
     return text.replace("FATAL:  ", "").strip()

@@ -463,15 +463,18 @@ def install(
         before = None
     except (OSError, UnicodeDecodeError):
         before = ""
-    if before is not None and before != text:
+    unedited = before is None or ucf_recorded_md5(path) == file_md5(path)
+    if before is not None and before != text and not unedited:
         with contextlib.suppress(SetupError):
-            if same_values(parse(before), settings):
+            found = parse(before)
+            if same_values(found, settings):
                 # Edited by hand, but with the values we would write: leave it.
                 fix_ownership(path, owner)
                 ucfr_register(path)
                 say(messages.SNIPPET_UNCHANGED.format(path=path))
+                if found.get("password") is not None:
+                    say(messages.SNIPPET_INLINE_PASSWORD.format(path=path, passfile=PASSFILE))
                 return False
-    unedited = before is None or ucf_recorded_md5(path) == file_md5(path)
     if before != text and unedited:
         write_atomic(path, text, owner)
     tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")

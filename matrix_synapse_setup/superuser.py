@@ -107,6 +107,7 @@ def provision_as_superuser(request: dict[str, Any]) -> list[Step]:
     except psycopg.Error as err:
         # Classified by SQLSTATE and connection state, never by the (translated) text.
         found = diagnose.diagnose(params)
+        kind = found.kind
         if found.kind == diagnose.LOGIN:
             message = messages.LOCAL_SUPERUSER_REFUSED.format(
                 port=settings.port, sqlstate=found.sqlstate or "none"
@@ -116,7 +117,9 @@ def provision_as_superuser(request: dict[str, Any]) -> list[Step]:
             if found.kind == diagnose.UNREACHABLE:
                 reason = f"no answer on {request['socket_dir']}/.s.PGSQL.{settings.port}"
             message = messages.LOCAL_UNREACHABLE.format(port=settings.port, reason=reason)
-        raise ServerUnavailable(message) from None
+        error = ServerUnavailable(message)
+        error.kind = kind
+        raise error from None
     with conn:
         steps = [check_version(conn.info.server_version, where)]
         # Inspect everything before changing anything: a refusal changes nothing.
@@ -132,7 +135,13 @@ def main() -> int:
         steps = provision_as_superuser(request)
         answer: dict[str, Any] = {"steps": [step.__dict__ for step in steps]}
     except SetupError as err:
-        answer = {"error": {"message": err.message, "retry": isinstance(err, ServerUnavailable)}}
+        answer = {
+            "error": {
+                "message": err.message,
+                "retry": isinstance(err, ServerUnavailable),
+                "kind": err.kind,
+            }
+        }
     except Exception as err:
         if debugging():
             raise
