@@ -24,6 +24,10 @@ PACKAGE = "matrix-synapse-setup"
 PYTHON = "/usr/bin/python3"
 RUFF = ROOT / ".venv" / "bin" / "ruff"
 TEST_KINDS = ("unit", "integration", "system")
+# The integration tests' second pass: the language of the cluster's messages
+# (tests/integration/conftest.py reads it; empty means English).
+PG_LC_MESSAGES_ENV = "MSS_PG_LC_MESSAGES"
+FRENCH = "fr_FR.UTF-8"
 # Shell scripts of the system-test harness (tests/system), for shellcheck.
 SYSTEM_TEST_SHELL = [
     "tests/system/root-customize.sh",
@@ -140,7 +144,8 @@ def lint(c):
     },
 )
 def test(c, kind="", k=""):
-    """Run the whole suite: lint gate, unit, integration, system (or --kind to choose)."""
+    """Run the whole suite: lint gate, unit, integration, system (or --kind to choose).
+    The integration tests run twice: with PostgreSQL's messages in English, then in French."""
     kinds = [x for x in kind.split(",") if x] or list(TEST_KINDS)
     unknown = set(kinds) - set(TEST_KINDS)
     if unknown:
@@ -151,13 +156,43 @@ def test(c, kind="", k=""):
         lint(c)  # the whole suite includes the lint gate (it builds the .deb first)
     elif "system" in kinds:
         build(c)
-    paths = " ".join(f"tests/{x}" for x in kinds)
     select = f" -k {k!r}" if k else ""
-    result = c.run(f"{PYTHON} -m pytest {paths}{select}", echo=True, warn=True, pty=False)
-    if result.exited == 5:
-        raise Exit("pytest collected no tests: that is a failure, not a pass")
-    if result.exited:
-        raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
+    # Pass 1: everything selected, the integration tests against an English cluster.
+    # Pass 2 (issue 12): the integration tests again, against a cluster (and a libpq)
+    # speaking French: every error must be classified and advised the same way.
+    passes = [("English", [f"tests/{x}" for x in kinds], "")]
+    if "integration" in kinds:
+        passes.append(("French", ["tests/integration"], FRENCH))
+    failed: list[str] = []
+    for number, (language, paths, lc_messages) in enumerate(passes, 1):
+        name = f"test pass {number} of {len(passes)}"
+        what = ", ".join(paths) + (f" -k {k!r}" if k else "")
+        if "tests/integration" in paths:
+            name += f" ({language})"
+            what += f"; PostgreSQL in {language} ({PG_LC_MESSAGES_ENV}={lc_messages})"
+        print(f"=== {name}: {what} ===", flush=True)
+        result = c.run(
+            f"{PYTHON} -m pytest {' '.join(paths)}{select}",
+            echo=True,
+            warn=True,
+            pty=False,
+            env={PG_LC_MESSAGES_ENV: lc_messages},
+        )
+        if result.exited == 5:
+            if k and number > 1:
+                # -k chose none of the integration tests: pass 1 ran what it chose
+                print(f"{name}: no integration test matches -k {k!r}: nothing to run again")
+                continue
+            raise Exit(f"{name}: pytest collected no tests: that is a failure, not a pass")
+        if result.exited == 1:
+            # Tests failed: the next pass still runs, to tell whether they fail in one
+            # language only.
+            print(f"{name}: tests failed (pytest exit 1)", flush=True)
+            failed.append(name)
+        elif result.exited:  # interrupted, internal or usage error: stop here
+            raise Exit(f"{name}: pytest exit {result.exited}", code=result.exited)
+    if failed:
+        raise Exit(f"tests failed in {' and '.join(failed)}", code=1)
 
 
 BENCH_PARTS = ("provision", "migration")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import pwd
 import secrets
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from matrix_synapse_setup.pg import import_psycopg
@@ -51,6 +53,10 @@ class Cluster:
     superuser_password: str
     ca_file: str
     bindir: Path
+    # This machine's own non-loopback address, where the cluster listens too: what
+    # a server on another machine looks like to the package (127.x is "local").  No
+    # pg_hba.conf line admits it: a test adds one for its role (hba_lines).
+    remote_address: str | None = None
 
     @property
     def log(self) -> Path:
@@ -91,6 +97,35 @@ class Cluster:
 
     def pg_ctl(self, *args: str) -> None:
         _as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", *args])
+
+    @property
+    def hba_file(self) -> Path:
+        return self.datadir / "pg_hba.conf"
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """Reload the configuration (pg_hba.conf too) and wait until new connections
+        get it: the postmaster stamps each reload, and its new backends inherit the stamp."""
+        query = "SELECT pg_conf_load_time()"
+        [(before,)] = self.query(query)
+        self.pg_ctl("reload")
+        deadline = time.monotonic() + timeout
+        while self.query(query)[0][0] == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not reload within {timeout:g} s")
+            time.sleep(0.02)
+
+    @contextlib.contextmanager
+    def hba_lines(self, *lines: str):
+        """pg_hba.conf with *lines* first (they win over the rest), reloaded; restored
+        and reloaded afterwards."""
+        original = self.hba_file.read_text()
+        self.hba_file.write_text("".join(f"{line}\n" for line in lines) + original)
+        try:
+            self.reload()
+            yield
+        finally:
+            self.hba_file.write_text(original)
+            self.reload()
 
 
 def _as_postgres(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -161,9 +196,24 @@ def _make_certificates(directory: Path) -> None:
     )
 
 
+def non_loopback_ipv4() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    out = subprocess.run(
+        ["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    for link in json.loads(out or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("scope") == "global":
+                return str(info["local"])
+    return None
+
+
 @contextlib.contextmanager
-def throwaway_cluster():
-    """Start a cluster as described in the module docstring; remove it afterwards."""
+def throwaway_cluster(lc_messages: str | None = None):
+    """Start a cluster as described in the module docstring; remove it afterwards.
+
+    *lc_messages* (such as ``fr_FR.UTF-8``, a locale the system has) sets the
+    language of the server's messages; None leaves initdb's (C: English)."""
     if os.geteuid() != 0:
         raise RuntimeError("a throwaway cluster needs root (it acts as the postgres user)")
     bindir = _pg_bindir()
@@ -203,15 +253,21 @@ def throwaway_cluster():
     )
     pwfile.unlink()
     port = free_port()
+    remote_address = non_loopback_ipv4()
+    listen = ["127.0.0.1", *([remote_address] if remote_address else [])]
     with open(datadir / "postgresql.conf", "a") as conf:
         conf.write(
-            f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
+            f"port = {port}\nlisten_addresses = '{','.join(listen)}'\n"
             f"unix_socket_directories = '{sockdir}'\n"
             f"ssl = on\nssl_cert_file = '{tls / 'server.crt'}'\n"
             f"ssl_key_file = '{tls / 'server.key'}'\n"
             "fsync = off\nlog_min_messages = warning\n"
         )
-    cluster = Cluster(port, str(sockdir), datadir, password, str(tls / "ca.crt"), bindir)
+        if lc_messages is not None:
+            conf.write(f"lc_messages = '{lc_messages}'\n")
+    cluster = Cluster(
+        port, str(sockdir), datadir, password, str(tls / "ca.crt"), bindir, remote_address
+    )
     cluster.pg_ctl("-l", str(cluster.log), "start")
     try:
         yield cluster
