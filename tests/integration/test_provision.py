@@ -211,22 +211,60 @@ def test_stopped_server_is_a_retryable_clear_error(cluster, names, tmp_path):
 
 
 def test_remote_mode_verifies_only(cluster, names):
+    # A remote server is any host that is not this machine: here, the cluster reached at
+    # this machine's own non-loopback address (127.x would be the local cluster).
+    assert cluster.remote_address, "this machine has no non-loopback IPv4 address"
     dbname, user = names
     remote = Settings(
-        host="127.0.0.1",
+        host=cluster.remote_address,
         port=cluster.port,
         dbname=dbname,
         user=user,
         password="pw",
         sslmode="disable",
     )
-    with pytest.raises(ServerUnavailable, match="refused role"):
-        provision(remote)  # no role yet, and remote mode must not create one
-    assert cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)) == []
-    run(cluster, local(cluster, dbname, user, password="pw"))
-    steps = provision(remote)
+    assert not remote.local
+    with cluster.hba_lines(f"host all {user} {cluster.remote_address}/32 scram-sha-256"):
+        with pytest.raises(ServerUnavailable, match="refused role"):
+            provision(remote)  # no role yet, and remote mode must not create one
+        assert cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)) == []
+        run(cluster, local(cluster, dbname, user, password="pw"))
+        steps = provision(remote)
     assert not changed(steps)
-    assert {s.outcome for s in steps} == {"ok"}
+    assert {s.outcome for s in steps if s.name != "TLS"} == {"ok"}
+    # sslmode disable, chosen: said, not hidden
+    assert [(s.outcome, s.detail) for s in steps if s.name == "TLS"] == [
+        ("not used", "sslmode disable")
+    ]
+    assert [s.name for s in steps][:2] == [
+        f"server {cluster.remote_address}:{cluster.port}",
+        f"login as {user} over TCP",
+    ]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "socket"])
+def test_every_local_address_provisions_the_local_cluster(cluster, names, host):
+    dbname, user = names
+    if host == "socket":
+        host = cluster.socket_dir
+    settings = local(cluster, dbname, user, password="pw")
+    settings = Settings(**{**settings.__dict__, "host": host, "sslmode": "disable"})
+    assert settings.local
+    if host == "::1":
+        # The throwaway cluster listens on 127.0.0.1 only: the superuser part (the
+        # socket) still provisions, and the login over ::1 is refused as unreachable.
+        with pytest.raises(ServerUnavailable, match="Cannot connect"):
+            provision(settings, socket_dir=cluster.socket_dir)
+    elif host.startswith("/"):
+        # Over the socket the cluster has peer authentication only: the login as the
+        # role is refused, and the advice is the "local" pg_hba.conf line.
+        with pytest.raises(ServerUnavailable, match=f"'local {dbname} {user} scram-sha-256'"):
+            provision(settings, socket_dir=cluster.socket_dir)
+    else:
+        steps = provision(settings, socket_dir=cluster.socket_dir)
+        assert {s.outcome for s in steps} >= {"created"}
+    assert cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)) == [(1,)]
+    assert cluster.query("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)) == [(1,)]
 
 
 def test_remote_mode_missing_database_is_named(cluster, names):
@@ -255,7 +293,7 @@ def test_remote_mode_wrong_password_is_refused(cluster, names):
         password="wrong",
         sslmode="disable",
     )
-    with pytest.raises(ServerUnavailable, match="check the password"):
+    with pytest.raises(ServerUnavailable, match="check the role's password"):
         verify(remote)
 
 
@@ -271,10 +309,11 @@ def test_remote_mode_with_tls_verify_full(cluster, names):
         sslmode="verify-full",
         sslrootcert=cluster.ca_file,
     )
-    assert {s.outcome for s in verify(tls)} == {"ok"}
-    with cluster.connect() as conn:
-        ssl_in_use = conn.execute("SELECT count(*) FROM pg_stat_ssl WHERE ssl").fetchone()
-    assert ssl_in_use is not None
+    steps = verify(tls)
+    assert {s.outcome for s in steps} == {"ok"}
+    # The server's own view of that connection (pg_stat_ssl), as verify reports it.
+    [tls_step] = [s for s in steps if s.name == "TLS"]
+    assert tls_step.detail.startswith("TLSv1.") and "sslmode verify-full" in tls_step.detail
 
 
 def test_remote_mode_tls_with_an_unknown_ca_is_refused(cluster, names, tmp_path):
@@ -291,8 +330,11 @@ def test_remote_mode_tls_with_an_unknown_ca_is_refused(cluster, names, tmp_path)
         sslmode="verify-full",
         sslrootcert=str(other_ca),
     )
-    with pytest.raises(ServerUnavailable, match="certificate"):
+    # A certificate problem is no passing outage: a SetupError that asks for other
+    # answers (not ServerUnavailable's retry).
+    with pytest.raises(SetupError, match="certificate must be signed by a CA") as info:
         verify(tls)
+    assert not isinstance(info.value, ServerUnavailable) and info.value.kind == "tls"
 
 
 def test_role_without_create_rights_is_refused(cluster, names):
