@@ -57,8 +57,9 @@ def settings_from(args: argparse.Namespace, *, generate: bool = False) -> Settin
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
     with locking.exclusive(lambda line: print(line, file=sys.stderr, flush=True)):
+        # Read inside the lock: a run that held it may have changed the snippet.
+        settings = settings_from(args)
         steps = provision(settings, socket_dir=args.socket_dir)
         for step in steps:
             print(step)

@@ -105,6 +105,7 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
         check=False,
         **drop,
     )
+    faults.follow_child(proc.returncode)  # test-only crash injection
     try:
         answer = json.loads(proc.stdout)
     except ValueError:

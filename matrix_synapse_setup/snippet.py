@@ -352,6 +352,11 @@ def write_atomic(path: Path, text: str, owner: Ownership) -> None:
     """Replace *path* with *text*: temp file beside it, owner and mode set before
     the content is written, fsync, rename, fsync of the directory."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    # A run killed between writing and renaming left its temporary file (it may hold
+    # the password): gone now.
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
     # A name Synapse ignores (it reads only *.yaml) while the file is incomplete.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -518,7 +523,7 @@ def ucf(conv: Conversation | None, args: list[str]) -> None:
         # The admin command (migrate) writes a snippet that does not exist yet: ucf has
         # nothing to ask, and its debconf frontend need not look for a terminal.
         env["DEBIAN_FRONTEND"] = "noninteractive"
-    wrappers = ucf_wrapper_dir(Path(args[-1]))  # test-only: see faults.py
+    wrappers = ucf_wrapper_dir(Path(args[-1]), UCF_HASHFILE)  # test-only: see faults.py
     if wrappers:
         env["PATH"] = wrappers + ":" + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     proc = subprocess.run(["ucf", *args], env=env, **kwargs)

@@ -52,14 +52,14 @@ def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
                 sql.Identifier(settings.user), sql.Literal(hashed)
             )
         )
-        fault("after-role-created", parent_too=True)
+        fault("after-role-created")
         return Step(name, CREATED)
     conn.execute(
         sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
             sql.Identifier(settings.user), sql.Literal(hashed)
         )
     )
-    fault("after-password-changed", parent_too=True)
+    fault("after-password-changed")
     return Step(name, CHANGED, "password set" if row[1] else "login and password set")
 
 
@@ -80,7 +80,7 @@ def ensure_database(conn: Any, sql: Any, settings: Settings, exists: bool) -> li
             " TEMPLATE template0"
         ).format(sql.Identifier(settings.dbname), sql.Identifier(settings.user))
     )
-    fault("after-database-created", parent_too=True)
+    fault("after-database-created")
     return [Step(f"database {settings.dbname}", CREATED, "UTF8, C, C, owner " + settings.user)]
 
 
