@@ -722,12 +722,30 @@ def test_no_password_in_any_output_or_yaml(make_root, debs, suite):
 @pytest.fixture(scope="session")
 def release_0_2_0() -> Path:
     """The 0.2.0 .deb built from git history; cached in build/cache by its commit id."""
-    commit = subprocess.run(
-        ["git", "-C", str(PROJECT), "rev-parse", "--verify", f"{RELEASE_0_2_0}^{{commit}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+
+    def resolve() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["git", "-C", str(PROJECT), "rev-parse", "--verify", f"{RELEASE_0_2_0}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    found = resolve()
+    if found.returncode:
+        # A shallow clone (some CI checkouts) lacks the release: deepen it from origin.
+        subprocess.run(
+            ["git", "-C", str(PROJECT), "fetch", "--quiet", "--unshallow"],
+            capture_output=True,
+            check=False,
+        )
+        found = resolve()
+    if found.returncode:
+        raise AssertionError(
+            f"commit {RELEASE_0_2_0} (release 0.2.0) is not in this clone's history: "
+            "the upgrade scenario builds it; clone without --depth"
+        )
+    commit = found.stdout.strip()
     cache = roots.CACHE / f"system-release-{commit[:16]}"
     built = sorted(cache.glob(f"{PKG}_*_all.deb"))
     if built:
