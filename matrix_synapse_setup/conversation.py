@@ -255,14 +255,23 @@ class Conversation:
         return forward
 
     def _string_step(
-        self, question: str, priority: str, validate: Callable[[str], object]
+        self,
+        question: str,
+        priority: str,
+        validate: Callable[[str], object],
+        *,
+        empty_is_valid: bool = False,
     ) -> Callable[[dict[str, Any]], bool]:
+        """One string question, asked until valid.  *empty_is_valid*: an empty answer
+        means the default (it does not keep the value shown)."""
+
         def step(state: dict[str, Any]) -> bool:
             while True:
                 before = self.get(question).strip() or DEFAULTS.get(question, "")
                 if not self._show(state, question, priority):
                     return False
-                if state.get("shown") and not self.get(question).strip() and before:
+                shown_kept = state.get("shown") and not empty_is_valid
+                if shown_kept and not self.get(question).strip() and before:
                     # An empty answer keeps the value shown: debconf's readline
                     # frontend without Term::ReadLine::Gnu returns "" for Enter.  (An
                     # empty preseeded answer is no Enter: it is refused like any other.)
@@ -302,26 +311,7 @@ class Conversation:
         def validate(value: str) -> object:
             return settings.validate_sslrootcert(value) if value else value
 
-        return self._optional_step(SSLROOTCERT, MEDIUM, validate)(state)
-
-    def _optional_step(
-        self, question: str, priority: str, validate: Callable[[str], object]
-    ) -> Callable[[dict[str, Any]], bool]:
-        """A string question whose empty answer is valid (it means the default)."""
-
-        def step(state: dict[str, Any]) -> bool:
-            while True:
-                if not self._show(state, question, priority):
-                    return False
-                try:
-                    validate(self.get(question).strip())
-                    return True
-                except SetupError as err:
-                    self.complain(question, err.message)
-                    state["priority"][question] = CRITICAL
-                    state["backing"] = False
-
-        return step
+        return self._string_step(SSLROOTCERT, MEDIUM, validate, empty_is_valid=True)(state)
 
     def _password_step(self, state: dict[str, Any], known_password: bool) -> bool:
         remote = not settings.is_local(self.get(HOST))
