@@ -95,15 +95,22 @@ def _libpq() -> Any:
     return lib
 
 
-def _reason(message: str) -> str:
-    """libpq's message without its "connection to server ... failed:" prefix."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+def reason_text(message: str) -> str:
+    """The useful part of a libpq error for a reader: its first line and the lines that
+    continue it (a translation may wrap a message; libpq's hints and further attempts
+    start with a tab or "connection to server"), without libpq's prefixes.  Shown,
+    never parsed (it comes in the server's and the client's language)."""
+    lines = message.strip().splitlines()
     if not lines:
-        return "no reason given"
+        return ""
     text = lines[0]
-    if "failed: " in text:
-        text = text.split("failed: ", 1)[1]
-    return text
+    for more in lines[1:]:
+        if more.startswith(("\t", " ", "connection to server")) or ":  " in more:
+            break
+        text += " " + more.strip()
+    if "failed: " in text and text.startswith("connection"):
+        text = text.rsplit("failed: ", 1)[1]
+    return text.replace("FATAL:  ", "").strip()
 
 
 def _client_address(host: str, port: int, timeout: float) -> str | None:
@@ -156,4 +163,4 @@ def diagnose(params: dict[str, Any], *, timeout: float = 10.0) -> Diagnosis:
         address = _client_address(
             str(params.get("host") or "localhost"), int(params.get("port") or 5432), timeout
         )
-    return Diagnosis(kind, sqlstate, _reason(message), address)
+    return Diagnosis(kind, sqlstate, reason_text(message) or "no reason given", address)

@@ -194,6 +194,7 @@ class Plan:
     text: str  # the snippet to write, already parsed back and compared
     synapse: synapse_config.SynapseState | None  # when Synapse's SQLite holds data
     choice: str | None  # then: the sqlite-data answer
+    current: dict[str, Any] | None = None  # the installed snippet's values, when usable
 
     def describe(self) -> list[str]:
         where = f"{self.settings.dbname} on {self.settings.host}:{self.settings.port}"
@@ -231,8 +232,7 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
     settings = Settings.from_answers(**given)
     stamp = snippet.new_password_stamp()
     if current and current.get("password") == settings.password:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            stamp = snippet.password_stamp(snippet.SNIPPET.read_text(encoding="utf-8"))
+        stamp = current.get("password_set")
     # parsed back and compared before anything happens
     text = snippet.render(settings, password_set=stamp)
     conflict = snippet.conflict(text, settings)
@@ -250,7 +250,7 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
             )
     if state is not None and state.database.engine != "sqlite3":
         refuse_another_database(state.database, settings, text)
-    return Plan(settings, text, synapse, choice)
+    return Plan(settings, text, synapse, choice, current)
 
 
 def refuse_another_database(
@@ -299,11 +299,8 @@ def execute(conv: Conversation, plan: Plan) -> None:
     if plan.choice == MIGRATE:
         migrate(conv, plan, owner)
         return
-    before = None
-    with contextlib.suppress(SetupError):
-        before = snippet.read()
     file_changed = snippet.install(conv, plan.text, settings, owner)
-    if file_changed and snippet.same_values(before, settings):
+    if file_changed and snippet.same_values(plan.current, settings):
         # The same connection in another form (an upgrade moving the password from
         # the YAML to the password file): Synapse need not restart for it.
         file_changed = False

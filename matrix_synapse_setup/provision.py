@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import faults, messages
+from . import diagnose, faults, messages
+from .diagnose import reason_text
 from .errors import SetupError, debugging
 from .pg import MIN_SERVER_VERSION, import_psycopg, version_text
 from .settings import Settings
@@ -128,21 +129,8 @@ def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
 
 
 def _reason(err: Exception) -> str:
-    """The useful part of a libpq error for a reader: its first line, without prefixes.
-    Shown, never parsed (it comes in the server's and the client's language)."""
-    lines = str(err).strip().splitlines()
-    if not lines:
-        return type(err).__name__
-    # The first line, and the lines that continue it (a translation may wrap a message;
-    # libpq's hints and further attempts start with a tab or "connection to server").
-    text = lines[0]
-    for more in lines[1:]:
-        if more.startswith(("\t", " ", "connection to server")) or ":  " in more:
-            break
-        text += " " + more.strip()
-    if "failed: " in text:
-        text = text.rsplit("failed: ", 1)[1] if text.startswith("connection") else text
-    return text.replace("FATAL:  ", "").strip()
+    """What to show of a libpq error (diagnose.reason_text), else its type."""
+    return reason_text(str(err)) or type(err).__name__
 
 
 def hba_line(settings: Settings, client: str | None) -> str:
@@ -159,8 +147,6 @@ def hba_line(settings: Settings, client: str | None) -> str:
 def connect_error(err: Exception, settings: Settings) -> SetupError:
     """Map a failed connection as the role to the message an admin needs: by SQLSTATE
     and connection state (see :mod:`matrix_synapse_setup.diagnose`), never by text."""
-    from . import diagnose
-
     found = diagnose.diagnose(role_params(settings), timeout=CONNECT_TIMEOUT)
     fields = {
         "host": settings.host,

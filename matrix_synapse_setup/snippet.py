@@ -165,6 +165,7 @@ def parse(text: str, *, where: str = str(SNIPPET)) -> dict[str, Any]:
     found = {name: args.get(name) for name in MANAGED}
     found["port"] = args.get("port", 5432)
     found["passfile"] = args.get("passfile")
+    found["password_set"] = password_stamp(text)
     return found
 
 
