@@ -230,9 +230,11 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
         given["sslmode"] = current.get("sslmode") or None
         given["sslrootcert"] = current.get("sslrootcert") or None
     settings = Settings.from_answers(**given)
-    stamp = snippet.new_password_stamp()
+    previous = current.get("password_set") if current else None
     if current and current.get("password") == settings.password:
-        stamp = current.get("password_set")
+        stamp = previous
+    else:
+        stamp = snippet.new_password_stamp(previous)
     # parsed back and compared before anything happens
     text = snippet.render(settings, password_set=stamp)
     conflict = snippet.conflict(text, settings)

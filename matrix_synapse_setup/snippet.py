@@ -125,10 +125,14 @@ def password_stamp(text: str | None) -> str | None:
     return found[1] if found else None
 
 
-def new_password_stamp() -> str:
+def new_password_stamp(previous: str | None = None) -> str:
+    """Now, differing from *previous* (the stamp in the file): two password changes in
+    the same second must still give ucf two versions."""
     import datetime
 
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp if stamp != previous else now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def values_of(settings: Settings) -> dict[str, Any]:

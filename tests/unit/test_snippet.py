@@ -202,3 +202,13 @@ def test_a_private_primary_group_gets_read_access():
     if set(group.gr_mem) - {"postgres"}:
         pytest.skip("the postgres group has other members here")
     assert snippet.ownership("postgres") == snippet.Ownership(0, postgres.pw_gid, 0o640)
+
+
+def test_a_new_password_stamp_differs_from_the_one_in_the_file():
+    # ucf sees a new password only through this line: two changes in one second too.
+    first = snippet.new_password_stamp()
+    assert snippet.new_password_stamp(first) != first
+    settings = Settings.from_answers(password="pw")
+    text = snippet.render(settings, password_set=first)
+    assert snippet.password_stamp(text) == first
+    assert snippet.parse(text)["password_set"] == first
