@@ -40,6 +40,7 @@ INVALID = f"{PKG}/invalid-answer"
 MISMATCH = f"{PKG}/password-mismatch"
 SETUP_ERROR = f"{PKG}/setup-error"
 SNIPPET_SHA = f"{PKG}/internal/snippet-sha256"
+TUNE = f"{PKG}/tune-postgresql"
 
 # debconf protocol codes
 SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
@@ -155,6 +156,9 @@ class Conversation:
     def fset(self, question: str, flag: str, value: str) -> None:
         self.db.fset(question, flag, value)
 
+    def fget(self, question: str, flag: str) -> str:
+        return str(self.db.fget(question, flag))
+
     def reset(self, question: str) -> None:
         self.db.reset(question)
 
@@ -216,6 +220,7 @@ class Conversation:
             self._sslmode_step,
             self._sslrootcert_step,
             lambda st: self._password_step(st, known_password),
+            self._tune_step,
             lambda st: self._show(st, PURGE, LOW),
         ]
         i = 0
@@ -313,6 +318,17 @@ class Conversation:
 
         return self._string_step(SSLROOTCERT, MEDIUM, validate, empty_is_valid=True)(state)
 
+    def _tune_step(self, state: dict[str, Any]) -> bool:
+        """PostgreSQL settings for Synapse: for the local cluster only."""
+        if not settings.is_local(self.get(HOST)):
+            return not state["backing"]
+        return self._show(state, TUNE, LOW)
+
+    def tune(self) -> tuple[bool, bool]:
+        """(the answer to tune-postgresql, whether an admin gave it: preseeded or
+        answered, rather than the template's default)."""
+        return self.get(TUNE) == "true", self.fget(TUNE, "seen") == "true"
+
     def _password_step(self, state: dict[str, Any], known_password: bool) -> bool:
         remote = not settings.is_local(self.get(HOST))
         default = LOW if known_password else (HIGH if remote else MEDIUM)
@@ -358,10 +374,13 @@ class Conversation:
     def clear_password(self) -> None:
         """The snippet holds the password now: it does not stay in debconf.  The
         questions stay seen, so an upgrade does not ask them again (an empty answer
-        keeps the password; dpkg-reconfigure shows them anyway)."""
+        keeps the password; dpkg-reconfigure shows them anyway).  What is already so is
+        not set again: debconf rewrites its database for any change."""
         for question in (PASSWORD, PASSWORD_AGAIN):
-            self.set(question, "")
-            self.fset(question, "seen", "true")
+            if self.get(question):
+                self.set(question, "")
+            if self.fget(question, "seen") != "true":
+                self.fset(question, "seen", "true")
 
     def ask_sqlite(self, facts: str, minutes: int) -> str:
         """What to do with the data of a Synapse that runs on SQLite (high priority: the

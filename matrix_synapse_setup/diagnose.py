@@ -12,14 +12,13 @@ only ever shown, never parsed.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import re
 import select
 import socket
 from typing import Any
 
-from .pg import LIBPQ_SONAME
+from . import libpq
 
 # libpq's ConnStatusType (libpq-fe.h) -> how far a connection got, in wire order:
 # STARTED (connecting), MADE (connected), SSL_STARTUP (TLS handshake),
@@ -78,23 +77,6 @@ def classify(sqlstate: str | None, furthest: int) -> str:
     return UNREACHABLE
 
 
-def _libpq() -> Any:
-    lib = ctypes.CDLL(LIBPQ_SONAME)
-    lib.PQconnectStartParams.restype = ctypes.c_void_p
-    lib.PQconnectStartParams.argtypes = [
-        ctypes.POINTER(ctypes.c_char_p),
-        ctypes.POINTER(ctypes.c_char_p),
-        ctypes.c_int,
-    ]
-    for name in ("PQconnectPoll", "PQsocket", "PQstatus"):
-        getattr(lib, name).argtypes = [ctypes.c_void_p]
-    lib.PQerrorMessage.argtypes = [ctypes.c_void_p]
-    lib.PQerrorMessage.restype = ctypes.c_char_p
-    lib.PQsetErrorVerbosity.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.PQfinish.argtypes = [ctypes.c_void_p]
-    return lib
-
-
 def reason_text(message: str) -> str:
     """The useful part of a libpq error for a reader: its first line and the lines that
     continue it (a translation may wrap a message; libpq's hints and further attempts
@@ -128,10 +110,8 @@ def diagnose(params: dict[str, Any], *, timeout: float = 10.0) -> Diagnosis:
     """Connect once with *params* (libpq keywords) and say why it fails.
 
     Returns kind ``ok`` (as :data:`OTHER` with no reason) if it does not fail now."""
-    lib = _libpq()
-    items = [(k, str(v)) for k, v in params.items() if v is not None]
-    keys = (ctypes.c_char_p * (len(items) + 1))(*[k.encode() for k, _ in items], None)
-    values = (ctypes.c_char_p * (len(items) + 1))(*[v.encode() for _, v in items], None)
+    lib = libpq.lib()
+    keys, values = libpq.keywords(params)
     conn = lib.PQconnectStartParams(keys, values, 0)
     if not conn:
         return Diagnosis(OTHER, None, "libpq could not allocate a connection")

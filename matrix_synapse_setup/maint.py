@@ -13,17 +13,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import conversation, locking, messages, migration, snippet, synapse_config
+from . import conversation, locking, messages, snippet
 from .conversation import ABORT, IGNORE, KEEP_SQLITE, MIGRATE, RETRY, START_EMPTY, Conversation
 from .errors import SetupError, run
 from .services import child_fds, daemon_reload, restart_synapse, synapse_installed
 from .settings import Settings, is_local
+
+if TYPE_CHECKING:
+    from . import synapse_config
+
+# Imported where they are used (migration, synapse_config, provision, psycopg, jinja2):
+# a maintainer script pays only for what its path needs (issue 11).
 
 # Our own trigger (debian/triggers): provisioning deferred until PostgreSQL,
 # unpacked in the same dpkg run, is configured.
@@ -99,6 +105,8 @@ def config(conv: Conversation) -> int:
     found = load_snippet(conv)
     conv.ask(known_password=_has_password(found))
     if found is None and not snippet.SNIPPET.exists():
+        from . import synapse_config
+
         state = synapse_config.inspect()
         if state is not None and state.sqlite is not None:
             facts = state.sqlite
@@ -138,6 +146,9 @@ def postgresql_being_installed() -> list[str]:
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
+    with locking.exclusive(say):
+        if unchanged(conv, conv.answers()):
+            return 0
     if not deferred and is_local(conv.answers().host):
         pending = postgresql_being_installed()
         if pending:
@@ -182,8 +193,71 @@ def resolve_password(answers: conversation.Answers, current: dict[str, Any] | No
     if _has_password(current):
         return str(current["password"])  # type: ignore[index]
     if is_local(answers.host):
+        import secrets
+
         return secrets.token_urlsafe(32)
     raise SetupError(messages.REMOTE_PASSWORD_NEEDED.format(user=answers.user))
+
+
+def wanted(
+    answers: conversation.Answers, current: dict[str, Any] | None
+) -> tuple[Settings, str | None]:
+    """The settings the answers ask for (validated), and the snippet's password stamp."""
+    password = resolve_password(answers, current)
+    given = answers.settings_answers() | {"password": password}
+    if is_local(answers.host) and current and is_local(str(current.get("host") or "")):
+        # The TLS questions are not asked for the local cluster: what the snippet has
+        # (an admin's edit, or the default we wrote) stays.
+        given["sslmode"] = current.get("sslmode") or None
+        given["sslrootcert"] = current.get("sslrootcert") or None
+    settings = Settings.from_answers(**given)
+    previous = current.get("password_set") if current else None
+    if current and current.get("password") == settings.password:
+        return settings, previous
+    return settings, snippet.new_password_stamp(previous)
+
+
+def unchanged(conv: Conversation, answers: conversation.Answers) -> bool:
+    """True when this run has nothing to change, and proved it: the answers are the
+    installed snippet's values, writing the snippet, the password file and the drop-in
+    would change nothing, and Synapse's role logs in to a database that is right
+    (provision.quick_verify).  Then nothing is written, ucf is not called and nothing
+    restarts (issue 11: every upgrade runs this).  False sends the run down the full
+    path, which inspects again, changes what must change and explains any failure."""
+    try:
+        current = snippet.read()
+        if current is None:
+            return False
+        settings, stamp = wanted(answers, current)
+    except SetupError:
+        return False  # the full path says what is wrong
+    if stamp != current.get("password_set") or not snippet.same_values(current, settings):
+        return False
+    from .provision import quick_verify
+
+    # The login (network and the server's work) runs while this thread renders.
+    proof: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: proof.update(steps=quick_verify(settings)))
+    worker.start()
+    try:
+        text = snippet.render(settings, password_set=stamp)
+        on_disk = snippet.installed(text, settings)
+    except SetupError:
+        on_disk = False
+    finally:
+        worker.join()
+    if not on_disk or proof.get("steps") is None:
+        return False
+    if settings.local and not tuned_as_answered(conv, settings):
+        return False
+    for step in proof["steps"]:
+        say(str(step))
+    conv.clear_password()  # a preseeded password equal to the one in use
+    digest = snippet.file_sha256()
+    if conv.get(conversation.SNIPPET_SHA) != digest:
+        conv.set(conversation.SNIPPET_SHA, digest)
+    say(messages.ALL_UNCHANGED.format(path=snippet.SNIPPET))
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,22 +293,12 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
         say(messages.SNIPPET_IGNORED.format(reason=err.message))
         current = None
     # A Synapse on SQLite with data, when our snippet does not exist yet: ask what to do.
+    from . import synapse_config
+
     state = None if snippet.SNIPPET.exists() else synapse_config.inspect()
     synapse = state if state is not None and state.sqlite is not None else None
     choice = conv.sqlite_choice() if synapse is not None else None
-    password = resolve_password(answers, current)
-    given = answers.settings_answers() | {"password": password}
-    if is_local(answers.host) and current and is_local(str(current.get("host") or "")):
-        # The TLS questions are not asked for the local cluster: what the snippet has
-        # (an admin's edit, or the default we wrote) stays.
-        given["sslmode"] = current.get("sslmode") or None
-        given["sslrootcert"] = current.get("sslrootcert") or None
-    settings = Settings.from_answers(**given)
-    previous = current.get("password_set") if current else None
-    if current and current.get("password") == settings.password:
-        stamp = previous
-    else:
-        stamp = snippet.new_password_stamp(previous)
+    settings, stamp = wanted(answers, current)
     # parsed back and compared before anything happens
     text = snippet.render(settings, password_set=stamp)
     conflict = snippet.conflict(text, settings)
@@ -260,6 +324,8 @@ def refuse_another_database(
 ) -> None:
     """Synapse already uses a PostgreSQL database that another file names: writing our
     snippet must not point it at a different one (its data would seem gone)."""
+    from . import synapse_config
+
     args = database.args
     theirs = (
         str(args.get("host") or "localhost"),
@@ -280,16 +346,27 @@ def refuse_another_database(
 
 def apply(conv: Conversation, answers: conversation.Answers) -> None:
     """Decide a plan (inspect, validate), print it, then carry it out step by step."""
-    plan = decide(conv, answers)
-    say("plan: " + "; ".join(plan.describe()))
-    execute(conv, plan)
+    from .provision import Superuser
+
+    # The superuser part's child starts now: it imports psycopg while we decide, and
+    # does nothing unless the plan is carried out.
+    child = Superuser.early() if is_local(answers.host) else None
+    try:
+        plan = decide(conv, answers)
+        say("plan: " + "; ".join(plan.describe()))
+        execute(conv, plan, child)
+    finally:
+        if child is not None:
+            child.close()
 
 
-def execute(conv: Conversation, plan: Plan) -> None:
+def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
     from .provision import changed, provision
 
     settings = plan.settings
-    steps = provision(settings)
+    facts: dict[str, Any] = {}
+    tune = tune_request(conv, settings) if settings.local else None
+    steps = provision(settings, child=child, facts=facts, tune=tune)
     for step in steps:
         say(str(step))
     owner = snippet.ownership()
@@ -322,12 +399,76 @@ def execute(conv: Conversation, plan: Plan) -> None:
     dropin_changed = snippet.update_dropin(settings.local)
     if dropin_changed:
         daemon_reload()
+    if tune is not None and facts.get("tuning") is not None:
+        report_tuning(conv, tune, facts["tuning"])
     conv.clear_password()
     conv.set(conversation.SNIPPET_SHA, snippet.file_sha256())
     if owner.uid == 0 and owner.gid == 0:
         say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
     if changed(steps) or file_changed or dropin_changed:
         restart_synapse("try-restart")
+
+
+def tune_request(conv: Conversation, settings: Settings) -> dict[str, Any] | None:
+    """What the superuser child is to do with the PostgreSQL settings for Synapse
+    (tune-postgresql; tuning.apply does it, on its connection as postgres).  None when
+    the local cluster is not one of Debian's layout (/etc/postgresql), or does not read
+    conf.d.  The template's default (yes) holds for a cluster that serves only Synapse:
+    one that holds other databases is tuned only when an admin said yes (preseeded or
+    answered), or when it was tuned before."""
+    from . import tuning
+
+    cluster = tuning.cluster_for_port(settings.port)
+    if cluster is None:
+        return None
+    wanted, explicit = conv.tune()
+    if wanted and not cluster.includes_conf_d:
+        say(messages.TUNING_NO_INCLUDE_DIR.format(conf=cluster.conffile))
+        return None
+    return {
+        "path": str(cluster.dropin),
+        "text": tuning.text_for(cluster) if wanted else None,
+        "only_if_alone": wanted and not explicit,
+        "label": cluster.label,
+        "unit": cluster.unit,
+    }
+
+
+def report_tuning(conv: Conversation, request: dict[str, Any], answer: dict[str, Any]) -> None:
+    """Say what tuning.apply did; record "no" when the settings are not applied."""
+    label, path = request["label"], request["path"]
+    if answer.get("skipped_for"):
+        others = ", ".join(answer["skipped_for"])
+        say(messages.TUNING_SHARED_CLUSTER.format(cluster=label, others=others))
+        conv.set(conversation.TUNE, "false")  # what is applied, and what reconfigure shows
+        return
+    if answer.get("error"):
+        say(messages.TUNING_FAILED.format(path=path, reason=answer["error"]))
+        return
+    from .provision import Step
+
+    say(str(Step(**answer["step"])))
+    if answer.get("refused"):
+        refused = ", ".join(answer["refused"])
+        say(messages.TUNING_REFUSED.format(cluster=label, path=path, names=refused))
+        conv.set(conversation.TUNE, "false")
+    elif answer.get("pending"):
+        pending = ", ".join(answer["pending"])
+        say(messages.TUNING_PENDING.format(cluster=label, names=pending, unit=request["unit"]))
+
+
+def tuned_as_answered(conv: Conversation, settings: Settings) -> bool:
+    """True when tune() would change nothing (reads only; for an unchanged run).  A
+    cluster never tuned because it serves other databases: as answered too."""
+    from . import tuning
+
+    cluster = tuning.cluster_for_port(settings.port)
+    if cluster is None:
+        return True
+    wanted, explicit = conv.tune()
+    if wanted and not explicit and not cluster.dropin.exists():
+        return False  # the full path asks the cluster whether it serves only Synapse
+    return tuning.current(cluster, wanted)
 
 
 def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
@@ -341,6 +482,8 @@ def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
             daemon_reload()
 
     say(sqlite.describe())
+    from . import migration
+
     result = migration.migrate(sqlite, plan.settings, plan.synapse.config, switch, say=say)
     for step in result.steps:
         say(str(step))

@@ -176,6 +176,10 @@ NO_SYNAPSE_USER = (
 )
 WROTE_SNIPPET = "Wrote {path} ({owner})."
 SNIPPET_UNCHANGED = "{path} is up to date."
+ALL_UNCHANGED = (
+    "Nothing to change: the database and {path} are as answered (nothing written,"
+    " Synapse not restarted)."
+)
 
 # --- Synapse's configuration and its SQLite database (synapse_config, migration) ---
 SYNAPSE_CONFIG_UNREADABLE = (
@@ -272,3 +276,24 @@ SNIPPET_INLINE_PASSWORD = (
     "note: your edited {path} has the password in it: ucf would show it when it shows "
     "differences; remove the 'password:' line (the password is in {passfile})."
 )
+
+# --- PostgreSQL settings for Synapse (tuning) ------------------------------------
+TUNING_NO_INCLUDE_DIR = (
+    "note: {conf} does not read conf.d (no \"include_dir = 'conf.d'\" line), so no PostgreSQL "
+    "settings for Synapse were written: add that line and run 'dpkg-reconfigure "
+    "matrix-synapse-setup', or tune PostgreSQL by hand."
+)
+TUNING_SHARED_CLUSTER = (
+    "note: PostgreSQL {cluster} also serves other databases ({others}), so it was not tuned "
+    "for Synapse; to tune it anyway, answer yes to 'tune-postgresql' with 'dpkg-reconfigure "
+    "matrix-synapse-setup'."
+)
+TUNING_PENDING = (
+    "note: PostgreSQL {cluster} applied the new settings except {names}, which apply when it "
+    "restarts ('systemctl restart {unit}', at a time that suits the other users of it)."
+)
+TUNING_REFUSED = (
+    "PostgreSQL {cluster} refused {names} from {path}: the file was removed again and "
+    "PostgreSQL runs as before; please report this as a bug of matrix-synapse-setup."
+)
+TUNING_FAILED = "note: the PostgreSQL settings for Synapse ({path}) were not applied: {reason}."

@@ -8,7 +8,8 @@ psycopg fails to import.  The dynamic loader itself does not need the cache:
 Debian's ld.so searches the multiarch library directories, so
 ``dlopen("libpq.so.5")`` works.  We therefore answer psycopg's look-up with
 that soname, for the duration of the import only, when the loader confirms it
-can open it.
+can open it.  (We answer with the soname first: it spares the two `ldconfig -p` runs
+that find_library starts.)
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from types import ModuleType
 
 from . import messages
 from .errors import SetupError
+from .libpq import LIBPQ_SONAME
 
-LIBPQ_SONAME = "libpq.so.5"
 MIN_SERVER_VERSION = 140000
 
 
@@ -36,14 +37,16 @@ def _libpq_lookup_fallback() -> Iterator[None]:
     original = ctypes.util.find_library
 
     def find_library(name: str) -> str | None:
-        found = original(name)
-        if found is None and name == "pq":
+        # The soname itself when the loader opens it: no need for ld.so.cache, and no
+        # `ldconfig -p` run (find_library starts one per call; psycopg asks for libc too).
+        soname = {"pq": LIBPQ_SONAME, "c": "libc.so.6"}.get(name)
+        if soname is not None:
             try:
-                ctypes.CDLL(LIBPQ_SONAME)
+                ctypes.CDLL(soname)
             except OSError:
-                return None
-            return LIBPQ_SONAME
-        return found
+                return original(name)
+            return soname
+        return original(name)
 
     ctypes.util.find_library = find_library
     try:

@@ -10,13 +10,12 @@ exactly what Synapse will do.  Every step inspects first and reports what it did
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pwd
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from . import diagnose, faults, messages
@@ -53,76 +52,180 @@ def changed(steps: list[Step]) -> bool:
     return any(step.outcome in (CREATED, CHANGED) for step in steps)
 
 
-def provision(settings: Settings, *, socket_dir: str = DEFAULT_SOCKET_DIR) -> list[Step]:
-    """Local: create or update role and database, then verify.  Remote: verify."""
+def provision(
+    settings: Settings,
+    *,
+    socket_dir: str = DEFAULT_SOCKET_DIR,
+    child: Superuser | None = None,
+    facts: dict[str, Any] | None = None,
+    tune: dict[str, Any] | None = None,
+) -> list[Step]:
+    """Local: create or update role and database, then verify.  Remote: verify.
+    *child*: a superuser child started earlier (:meth:`Superuser.early`), used once.
+    *tune*: the PostgreSQL settings for Synapse to apply too (tuning.apply's request).
+    *facts*: filled with what the superuser part saw and did ("other_databases": the
+    cluster's databases that are not Synapse's; "tuning": tuning.apply's answer)."""
     steps: list[Step] = []
     if settings.local:
         if not settings.password:
             raise SetupError(messages.EMPTY_PASSWORD.format(user=settings.user))
-        steps += _run_as_postgres(settings, settings.socket_dir or socket_dir)
+        socket = settings.socket_dir or socket_dir
+        steps += _run_as_postgres(settings, socket, child, facts, tune)
     return steps + verify(settings)
 
 
 # --- the superuser part, in a child with the postgres uid -------------------
 
 
-def _run_as_postgres(settings: Settings, socket_dir: str) -> list[Step]:
+def _postgres_user() -> pwd.struct_passwd:
     try:
         postgres = pwd.getpwnam("postgres")
     except KeyError:
         # PostgreSQL (a Recommends) is not installed yet: like a stopped server,
         # this may be retried or ignored once the admin installs it.
         raise ServerUnavailable(messages.NO_POSTGRES_USER) from None
-    drop: dict[str, Any] = {}
-    if os.geteuid() != postgres.pw_uid:
-        if os.geteuid() != 0:
-            raise SetupError(messages.NEED_ROOT)
-        drop = {"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []}
+    if os.geteuid() not in (0, postgres.pw_uid):
+        raise SetupError(messages.NEED_ROOT)
+    return postgres
+
+
+def _run_as_postgres(
+    settings: Settings,
+    socket_dir: str,
+    child: Superuser | None,
+    facts: dict[str, Any] | None = None,
+    tune: dict[str, Any] | None = None,
+) -> list[Step]:
+    if child is None or child.used:
+        child = Superuser.start(_postgres_user())
     request = {
         "socket_dir": socket_dir,
         "port": settings.port,
         "dbname": settings.dbname,
         "user": settings.user,
         "password": settings.password,
+        "tune": tune,
     }
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": postgres.pw_dir,
-        "LC_ALL": "C.UTF-8",
-    }
-    if debugging():
-        env["DPKG_MAINTSCRIPT_DEBUG"] = os.environ["DPKG_MAINTSCRIPT_DEBUG"]
-    for name in (faults.ENV, faults.PAUSE_ENV, faults.PAUSE_SECONDS_ENV):
-        if name in os.environ:  # test-only crash injection (faults.py)
-            env[name] = os.environ[name]
-    # The password travels on the child's stdin, never on its command line.
-    # Its stdout is captured: in a maintainer script fd 1 is debconf's pipe.
-    proc = subprocess.run(
-        [sys.executable, "-m", "matrix_synapse_setup.superuser"],
-        input=json.dumps(request).encode(),
-        capture_output=True,
-        cwd=str(Path(__file__).resolve().parent.parent),
-        env=env,
-        check=False,
-        **drop,
-    )
-    faults.follow_child(proc.returncode)  # test-only crash injection
+    returncode, output = child.run(request)
+    faults.follow_child(returncode)  # test-only crash injection
     try:
-        answer = json.loads(proc.stdout)
+        answer = json.loads(output)
     except ValueError:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise SetupError(
-            messages.SUPERUSER_FAILED.format(reason=reason[-1] if reason else proc.returncode)
-        ) from None
-    if proc.stderr and debugging():
-        sys.stderr.write(proc.stderr.decode(errors="replace"))
+        raise SetupError(messages.SUPERUSER_FAILED.format(reason=f"exit {returncode}")) from None
     if "error" in answer:
         error = (ServerUnavailable if answer["error"]["retry"] else SetupError)(
             answer["error"]["message"]
         )
         error.kind = answer["error"].get("kind")
         raise error
+    if facts is not None:
+        facts["other_databases"] = answer.get("other_databases", [])
+        facts["tuning"] = answer.get("tuning")
     return [Step(**step) for step in answer["steps"]]
+
+
+class Superuser:
+    """A forked child with the ``postgres`` uid that runs :func:`superuser.answer` for one
+    request.  A fork, not a new interpreter: no second Python start-up, and the request
+    (with the password) never leaves memory.  It can be started before the request is
+    known (:meth:`early`): it drops its privileges and imports psycopg while the parent
+    still decides, then waits; closed without a request, it exits having done nothing.
+    The child cannot touch the maintainer script's debconf pipe (stdin, stdout, fd 3):
+    they are /dev/null there."""
+
+    def __init__(self, pid: int, requests: int, answers: int) -> None:
+        self.pid, self._requests, self._answers = pid, requests, answers
+        self.used = False
+
+    @classmethod
+    def early(cls) -> Superuser | None:
+        """Start one now when this process may (root, PostgreSQL installed); else None."""
+        try:
+            return cls.start(_postgres_user())
+        except SetupError:
+            return None
+
+    @classmethod
+    def start(cls, user: pwd.struct_passwd) -> Superuser:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"}
+        for name in (
+            "DPKG_MAINTSCRIPT_DEBUG",
+            faults.ENV,
+            faults.PAUSE_ENV,
+            faults.PAUSE_SECONDS_ENV,
+        ):
+            if name in os.environ:  # debugging, and test-only crash injection (faults.py)
+                env[name] = os.environ[name]
+        request_r, request_w = os.pipe()
+        answer_r, answer_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns, never runs the parent's clean-ups
+            os.close(request_w)
+            os.close(answer_r)
+            os._exit(_child(user, env, request_r, answer_w))
+        os.close(request_r)
+        os.close(answer_w)
+        return cls(pid, request_w, answer_r)
+
+    def run(self, request: dict[str, Any]) -> tuple[int, bytes]:
+        """Send *request*; (the child's exit code, its JSON answer)."""
+        self.used = True
+        data = json.dumps(request).encode()
+        try:
+            with os.fdopen(self._requests, "wb") as pipe:
+                pipe.write(data)
+        except BrokenPipeError:
+            pass  # the child died early: its exit code tells
+        chunks = []
+        with os.fdopen(self._answers, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                chunks.append(chunk)
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks)
+
+    def close(self) -> None:
+        """Without a request: the child exits, having changed nothing."""
+        if self.used:
+            return
+        self.used = True
+        os.close(self._requests)
+        os.close(self._answers)
+        os.waitpid(self.pid, 0)
+
+
+def _child(user: pwd.struct_passwd, env: dict[str, str], requests: int, answers: int) -> int:
+    status = 70
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 3):
+            os.dup2(null, fd)
+        # No PG* variable of the admin's shell may steer the superuser connection.
+        os.environ.clear()
+        os.environ.update(env)
+        if os.geteuid() != user.pw_uid:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        from .superuser import answer
+
+        with contextlib.suppress(SetupError):  # if it fails, answer() says so
+            import_psycopg()  # while the parent decides
+        with os.fdopen(requests, "rb") as pipe:
+            data = pipe.read()
+        if not data:
+            return 0  # closed without a request
+        reply = json.dumps(answer(json.loads(data))).encode()
+        while reply:
+            reply = reply[os.write(answers, reply) :]
+        status = 0
+    except BaseException:  # noqa: BLE001 - the child must reach os._exit, always
+        if debugging():
+            import traceback
+
+            traceback.print_exc()
+    return status
 
 
 # --- verification, as the role, over TCP --------------------------------------
@@ -239,10 +342,12 @@ def check_version(version_num: int, where: str) -> Step:
     return Step(f"server {where}", OK, "PostgreSQL " + version_text(version_num))
 
 
-DATABASE_QUERY = (
+_DATABASE_SELECT = (
     "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba)"
-    " FROM pg_database WHERE datname = %s"
+    " FROM pg_database WHERE datname = "
 )
+DATABASE_QUERY = _DATABASE_SELECT + "%s"  # psycopg's placeholder (superuser.py)
+DATABASE_QUERY_PQ = _DATABASE_SELECT + "$1"  # libpq's (verify)
 
 
 def describe_certificate(settings: Settings) -> str:
@@ -284,23 +389,29 @@ def describe_certificate(settings: Settings) -> str:
     )
 
 
-TLS_QUERY = "SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"
-
-
 def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
-    """Check what Synapse will check, as Synapse will connect.  Changes nothing.
-    *show_certificate*: also say which certificate the server presented."""
-    psycopg = import_psycopg()
+    """Check what Synapse will check, as Synapse will connect.  Changes nothing (the
+    probe table is created in a transaction that is rolled back).
+    *show_certificate*: also say which certificate the server presented.
+
+    Through libpq directly (:mod:`matrix_synapse_setup.libpq`): nothing here needs
+    psycopg, whose import would cost more than the whole check."""
+    from . import libpq
+
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
         where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
-    with connect_as_role(settings) as conn:
-        steps = [check_version(conn.info.server_version, where)]
+    try:
+        conn = libpq.Connection(role_params(settings))
+    except libpq.Error as err:
+        raise connect_error(err, settings) from None
+    with conn:
+        steps = [check_version(conn.server_version, where)]
         how = "over the Unix socket" if settings.socket_dir else "over TCP"
         steps.append(Step(f"login as {settings.user} {how}", OK, where))
-        row = conn.execute(DATABASE_QUERY, (settings.dbname,)).fetchone()
-        steps += check_database(row, settings, where)
-        tls = conn.execute(TLS_QUERY).fetchone()
+        rows = conn.query(DATABASE_QUERY_PQ, settings.dbname)
+        steps += check_database(rows[0] if rows else None, settings, where)  # type: ignore[arg-type]
+        tls = conn.tls()
         if tls is not None:
             detail = f"{tls[0]}, {tls[1]}, sslmode {settings.sslmode}"
             if show_certificate:
@@ -308,19 +419,73 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
             steps.append(Step("TLS", OK, detail))
         elif not settings.local:
             steps.append(Step("TLS", "not used", f"sslmode {settings.sslmode}"))
+        conn.command("BEGIN")
         try:
-            conn.execute(
-                psycopg.sql.SQL("CREATE TABLE {} (id integer)").format(
-                    psycopg.sql.Identifier(PROBE_TABLE)
-                )
-            )
-        except psycopg.Error as err:
+            # A constant name, quoted: nothing of the input is in this statement.
+            conn.command(f'CREATE TABLE "{PROBE_TABLE}" (id integer)')
+        except libpq.Error as err:
             raise SetupError(
                 messages.CANNOT_CREATE_TABLE.format(
                     user=settings.user, dbname=settings.dbname, reason=_reason(err)
                 )
             ) from None
         finally:
-            conn.rollback()
+            conn.command("ROLLBACK")
         steps.append(Step(f"create tables in {settings.dbname}", OK, "as " + settings.user))
+    return steps
+
+
+# --- the proof of an unchanged run: one connection, one query, no psycopg ----------
+
+QUICK_QUERY = """
+SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
+       r.rolsuper, has_schema_privilege('public', 'CREATE')
+  FROM pg_database d JOIN pg_roles r ON r.rolname = current_user
+ WHERE d.datname = current_database()
+"""
+
+
+def quick_verify(settings: Settings) -> list[Step] | None:
+    """What :func:`verify` proves, for a run that changes nothing: a login as Synapse's
+    role exactly as Synapse connects (host, port, TLS mode and CA file, password), the
+    server's version, the database's encoding, collation, ctype and owner, the role not
+    a superuser, and its right to create tables, in one connection and one query,
+    through libpq directly (see :mod:`matrix_synapse_setup.libpq`).
+
+    Two proofs differ from the full path's, and why that is enough here: the right to
+    create tables is read (``has_schema_privilege``) rather than tried with a table
+    created and rolled back, so that nothing is written; and the role's password is
+    proven by the login itself rather than compared with its hash as ``postgres``
+    (with pg_hba.conf's ``trust`` a wrong password would pass, as it does for Synapse).
+    None when anything is not as it should be: the caller then takes the full path,
+    which provisions, verifies and explains."""
+    from . import libpq
+
+    where = f"{settings.host}:{settings.port}"
+    if settings.socket_dir:
+        where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
+    try:
+        with libpq.Connection(role_params(settings)) as conn:
+            version = conn.server_version
+            rows = conn.query(QUICK_QUERY)
+            tls = conn.tls()
+    except (OSError, libpq.Error):
+        return None
+    if len(rows) != 1:
+        return None
+    encoding, collate, ctype, owner, superuser, can_create = rows[0]
+    if superuser != "f" or can_create != "t":
+        return None
+    try:
+        steps = [check_version(version, where)]
+        how = "over the Unix socket" if settings.socket_dir else "over TCP"
+        steps.append(Step(f"login as {settings.user} {how}", OK, where))
+        steps += check_database((encoding, collate, ctype, owner), settings, where)  # type: ignore[arg-type]
+    except SetupError:
+        return None
+    if tls is not None:
+        steps.append(Step("TLS", OK, f"{tls[0]}, {tls[1]}, sslmode {settings.sslmode}"))
+    elif not settings.local:
+        steps.append(Step("TLS", "not used", f"sslmode {settings.sslmode}"))
+    steps.append(Step(f"create tables in {settings.dbname}", OK, "as " + settings.user))
     return steps

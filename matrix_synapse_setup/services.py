@@ -43,7 +43,15 @@ def systemd_runs() -> bool:
     return SYSTEMD_RUNNING.is_dir()
 
 
+ADMIN_UNIT = Path("/etc/systemd/system/matrix-synapse.service")
+
+
 def daemon_reload() -> None:
+    """Let systemd see our drop-in for Synapse's unit.  Not when there is no such unit:
+    the package that installs it reloads systemd then (and a reload costs more than
+    everything else a run does)."""
+    if not (synapse_installed() or ADMIN_UNIT.exists()):
+        return
     if systemd_runs():
         try:
             subprocess.run(["systemctl", "daemon-reload"], **child_fds())

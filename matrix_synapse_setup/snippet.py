@@ -53,6 +53,7 @@ DROPIN = Path("/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup
 SYNAPSE_USER = "matrix-synapse"
 TEMPLATE = "database.yaml.j2"
 UCF_HASHFILE = Path("/var/lib/ucf/hashfile")
+UCF_REGISTRY = Path("/var/lib/ucf/registry")
 PACKAGE = "matrix-synapse-setup"
 UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 
@@ -417,6 +418,43 @@ def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
 
+def ucf_registered(path: Path = SNIPPET, registry: Path = UCF_REGISTRY) -> bool:
+    """True when ucf's registry names us as *path*'s package (ucfr would change nothing)."""
+    try:
+        lines = registry.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return False
+    return any(line.split() == [PACKAGE, str(path)] for line in lines)
+
+
+def _is(path: Path, text: str, owner: Ownership) -> bool:
+    """True when *path* holds *text* with *owner*'s uid, gid and mode."""
+    try:
+        st = path.stat()
+        if (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (owner.uid, owner.gid, owner.mode):
+            return False
+        return path.read_bytes() == text.encode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def installed(text: str, settings: Settings, path: Path = SNIPPET) -> bool:
+    """True when writing *text* and *settings*' password file would change nothing: the
+    snippet holds *text* with its owner and mode, ucf recorded exactly that file and
+    knows it as ours (so ucf and ucfr would do nothing), the password file holds the
+    password with its owner and mode, and the systemd drop-in is as it should be.
+    Reads only."""
+    if not _is(path, text, ownership()):
+        return False
+    if ucf_recorded_md5(path) != hashlib.md5(text.encode(), usedforsecurity=False).hexdigest():
+        return False
+    if not ucf_registered(path):
+        return False
+    if not _is(PASSFILE, passfile_text(settings), passfile_ownership()):
+        return False
+    return dropin_current(settings.local)
+
+
 # --- the installed file: edits, ucf, kept values ---------------------------------
 
 
@@ -545,6 +583,17 @@ def ucfr_register(path: Path) -> None:
 
 
 # --- the systemd drop-in -------------------------------------------------------------
+
+
+def dropin_current(local: bool, path: Path | None = None) -> bool:
+    """True when update_dropin(local) would change nothing."""
+    path = path or DROPIN
+    if not local:
+        return not path.exists()
+    try:
+        return path.read_text(encoding="utf-8") == DROPIN_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def update_dropin(local: bool, path: Path | None = None) -> bool:

@@ -1,10 +1,10 @@
 """The part of provisioning that runs with the ``postgres`` uid.
 
-Started by :func:`matrix_synapse_setup.provision.provision` as
-``python3 -m matrix_synapse_setup.superuser`` with privileges dropped.  It
-reads one JSON request on stdin (the password travels there, never on a
+Run by :func:`matrix_synapse_setup.provision.provision` in a forked child
+that dropped to the ``postgres`` uid (the same interpreter: no second Python to
+start).  It takes one request (the password travels in memory, never on a
 command line), connects as ``postgres`` over the Unix socket with peer
-authentication, and writes one JSON answer on stdout: the steps it took, or
+authentication, and answers with one JSON object on a pipe: the steps it took, or
 an error message.  SQL is composed with psycopg.sql only.
 """
 
@@ -84,7 +84,9 @@ def ensure_database(conn: Any, sql: Any, settings: Settings, exists: bool) -> li
     return [Step(f"database {settings.dbname}", CREATED, "UTF8, C, C, owner " + settings.user)]
 
 
-def provision_as_superuser(request: dict[str, Any]) -> list[Step]:
+def provision_as_superuser(
+    request: dict[str, Any],
+) -> tuple[list[Step], list[str], dict[str, Any] | None]:
     settings = Settings(
         port=validate_port(request["port"]),
         dbname=validate_name("database", request["dbname"]),
@@ -124,18 +126,47 @@ def provision_as_superuser(request: dict[str, Any]) -> list[Step]:
         steps = [check_version(conn.info.server_version, where)]
         # Inspect everything before changing anything: a refusal changes nothing.
         exists = inspect_database(conn, settings, where)
+        others = [name for (name,) in conn.execute(OTHER_DATABASES, (settings.dbname,)).fetchall()]
         steps.append(ensure_role(conn, psycopg.sql, settings))
         steps += ensure_database(conn, psycopg.sql, settings, exists)
-    return steps
+        tuned = tune(conn, request.get("tune"), others)
+    return steps, others, tuned
 
 
-def main() -> int:
+def tune(conn: Any, request: dict[str, Any] | None, others: list[str]) -> dict[str, Any] | None:
+    """The PostgreSQL settings for Synapse (tuning.apply), on this same connection.  A
+    failure there is reported, never a failure of the provisioning."""
+    if request is None:
+        return None
+    from . import tuning
+
     try:
-        request = json.loads(sys.stdin.buffer.read())
-        steps = provision_as_superuser(request)
-        answer: dict[str, Any] = {"steps": [step.__dict__ for step in steps]}
+        return tuning.apply(conn, request, others)
+    except Exception as err:  # reported to the parent, which says it
+        if debugging():
+            raise
+        return {"error": f"{type(err).__name__}: {_reason(err)}"}
+
+
+# The databases of the cluster that are not Synapse's (nor PostgreSQL's own): does the
+# cluster serve only Synapse?  (tune-postgresql's default, see maint.tune)
+OTHER_DATABASES = (
+    "SELECT datname FROM pg_database"
+    " WHERE NOT datistemplate AND datname <> 'postgres' AND datname <> %s ORDER BY 1"
+)
+
+
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    """The steps taken for *request*, or the error, as one JSON-ready object."""
+    try:
+        steps, others, tuned = provision_as_superuser(request)
+        return {
+            "steps": [step.__dict__ for step in steps],
+            "other_databases": others,
+            "tuning": tuned,
+        }
     except SetupError as err:
-        answer = {
+        return {
             "error": {
                 "message": err.message,
                 "retry": isinstance(err, ServerUnavailable),
@@ -146,10 +177,15 @@ def main() -> int:
         if debugging():
             raise
         reason = f"{type(err).__name__}: {_reason(err)}"
-        answer = {
+        return {
             "error": {"message": messages.SUPERUSER_FAILED.format(reason=reason), "retry": False}
         }
-    json.dump(answer, sys.stdout)
+
+
+def main() -> int:
+    """``python3 -m matrix_synapse_setup.superuser``: a request on stdin, the answer on
+    stdout (the package itself forks instead: see provision._run_as_postgres)."""
+    json.dump(answer(json.loads(sys.stdin.buffer.read())), sys.stdout)
     return 0
 
 

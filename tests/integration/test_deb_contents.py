@@ -30,12 +30,25 @@ def test_postinst_has_the_debhelper_snippets_and_our_helper(control):
     out, _ = control
     postinst = (out / "postinst").read_text()
     assert "#DEBHELPER#" not in postinst
-    assert "# Automatically added by dh_python3" in postinst
     assert f"helper={HELPER}" in postinst
     assert '"$helper" postinst "$@"' in postinst
     assert ". /usr/share/debconf/confmodule" in postinst
-    # the helper runs before debhelper's additions
-    assert postinst.index('"$helper" postinst') < postinst.index("Automatically added")
+    # No py3compile (nor py3clean in the prerm): the helper keeps its own checked-hash
+    # byte-code (matrix_synapse_setup/bytecode.py), issue 11.
+    assert "py3compile" not in postinst
+
+
+def test_prerm_removes_our_bytecode_on_remove_only(control):
+    out, _ = control
+    prerm = (out / "prerm").read_text()
+    assert "#DEBHELPER#" not in prerm and "py3clean" not in prerm
+    case = prerm[prerm.index('case "$1" in') :]
+    assert (
+        case.index("remove)")
+        < case.index("rm -rf /usr/share/matrix-synapse-setup/matrix_synapse_setup/__pycache__")
+        < case.index("esac")
+    )
+    assert "upgrade" not in case[: case.index("esac")]
 
 
 def test_postrm_purges_debconf_after_our_purge_code(control):

@@ -95,10 +95,12 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(dc):
             ("Password confirmation:", "typo"),
             (r"Passwords do not match[\s\S]*Password of the PostgreSQL role", password),
             ("Password confirmation:", password),
+            (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "no"),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "yes"),
         ],
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dc.get("tune-postgresql") == "false"
     assert (dc.get("db-host"), dc.get("db-port"), dc.get("db-name"), dc.get("db-user")) == (
         "localhost",
         "6432",

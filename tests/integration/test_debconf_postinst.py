@@ -117,7 +117,7 @@ def test_second_run_changes_nothing(site, cluster):
     before = site.snippet.read_bytes(), site.snippet.stat().st_mtime_ns
     proc = site.postinst()
     assert (site.snippet.read_bytes(), site.snippet.stat().st_mtime_ns) == before
-    assert "is up to date" in proc.stderr
+    assert "Nothing to change" in proc.stderr  # maint.unchanged: the quick path
     assert "Wrote" not in proc.stderr
     assert ": created" not in proc.stderr and ": changed" not in proc.stderr
 
@@ -420,6 +420,7 @@ def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_
                 ("Name of Synapse's database:", other),
                 (r"role \(user name\) for Synapse:", site.user),
                 ("Password of the PostgreSQL role for Synapse:", ""),
+                (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "yes"),
                 (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
             ],
         )
@@ -533,6 +534,7 @@ def test_after_answering_everything_the_next_run_asks_nothing(site, cluster, tmp
             ("Host name of the PostgreSQL server for Synapse:", "localhost"),
             ("Password of the PostgreSQL role for Synapse:", "typed pw"),
             ("Password confirmation:", "typed pw"),
+            (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "yes"),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
         ],
         priority="low",

@@ -116,6 +116,8 @@ class FakeFrontend(threading.Thread):
         if cmd == "fset":
             self.flags[params[0]][params[1]] = params[2]
             return "0"
+        if cmd == "fget":
+            return "0 " + self.flags[params[0]].get(params[1], "false")
         if cmd == "input":
             priority, q = params
             is_error = TEMPLATES[q]["Type"] == "error"
@@ -263,6 +265,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
             Q.NAME: ["Bad-Name", "pg_x", "good_name"],
             Q.USER: ["synapse"],
             Q.PASSWORD: [""],
+            Q.TUNE: ["true"],
             Q.PURGE: ["false"],
         },
     )
@@ -347,6 +350,7 @@ def test_backing_up_from_the_port_shows_the_host_again(session):
             Q.NAME: ["synapse"],
             Q.USER: ["synapse"],
             Q.PASSWORD: [""],
+            Q.TUNE: ["true"],
             Q.PURGE: ["false"],
         },
     )
