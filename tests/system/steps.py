@@ -27,6 +27,7 @@ def preseed(root: Root, **answers: str) -> None:
         "db_failure": "select",
         "sqlite_data": "select",
         "purge_database": "boolean",
+        "tune_postgresql": "boolean",
     }
     lines = []
     for key, value in answers.items():
