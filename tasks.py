@@ -133,6 +133,7 @@ def lint(c):
         if p.name != "control"
     ]
     scripts += SYSTEM_TEST_SHELL
+    scripts += [f"scripts/dbc-anchor/DEBIAN/{s}" for s in ("config", "postinst", "prerm", "postrm")]
     c.run("shellcheck " + " ".join(scripts), echo=True)
     c.run(f"lintian --fail-on error,warning --display-info {deb_path()}", echo=True)
 
@@ -195,34 +196,48 @@ def test(c, kind="", k=""):
         raise Exit(f"tests failed in {' and '.join(failed)}", code=1)
 
 
-BENCH_PARTS = ("provision", "migration")
+BENCH_PARTS = ("scripts", "synapse", "provision", "migration")
 
 
 @task(
     help={
+        "only": "one of scripts, synapse, provision, migration (default: all)",
+        "suite": "Debian release of the roots (default: bookworm for scripts, trixie for "
+        "synapse and migration)",
+        "runs": "samples of each package for the scripts' benchmark (default 6)",
         "repeat": "runs per provisioning measurement",
-        "only": "provision or migration (default: both)",
-        "suite": "Debian release of the migration's booted root (default: trixie)",
-        "rounds": "migration rounds, each in a fresh root",
+        "rounds": "rounds of the Synapse and migration benchmarks, each in fresh roots",
         "seed_from": "make the migration's cached data set from this directory (homeserver.db "
         "and mss.test.signing.key of the same Synapse) instead of generating it (~25 min)",
     }
 )
-def bench(c, repeat=10, only="", suite="trixie", rounds=1, seed_from=""):
-    """Benchmarks, nothing asserted: provisioning (scripts/bench.py), then the migration of a
+def bench(c, only="", suite="", runs=6, repeat=10, rounds=0, seed_from=""):
+    """Benchmarks, nothing asserted (issue 11: side by side, in one run).  scripts:
+    `dpkg --configure` and an unchanged `dpkg-reconfigure` against a dbconfig-common
+    package doing the same job (scripts/bench_scripts.py); synapse: a real Synapse on
+    SQLite and on the database this package made (scripts/bench_synapse.py);
+    provision: against a throwaway cluster (scripts/bench.py); migration: a
     50,000-event homeserver.db against synapse_port_db alone (scripts/bench_migration.py)."""
     if only and only not in BENCH_PARTS:
-        raise Exit(f"--only {only}: use {' or '.join(BENCH_PARTS)}")
-    if only in ("", "provision"):
-        c.run(f"{PYTHON} scripts/bench.py --repeat {int(repeat)}", echo=True)
-    if only in ("", "migration"):
+        raise Exit(f"--only {only}: use one of {', '.join(BENCH_PARTS)}")
+    parts = [only] if only else list(BENCH_PARTS)
+    if set(parts) & {"scripts", "synapse", "migration"}:
         build(c)
-        args = [PYTHON, "scripts/bench_migration.py", "--suite", suite, "--rounds", str(rounds)]
-        if seed_from:
-            args += ["--seed-from", seed_from]
-        result = c.run(shlex.join(args), echo=True, warn=True)
+    commands = {
+        "scripts": [
+            "scripts/bench_scripts.py", "--suite", suite or "bookworm", "--runs", str(int(runs))
+        ],
+        "synapse": ["scripts/bench_synapse.py", "--suite", suite or "trixie"]
+        + (["--rounds", str(int(rounds))] if rounds else []),
+        "provision": ["scripts/bench.py", "--repeat", str(int(repeat))],
+        "migration": ["scripts/bench_migration.py", "--suite", suite or "trixie"]
+        + ["--rounds", str(int(rounds) or 1)]
+        + (["--seed-from", seed_from] if seed_from else []),
+    }  # fmt: skip
+    for part in parts:
+        result = c.run(shlex.join([PYTHON, *commands[part]]), echo=True, warn=True)
         if result.exited:
-            raise Exit(f"the migration benchmark failed (exit {result.exited})", code=result.exited)
+            raise Exit(f"the {part} benchmark failed (exit {result.exited})", code=result.exited)
 
 
 @task(help={"dry_run": "say what would be removed"})
