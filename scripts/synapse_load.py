@@ -28,6 +28,7 @@ import hmac
 import http.client
 import ipaddress
 import json
+import resource
 import secrets
 import socket
 import statistics
@@ -370,6 +371,8 @@ def main() -> int:
         result["sync_ms_min"] = round(min(times), 1)
         result["sync_ms_max"] = round(max(times), 1)
     result["elapsed_seconds"] = round(time.monotonic() - started, 3)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
     result["room_ids"] = [room_ids[r] for r in live_rooms]
     print(json.dumps(result), flush=True)
     return 1 if counts.errors else 0
