@@ -111,9 +111,13 @@ class Layers:
         self.postgresql = steps.postgresql_layer(suite, self.lower, workdir)
         self.debs = [tasks.deb_path(), steps.standin_deb(workdir)]
 
+    def layers(self) -> list[Path]:
+        """The overlay's lower layers, top first (a subclass may put more on top)."""
+        return [self.postgresql, self.lower]
+
     def booted(self, name: str) -> harness.BootedRoot:
         """A started booted root with PostgreSQL running, the .debs in harness.DEBS."""
-        root = harness.BootedRoot(name, self.suite, [self.postgresql, self.lower])
+        root = harness.BootedRoot(name, self.suite, self.layers())
         for deb in self.debs:
             root.put_file(deb, f"{harness.DEBS}/{deb.name}")
         root.__enter__()

@@ -252,19 +252,9 @@ class BenchLayers(Layers):
             root.keep_as_layer(dest)
         return dest, versions
 
-    def booted(self, name: str) -> harness.BootedRoot:
-        """As Layers.booted, with the dependencies layer on top."""
-        layers = [self.deps, self.postgresql, self.lower]
-        root = harness.BootedRoot(name, self.suite, layers)
-        for deb in self.debs:
-            root.put_file(deb, f"{harness.DEBS}/{deb.name}")
-        root.__enter__()
-        try:
-            steps.check_cluster_booted(root)
-        except BaseException:
-            root.stop()
-            raise
-        return root
+    def layers(self) -> list[Path]:
+        """Layers.layers, with the dependencies layer on top."""
+        return [self.deps, *super().layers()]
 
 
 # --- the two packages -------------------------------------------------------------------
