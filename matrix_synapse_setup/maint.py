@@ -466,6 +466,8 @@ def tuned_as_answered(conv: Conversation, settings: Settings) -> bool:
     if cluster is None:
         return True
     wanted, explicit = conv.tune()
+    if wanted and not cluster.includes_conf_d:
+        return True  # never tuned (tune_request says why, on the full path)
     if wanted and not explicit and not cluster.dropin.exists():
         return False  # the full path asks the cluster whether it serves only Synapse
     return tuning.current(cluster, wanted)
