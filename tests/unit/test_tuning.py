@@ -502,3 +502,40 @@ def test_tuning_stays_import_light():
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# --- maint.tuned_as_answered: may an unchanged run skip the full path? -------------------
+
+
+class Answers:
+    """The two facts maint reads from debconf about tune-postgresql."""
+
+    def __init__(self, wanted: bool, explicit: bool) -> None:
+        self.answer = (wanted, explicit)
+
+    def tune(self) -> tuple[bool, bool]:
+        return self.answer
+
+
+def test_tuned_as_answered(tmp_path, monkeypatch):
+    from matrix_synapse_setup import maint
+    from matrix_synapse_setup.settings import Settings
+
+    settings = Settings(port=5432, dbname="synapse", user="synapse", password="pw")
+    cluster = a_cluster(tmp_path / "a")
+    plain = a_cluster(tmp_path / "b", include=False)
+    monkeypatch.setattr(tuning, "cluster_for_port", lambda port: cluster)
+    # the default answer, never applied: the full path must ask the cluster first
+    assert not maint.tuned_as_answered(Answers(True, False), settings)
+    tuning.ensure(cluster.dropin, tuning.text_for(cluster))
+    assert maint.tuned_as_answered(Answers(True, False), settings)
+    assert maint.tuned_as_answered(Answers(True, True), settings)
+    assert not maint.tuned_as_answered(Answers(False, True), settings)  # to be removed
+    tuning.remove(cluster.dropin)
+    assert maint.tuned_as_answered(Answers(False, True), settings)
+    # A cluster that does not read conf.d is never tuned: nothing for the full path to do.
+    monkeypatch.setattr(tuning, "cluster_for_port", lambda port: plain)
+    assert maint.tuned_as_answered(Answers(True, False), settings)
+    # Not a cluster of Debian's layout: nothing to tune.
+    monkeypatch.setattr(tuning, "cluster_for_port", lambda port: None)
+    assert maint.tuned_as_answered(Answers(True, False), settings)
