@@ -10,8 +10,6 @@ an error message.  SQL is composed with psycopg.sql only.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 from . import diagnose, messages
@@ -180,14 +178,3 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         return {
             "error": {"message": messages.SUPERUSER_FAILED.format(reason=reason), "retry": False}
         }
-
-
-def main() -> int:
-    """``python3 -m matrix_synapse_setup.superuser``: a request on stdin, the answer on
-    stdout (the package itself forks instead: see provision._run_as_postgres)."""
-    json.dump(answer(json.loads(sys.stdin.buffer.read())), sys.stdout)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
