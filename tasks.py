@@ -28,14 +28,14 @@ TEST_KINDS = ("unit", "integration", "system")
 # (tests/integration/conftest.py reads it; empty means English).
 PG_LC_MESSAGES_ENV = "MSS_PG_LC_MESSAGES"
 FRENCH = "fr_FR.UTF-8"
-# Shell scripts of the system-test harness (tests/system), for shellcheck.
+# Shell scripts of the system-test harness (scripts/devtools), for shellcheck.
 SYSTEM_TEST_SHELL = [
-    "tests/system/root-customize.sh",
-    "tests/system/inroot/policy-rc.d",
-    "tests/system/synapse-standin/DEBIAN/postinst",
-    "tests/system/synapse-standin/DEBIAN/prerm",
-    "tests/system/synapse-standin/DEBIAN/postrm",
-    "tests/system/synapse-standin/etc/init.d/matrix-synapse",
+    "scripts/devtools/root-customize.sh",
+    "scripts/devtools/inroot/policy-rc.d",
+    "scripts/devtools/synapse-standin/DEBIAN/postinst",
+    "scripts/devtools/synapse-standin/DEBIAN/prerm",
+    "scripts/devtools/synapse-standin/DEBIAN/postrm",
+    "scripts/devtools/synapse-standin/etc/init.d/matrix-synapse",
 ]
 MAINTAINER_SCRIPTS = ("config", "preinst", "postinst", "prerm", "postrm")
 
@@ -339,7 +339,7 @@ def autopkgtest(c, suite="bookworm", test=None, shell_fail=False):
 )
 def roots(c, suite=None, force=False, dry_run=False):
     """Build or refresh the system tests' cached Debian roots (build/cache/system-*.tar.zst)."""
-    args = [PYTHON, "-m", "tests.system.roots"]
+    args = [PYTHON, "-m", "scripts.devtools.roots"]
     for name in suite or []:
         args += ["--suite", name]
     if force:

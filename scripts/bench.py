@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from matrix_synapse_setup.provision import provision, verify  # noqa: E402
 from matrix_synapse_setup.settings import Settings  # noqa: E402
-from tests.pgcluster import throwaway_cluster  # noqa: E402
+from scripts.devtools.pgcluster import throwaway_cluster  # noqa: E402
 
 
 def timed(func, repeat: int) -> list[float]:

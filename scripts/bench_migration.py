@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Benchmark of the SQLite -> PostgreSQL migration (issue 10); `invoke bench`, as root.
 
-In a booted system-test root (tests/system/harness.BootedRoot, with PostgreSQL and the
+In a booted system-test root (scripts/devtools/harness.BootedRoot, with PostgreSQL and the
 Synapse stand-in, which is the real Synapse from PyPI), Synapse serves a homeserver.db of
 at least 50,000 events that a real Synapse made through its client API (scripts/
 synapse_load.py).  One round measures, on the same file:
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402
-from tests.system import harness, roots, steps  # noqa: E402
+from scripts.devtools import harness, roots, steps  # noqa: E402
 
 DATA_VERSION = "1"  # bump when the way the data set is made changes
 SERVER_NAME = "mss.test"  # the stand-in's
@@ -105,7 +105,7 @@ def say(text: str) -> None:
 class Layers:
     def __init__(self, suite: str, workdir: Path) -> None:
         self.suite = suite
-        say(f"extracting the cached {suite} root (tests/system/roots.py) ...")
+        say(f"extracting the cached {suite} root (scripts/devtools/roots.py) ...")
         self.lower = harness.extract(roots.build(suite, quiet=True))
         say("making the PostgreSQL layer ...")
         self.postgresql = steps.postgresql_layer(suite, self.lower, workdir)

@@ -14,7 +14,7 @@ The packages:
 - ours: dist/matrix-synapse-setup_<version>_all.deb (run `invoke build` first; it is
   copied at the start, so a rebuild during the run changes nothing; its sha256 and time
   are in the output), preseeded as the system tests' fresh local install is
-  (tests/system/steps.preseed(db_password=...)): the local cluster, every other answer
+  (scripts/devtools/steps.preseed(db_password=...)): the local cluster, every other answer
   its default.  It creates the role and the database
   (UTF8, C, template0) as postgres over the Unix socket, verifies that the role logs in
   over TCP to localhost:5432, and writes database.yaml (+ database.pgpass) with ucf.
@@ -33,12 +33,12 @@ The packages:
   generated file through ucf and never contacts PostgreSQL; saying yes would dump, DROP
   and re-create the database.  Ours verifies the server, role and database every time.
 
-Both run in the system tests' throwaway roots, booted (tests/system/harness.BootedRoot,
+Both run in the system tests' throwaway roots, booted (scripts/devtools/harness.BootedRoot,
 with the PostgreSQL layer of scripts/bench_migration.Layers, the cluster running under
 systemd), a fresh overlay upper layer per sample, so each fresh configure starts from
 nothing.  The roots are offline: the dependencies of both packages (dbconfig-pgsql,
 dbconfig-common, python3-psycopg, ...) are downloaded once on the host from the Debian
-mirror of the host's apt sources (tests/system/roots.apt_sources, for the root's suite),
+mirror of the host's apt sources (scripts/devtools/roots.apt_sources, for the root's suite),
 resolved against the PostgreSQL layer's dpkg status, cached in
 build/cache/bench-scripts-debs-<suite>-<key>/, and installed with `dpkg -i` into one more
 overlay layer shared by every sample.
@@ -78,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_migration import ROOT, Layers
 
 import tasks
-from tests.system import harness, roots, steps
+from scripts.devtools import harness, roots, steps
 
 ANCHOR_SRC = ROOT / "scripts" / "dbc-anchor"
 ANCHOR = "dbc-anchor"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Synapse's throughput on our PostgreSQL against its default SQLite (issue 11), as root.
 
-Each round boots fresh system-test roots (tests/system/harness.BootedRoot, the layers of
+Each round boots fresh system-test roots (scripts/devtools/harness.BootedRoot, the layers of
 scripts/bench_migration.py), one at a time, and measures the real Synapse (the stand-in
 .deb, Synapse from PyPI) under the same load through its client-server API
 (scripts/synapse_load.py):
@@ -55,7 +55,7 @@ from bench_migration import (
 )
 
 import tasks
-from tests.system import harness, roots, steps
+from scripts.devtools import harness, roots, steps
 
 SENDERS = 8
 USERS = 8

@@ -17,7 +17,7 @@ they never collide with the system tests' roots):
   wants (gzip); piuparts itself fetches from the mirror.
 
 <key> hashes the package lists and this file.  The mirror comes from the host's
-apt sources (tests/system/roots.py reads them); no host name is written here.
+apt sources (scripts/devtools/roots.py reads them); no host name is written here.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "cache"
 sys.path.insert(0, str(ROOT))
 
-from tests.system.roots import apt_sources  # noqa: E402 - the host's mirror, read once
+from scripts.devtools.roots import apt_sources  # noqa: E402 - the host's mirror, read once
 
 TESTBED_INSTALL = ["apt-utils", "ca-certificates"]
 # What `apt install matrix-synapse-setup` and the autopkgtests need, downloaded only

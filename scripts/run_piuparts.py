@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import publish_root  # noqa: E402
 
-from tests.system.roots import apt_sources  # noqa: E402
+from scripts.devtools.roots import apt_sources  # noqa: E402
 
 
 def mirror(suite: str) -> str:
@@ -51,7 +51,7 @@ def lower_version_build(workdir: Path) -> Path:
 
     The system tests' builder, so both upgrade from the same (cached) build."""
     import tasks
-    from tests.system.conftest import older_build
+    from scripts.devtools.builds import older_build
 
     return older_build(tasks, workdir)
 

@@ -1,4 +1,4 @@
-"""Fixtures: a real, throwaway PostgreSQL cluster (see tests/pgcluster.py).
+"""Fixtures: a real, throwaway PostgreSQL cluster (see scripts/devtools/pgcluster.py).
 
 The server's language comes from the environment: ``MSS_PG_LC_MESSAGES`` (such
 as ``fr_FR.UTF-8``; unset or empty: English) becomes the cluster's
@@ -17,7 +17,7 @@ import secrets
 
 import pytest
 
-from tests.pgcluster import free_port, psycopg, throwaway_cluster
+from scripts.devtools.pgcluster import free_port, psycopg, throwaway_cluster
 
 LC_MESSAGES_ENV = "MSS_PG_LC_MESSAGES"
 # What a failed password login says in English (the server's text), and words that

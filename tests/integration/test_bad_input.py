@@ -51,10 +51,10 @@ import pytest
 
 from matrix_synapse_setup import messages
 from matrix_synapse_setup.settings import SSLMODES
+from scripts.devtools.pgcluster import free_port, psycopg
 from tests.integration.old_server import old_server
 from tests.integration.test_debconf import ROOT
 from tests.integration.test_debconf_postinst import Site
-from tests.pgcluster import free_port, psycopg
 
 sql = psycopg.sql
 

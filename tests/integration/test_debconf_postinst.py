@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.devtools.pgcluster import free_port, psycopg
 from tests.integration.test_debconf import ROOT, Debconf
-from tests.pgcluster import free_port, psycopg
 
 SNIPPET = "matrix-synapse/conf.d/database.yaml"
 PASSFILE = "matrix-synapse/conf.d/database.pgpass"
@@ -201,7 +201,7 @@ def test_a_preseeded_retry_that_nobody_can_change_aborts(site, cluster):
 
 
 def test_a_wrong_locale_database_is_refused_untouched(site, cluster):
-    from tests.pgcluster import psycopg as pg
+    from scripts.devtools.pgcluster import psycopg as pg
 
     sql = pg.sql
     with cluster.connect() as conn:
@@ -399,7 +399,7 @@ def test_interactive_retry_then_abort_when_the_server_is_down(site, cluster, tmp
 
 
 def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_path, names):
-    from tests.pgcluster import psycopg as pg
+    from scripts.devtools.pgcluster import psycopg as pg
 
     sql = pg.sql
     with cluster.connect() as conn:

@@ -24,7 +24,7 @@ from matrix_synapse_setup.errors import SetupError
 from matrix_synapse_setup.pg import import_psycopg
 from matrix_synapse_setup.provision import ServerUnavailable, provision, verify
 from matrix_synapse_setup.settings import Settings
-from tests.pgcluster import free_port
+from scripts.devtools.pgcluster import free_port
 
 psycopg = import_psycopg()
 sql = psycopg.sql

@@ -5,7 +5,7 @@ context) are reported as waiting for a restart, and the cluster restarts with al
 them, reporting them as coming from our file; a drop-in it refuses is taken away again;
 a cluster that serves other databases is left alone unless told otherwise.
 
-The throwaway cluster (tests/pgcluster.py) is made with initdb and run with pg_ctl, not
+The throwaway cluster (scripts/devtools/pgcluster.py) is made with initdb and run with pg_ctl, not
 in Debian's /etc/postgresql layout: its data directory is made to look like one (its
 postgresql.conf gets Debian's "include_dir = 'conf.d'", a fake /etc/postgresql/V/NAME
 links to it); the test restarts it with pg_ctl.
@@ -19,7 +19,7 @@ import pwd
 import pytest
 
 from matrix_synapse_setup import tuning
-from tests.pgcluster import throwaway_cluster
+from scripts.devtools.pgcluster import throwaway_cluster
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.system import harness, roots, steps
+from scripts.devtools import harness, roots, steps
+from scripts.devtools.builds import older_build
 
 PROJECT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("MSS_SYSTEM_FULL") == "1"
@@ -82,50 +82,6 @@ def old_deb(workdir: Path, debs) -> Path:
     import tasks
 
     return older_build(tasks, workdir)
-
-
-def older_build(tasks, workdir: Path) -> Path:
-    """The same tree with a lower version on top of debian/changelog (for the upgrade).
-
-    Cached in build/cache by the digest of the package's inputs."""
-    files = tasks.source_files()
-    digest = tasks.inputs_digest(files)[:16]
-    version = f"{tasks.version()}~systest1"
-    cached = roots.CACHE / f"system-old-{digest}" / f"{tasks.PACKAGE}_{version}_all.deb"
-    if cached.exists():
-        return cached
-    src = workdir / "old-src" / tasks.PACKAGE
-    for name in files:
-        dest = src / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT / name, dest)
-    changelog = src / "debian" / "changelog"
-    text = changelog.read_text(encoding="utf-8")
-    trailer = next(line for line in text.splitlines() if line.startswith(" -- "))
-    entry = (
-        f"{tasks.PACKAGE} ({version}) unstable; urgency=medium\n\n"
-        "  * System-test build with a lower version, to test upgrades.\n\n"
-        f"{trailer}\n\n"
-    )
-    changelog.write_text(entry + text, encoding="utf-8")
-    proc = subprocess.run(
-        ["dpkg-buildpackage", "--build=all", "--no-sign"],
-        cwd=src,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    built = src.parent / cached.name
-    if proc.returncode or not built.exists():
-        raise AssertionError(f"building the older .deb failed:\n{proc.stdout[-3000:]}{proc.stderr}")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.tmp")
-    shutil.move(built, partial)
-    os.replace(partial, cached)  # other test sessions may use the cache at the same time
-    for old in roots.CACHE.glob("system-old-*"):  # prune builds of trees a day old
-        if old != cached.parent and time.time() - old.stat().st_mtime > 86400:
-            shutil.rmtree(old, ignore_errors=True)
-    return cached
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import Root
-from tests.system.steps import ADVERSARIAL, SYNAPSE_UNIT
+from scripts.devtools import steps
+from scripts.devtools.harness import Root
+from scripts.devtools.steps import ADVERSARIAL, SYNAPSE_UNIT
 
 SUITES = ["trixie", "bookworm"]
 suites = pytest.mark.parametrize("suite", SUITES)

@@ -33,9 +33,9 @@ import unicodedata
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import DEBS, Root
-from tests.system.steps import ADVERSARIAL, NONINTERACTIVE, PASSFILE, PKG, SNIPPET
+from scripts.devtools import steps
+from scripts.devtools.harness import DEBS, Root
+from scripts.devtools.steps import ADVERSARIAL, NONINTERACTIVE, PASSFILE, PKG, SNIPPET
 
 SUITES = ["trixie", "bookworm"]
 suites = pytest.mark.parametrize("suite", SUITES)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import DEBS, Root
-from tests.system.steps import SNIPPET
+from scripts.devtools import steps
+from scripts.devtools.harness import DEBS, Root
+from scripts.devtools.steps import SNIPPET
 
 SUITES = ["trixie", "bookworm"]
 suites = pytest.mark.parametrize("suite", SUITES)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import Root
+from scripts.devtools import steps
+from scripts.devtools.harness import Root
 
 SUITES = ["trixie", "bookworm"]
 suites = pytest.mark.parametrize("suite", SUITES)

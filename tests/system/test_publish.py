@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import Root
+from scripts.devtools import steps
+from scripts.devtools.harness import Root
 
 PROJECT = Path(__file__).resolve().parents[2]
 SUITES = ["trixie", "bookworm"]

@@ -15,9 +15,9 @@ import re
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import DEBS, HELPERS, Root
-from tests.system.steps import ADVERSARIAL, SNIPPET
+from scripts.devtools import steps
+from scripts.devtools.harness import DEBS, HELPERS, Root
+from scripts.devtools.steps import ADVERSARIAL, SNIPPET
 
 SUITES = ["trixie", "bookworm"]
 suites = pytest.mark.parametrize("suite", SUITES)

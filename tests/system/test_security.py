@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.system import roots, steps
-from tests.system.harness import DEBS, HELPERS, Result, Root
-from tests.system.steps import PKG, SNIPPET
+from scripts.devtools import roots, steps
+from scripts.devtools.harness import DEBS, HELPERS, Result, Root
+from scripts.devtools.steps import PKG, SNIPPET
 
 PROJECT = Path(__file__).resolve().parents[2]
 SUITES = ["trixie", "bookworm"]

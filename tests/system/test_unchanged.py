@@ -41,9 +41,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import steps
-from tests.system.harness import DEBS, HELPERS, Root
-from tests.system.steps import (
+from scripts.devtools import steps
+from scripts.devtools.harness import DEBS, HELPERS, Root
+from scripts.devtools.steps import (
     ADVERSARIAL,
     NONINTERACTIVE,
     PASSFILE,

@@ -219,7 +219,7 @@ def throwaway_cluster(lc_messages: str | None = None):
     bindir = _pg_bindir()
     pg = pwd.getpwnam("postgres")
     top = Path(tempfile.mkdtemp(prefix="mss-cluster-"))
-    os.chmod(top, 0o755)
+    os.chmod(top, 0o755)  # noqa: S103 - postgres must reach its data directory below
     datadir, sockdir, tls, logs = top / "data", top / "socket", top / "tls", top / "log"
     for d in (datadir, sockdir, tls, logs):
         d.mkdir()

@@ -64,7 +64,7 @@ def setup(merged: str, lower: str, upper: str, work: str, console: str) -> None:
     sh("mount", "--bind", console, f"{dev}/console")
     pts_shm_and_links(dev, sh)
     sh("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", f"{merged}/run")
-    sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", f"{merged}/tmp")
+    sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", f"{merged}/tmp")  # noqa: S108 - the root's own /tmp
     sh("ip", "link", "set", "lo", "up")
     socket.sethostname(HOSTNAME)  # in the scenario's own UTS namespace
     # pivot_root(".", "."): the old root ends up on top of the new one; detach it.  The

@@ -13,7 +13,7 @@ Inside each root (built with network; the scenarios run without it):
 - /opt/venvs/judge: matrix-nio (pinned), the Matrix client that judges the result;
 - /etc/hosts (mmdebstrap roots have none).
 
-Run as a script: `/usr/bin/python3 -m tests.system.roots [--suite S] [--dry-run] [--force]`
+Run as a script: `/usr/bin/python3 -m scripts.devtools.roots [--suite S] [--dry-run] [--force]`
 (`invoke roots` does that).
 """
 

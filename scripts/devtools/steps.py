@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.system.harness import DEBS, HELPERS, INROOT, Result, Root
+from scripts.devtools.harness import DEBS, HELPERS, INROOT, Result, Root
 
 PKG = "matrix-synapse-setup"
 SNIPPET = "/etc/matrix-synapse/conf.d/database.yaml"
