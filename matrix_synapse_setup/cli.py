@@ -117,7 +117,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings, state: Any, text: str) -> int:
-    from . import migration, services
+    from . import migration
 
     for step in provision(settings, socket_dir=args.socket_dir):
         print(step)
@@ -125,8 +125,6 @@ def _migrate(args: argparse.Namespace, settings: Settings, state: Any, text: str
 
     def switch() -> None:
         snippet.install(None, text, settings, owner)
-        if snippet.update_dropin(settings.local):
-            services.daemon_reload()
 
     def show(line: str) -> None:
         if sys.stdout.isatty():

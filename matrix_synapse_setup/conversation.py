@@ -39,7 +39,6 @@ SQLITE_DATA = f"{PKG}/sqlite-data"
 INVALID = f"{PKG}/invalid-answer"
 MISMATCH = f"{PKG}/password-mismatch"
 SETUP_ERROR = f"{PKG}/setup-error"
-SNIPPET_SHA = f"{PKG}/internal/snippet-sha256"
 TUNE = f"{PKG}/tune-postgresql"
 
 # debconf protocol codes
@@ -208,10 +207,18 @@ class Conversation:
     # --- the questions ------------------------------------------------------
 
     def ask(self, *, known_password: bool, again: bool = False) -> Answers:
-        """Ask what is not answered yet (priorities decide what is shown), validate,
-        ask again what is invalid.  *known_password*: the snippet holds one.
-        *again*: after a failure, show every question (at critical priority)."""
-        state: dict[str, Any] = {"priority": {}, "backing": False, "again": again}
+        """Validate the answers and ask again what is invalid.  The questions were
+        asked by the config script (debian/config, before the package was
+        unpacked): here a question is shown only when its answer was refused, or
+        when it was never seen and an answer given here may have made it matter.
+        *known_password*: the snippet holds one.  *again*: after a failure, show
+        every question (at critical priority)."""
+        state: dict[str, Any] = {
+            "priority": {},
+            "backing": False,
+            "again": again,
+            "reasked": again,
+        }
         steps: list[Callable[[dict[str, Any]], bool]] = [
             self._string_step(HOST, MEDIUM, settings.validate_host),
             self._string_step(PORT, LOW, settings.validate_port),
@@ -248,6 +255,9 @@ class Conversation:
     def _show(self, state: dict[str, Any], question: str, default: str) -> bool:
         """Input + go for one question: False when the user backed up (or when we are
         backing up over a question that is not shown), True to go on."""
+        if not self._to_show(state, question):
+            state["shown"] = False
+            return not state["backing"]
         priority = CRITICAL if state.get("again") else default
         shown = self.input(state["priority"].get(question, priority), question)
         state["shown"] = shown
@@ -258,6 +268,14 @@ class Conversation:
             return not state["backing"]
         state["backing"] = not forward
         return forward
+
+    def _to_show(self, state: dict[str, Any], question: str) -> bool:
+        """Whether to INPUT *question* here: after a failure (*again*), when it was
+        refused, or once something was asked again and it was never seen.  Not
+        otherwise: dpkg-reconfigure would show every question a second time."""
+        if state["again"] or question in state["priority"]:
+            return True
+        return bool(state["reasked"]) and self.fget(question, "seen") != "true"
 
     def _string_step(
         self,
@@ -287,6 +305,7 @@ class Conversation:
                 except SetupError as err:
                     self.complain(question, err.message)
                     state["priority"][question] = CRITICAL
+                    state["reasked"] = True
                     state["backing"] = False
 
         return step
@@ -303,6 +322,7 @@ class Conversation:
             except SetupError as err:
                 self.complain(SSLMODE, err.message)
                 state["priority"][SSLMODE] = CRITICAL
+                state["reasked"] = True
         return self._string_step(SSLMODE, MEDIUM, settings.validate_sslmode)(state)
 
     def _sslrootcert_step(self, state: dict[str, Any]) -> bool:
@@ -341,6 +361,7 @@ class Conversation:
                     user = self.get(USER).strip()
                     self.complain(PASSWORD, messages.REMOTE_PASSWORD_NEEDED.format(user=user))
                     state["priority"][PASSWORD] = CRITICAL
+                    state["reasked"] = True
                     continue
                 self.set(PASSWORD_AGAIN, "")
                 return True
@@ -350,10 +371,12 @@ class Conversation:
                 self._forget_password()
                 self.complain(PASSWORD, err.message)
                 state["priority"][PASSWORD] = CRITICAL
+                state["reasked"] = True
                 continue
             priority = state["priority"].get(PASSWORD, CRITICAL if state["again"] else default)
-            shown = self.input(priority, PASSWORD_AGAIN)
-            if not self.go() and shown:
+            # The confirmation only goes with a password shown here.
+            shown = bool(state.get("shown")) and self.input(priority, PASSWORD_AGAIN)
+            if shown and not self.go():
                 self.fset(PASSWORD, "seen", "false")
                 state["priority"][PASSWORD] = priority
                 continue  # back from the confirmation: the password again
@@ -363,6 +386,7 @@ class Conversation:
                 if not self.show_error(MISMATCH):
                     raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
                 state["priority"][PASSWORD] = CRITICAL
+                state["reasked"] = True
                 continue
             return True
 

@@ -1,9 +1,10 @@
 """Entry points for the maintainer scripts.
 
 The shell scripts call ``/usr/share/matrix-synapse-setup/maintscript-helper
-<script> <dpkg arguments...>``.  That interface is kept stable: on an upgrade
-the new ``config`` script runs (preconfigure) while the old helper is still
-installed, and an unknown script or action is accepted and ignored.
+<script> <dpkg arguments...>``.  The questions are asked by debian/config, a
+shell script (before the package is unpacked); the postinst's helper checks the
+answers, asks again what it refuses, and applies them.  An unknown script or
+action is accepted and ignored.
 
 Output goes to stderr only: the debconf pipe is on stdin and fd 3 (or fd 1).
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import conversation, locking, messages, snippet
 from .conversation import ABORT, IGNORE, KEEP_SQLITE, MIGRATE, RETRY, START_EMPTY, Conversation
 from .errors import SetupError, run
-from .services import child_fds, daemon_reload, restart_synapse, synapse_installed
+from .services import child_fds, daemon_reload, restart_synapse
 from .settings import Settings, is_local
 
 if TYPE_CHECKING:
@@ -49,10 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(argv: list[str]) -> int:
     script = argv[0] if argv else ""
     action = argv[1] if len(argv) > 1 else ""
-    if script == "config" and action in ("configure", "reconfigure"):
-        return config(Conversation(conversation.connect()))
     if script == "postinst" and action == "configure":
         old_version = argv[2] if len(argv) > 2 else ""
+        retire_runtime_dropin(old_version)
         if snippet_deleted_by_hand(old_version):
             say(messages.SNIPPET_DELETED.format(path=snippet.SNIPPET))
             return 0
@@ -68,50 +68,11 @@ def dispatch(argv: list[str]) -> int:
     return 0  # other scripts and actions: nothing to do (and an old helper stays usable)
 
 
-# --- config -----------------------------------------------------------------------
-
-
-def load_snippet(conv: Conversation, path: Path = snippet.SNIPPET) -> dict[str, Any] | None:
-    """Read the installed snippet's values into debconf when the file changed since
-    we last wrote or read it (an admin's hand edits win over older answers).
-
-    Not when it did not change: during one dpkg run ``config`` runs twice (before
-    unpacking, and from the postinst), and the second run must not replace what
-    was answered in the first with the values still in the old file."""
-    try:
-        found = snippet.read(path)
-    except SetupError as err:
-        say(messages.SNIPPET_IGNORED.format(reason=err.message))
-        return None
-    if found is None:
-        return None
-    digest = snippet.file_sha256(path)
-    if digest == conv.get(conversation.SNIPPET_SHA):
-        return found
-    for key, question in conversation.SNIPPET_QUESTIONS.items():
-        value = found.get(key)
-        if value is not None and not isinstance(value, bool | dict | list):
-            conv.set(question, str(value))
-    conv.set(conversation.SNIPPET_SHA, digest)
-    say(messages.SNIPPET_LOADED.format(path=path))
-    return found
+# --- postinst configure ----------------------------------------------------------
 
 
 def _has_password(found: dict[str, Any] | None) -> bool:
     return bool(found and isinstance(found.get("password"), str) and found["password"])
-
-
-def config(conv: Conversation) -> int:
-    found = load_snippet(conv)
-    conv.ask(known_password=_has_password(found))
-    if found is None and not snippet.SNIPPET.exists():
-        from . import synapse_config
-
-        state = synapse_config.inspect()
-        if state is not None and state.sqlite is not None:
-            facts = state.sqlite
-            conv.ask_sqlite(facts.describe(), max(1, round(facts.estimate_seconds() / 60)))
-    return 0
 
 
 def snippet_deleted_by_hand(old_version: str, path: Path = snippet.SNIPPET) -> bool:
@@ -119,10 +80,33 @@ def snippet_deleted_by_hand(old_version: str, path: Path = snippet.SNIPPET) -> b
     it, as one deletes a conffile; respected (dpkg-reconfigure writes it again)."""
     if not old_version or os.environ.get("DEBCONF_RECONFIGURE") or path.exists():
         return False
-    return snippet.ucf_recorded_md5(path) is not None
+    return snippet.ucf_state(path).registered
 
 
-# --- postinst configure ----------------------------------------------------------
+# The first version that ships Synapse's drop-in under /usr/lib (debian/
+# matrix-synapse-setup.install); those before wrote it into /etc at run time.
+STATIC_DROPIN_SINCE = "0.5.0~"
+
+
+def retire_runtime_dropin(old_version: str) -> None:
+    """On the first configure of this version (install or upgrade from one that wrote
+    the drop-in at run time): remove the drop-in those versions wrote in /etc, unless
+    the admin edited it, and let systemd see the one we ship."""
+    if os.environ.get("DEBCONF_RECONFIGURE"):
+        return
+    if old_version and not _older_than(old_version, STATIC_DROPIN_SINCE):
+        return
+    removed = snippet.remove_runtime_dropin()
+    if removed is False:
+        say(messages.RUNTIME_DROPIN_EDITED.format(path=snippet.RUNTIME_DROPIN))
+    daemon_reload()
+
+
+def _older_than(version: str, other: str) -> bool:
+    proc = subprocess.run(
+        ["dpkg", "--compare-versions", version, "lt", other], **child_fds(), check=False
+    )
+    return proc.returncode == 0
 
 
 def postgresql_being_installed() -> list[str]:
@@ -146,6 +130,7 @@ def postgresql_being_installed() -> list[str]:
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
+    check_answers(conv)
     with locking.exclusive(say):
         if unchanged(conv, conv.answers()):
             return 0
@@ -184,6 +169,16 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
             with contextlib.suppress(SetupError):
                 found = snippet.read()
             conv.ask(known_password=_has_password(found), again=True)
+
+
+def check_answers(conv: Conversation) -> None:
+    """Validate what debian/config asked (or what was preseeded); explain and ask
+    again what is refused (SetupError when nobody can answer)."""
+    try:
+        found = snippet.read()
+    except SetupError:
+        found = None  # decide() says why the file is not used
+    conv.ask(known_password=_has_password(found))
 
 
 def resolve_password(answers: conversation.Answers, current: dict[str, Any] | None) -> str:
@@ -236,15 +231,21 @@ def unchanged(conv: Conversation, answers: conversation.Answers) -> bool:
     from .provision import quick_verify
 
     # The login (network and the server's work) runs while this thread renders.
+    # ucfq (a Perl program) runs meanwhile too.
     proof: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: proof.update(steps=quick_verify(settings)))
     worker.start()
+    ucf_box: dict[str, snippet.UcfState] = {}
+    asker = threading.Thread(target=lambda: ucf_box.update(state=snippet.ucf_state()))
+    asker.start()
     try:
         text = snippet.render(settings, password_set=stamp)
-        on_disk = snippet.installed(text, settings)
+        asker.join()
+        on_disk = snippet.installed(text, settings, ucf=ucf_box.get("state"))
     except SetupError:
         on_disk = False
     finally:
+        asker.join()
         worker.join()
     if not on_disk or proof.get("steps") is None:
         return False
@@ -253,9 +254,6 @@ def unchanged(conv: Conversation, answers: conversation.Answers) -> bool:
     for step in proof["steps"]:
         say(str(step))
     conv.clear_password()  # a preseeded password equal to the one in use
-    digest = snippet.file_sha256()
-    if conv.get(conversation.SNIPPET_SHA) != digest:
-        conv.set(conversation.SNIPPET_SHA, digest)
     say(messages.ALL_UNCHANGED.format(path=snippet.SNIPPET))
     return True
 
@@ -297,7 +295,14 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
 
     state = None if snippet.SNIPPET.exists() else synapse_config.inspect()
     synapse = state if state is not None and state.sqlite is not None else None
-    choice = conv.sqlite_choice() if synapse is not None else None
+    choice = None
+    if synapse is not None and synapse.sqlite is not None:
+        # Asked here rather than in debian/config: only a look into Synapse's
+        # database tells whether it holds anything to move (a Synapse that just
+        # started on SQLite holds nothing, and its admin is not asked).
+        facts = synapse.sqlite
+        minutes = max(1, round(facts.estimate_seconds() / 60))
+        choice = conv.ask_sqlite(facts.describe(), minutes)
     settings, stamp = wanted(answers, current)
     # parsed back and compared before anything happens
     text = snippet.render(settings, password_set=stamp)
@@ -396,16 +401,12 @@ def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
         steps += more
         for key, question in conversation.SNIPPET_QUESTIONS.items():
             conv.set(question, str(getattr(settings, key)))
-    dropin_changed = snippet.update_dropin(settings.local)
-    if dropin_changed:
-        daemon_reload()
     if tune is not None and facts.get("tuning") is not None:
         report_tuning(conv, tune, facts["tuning"])
     conv.clear_password()
-    conv.set(conversation.SNIPPET_SHA, snippet.file_sha256())
     if owner.uid == 0 and owner.gid == 0:
         say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
-    if changed(steps) or file_changed or dropin_changed:
+    if changed(steps) or file_changed:
         restart_synapse("try-restart")
 
 
@@ -480,8 +481,6 @@ def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
 
     def switch() -> None:
         snippet.install(conv, plan.text, plan.settings, owner)
-        if snippet.update_dropin(plan.settings.local):
-            daemon_reload()
 
     say(sqlite.describe())
     from . import migration
@@ -490,7 +489,6 @@ def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
     for step in result.steps:
         say(str(step))
     conv.clear_password()
-    conv.set(conversation.SNIPPET_SHA, snippet.file_sha256())
     backup = result.backup or "(none)"
     say(messages.MIGRATED.format(path=sqlite.path, backup=backup, snippet=snippet.SNIPPET))
 
@@ -504,25 +502,15 @@ def noninteractive(conv: Conversation) -> bool:
 
 
 def triggered(path: Path = snippet.SNIPPET) -> int:
-    """Synapse's unit file appeared (or changed): let its user read the snippet and
-    order it after a local PostgreSQL."""
+    """Synapse's unit file appeared (or changed): let its user read the snippet (the
+    drop-in that orders it after PostgreSQL is shipped, under /usr/lib)."""
     if not path.exists():
         return 0
     owner = snippet.ownership()
     changed = snippet.fix_ownership(path, owner)
     for suffix in snippet.UCF_BACKUP_SUFFIXES:
         snippet.fix_ownership(path.with_name(path.name + suffix), owner)
-    try:
-        found = snippet.read(path)
-    except SetupError as err:
-        say(messages.SNIPPET_IGNORED.format(reason=err.message))
-        found = None
     changed = snippet.fix_ownership(snippet.PASSFILE, snippet.passfile_ownership()) or changed
-    if found is not None and synapse_installed():
-        dropin = snippet.update_dropin(is_local(str(found.get("host") or "")))
-        if dropin:
-            daemon_reload()
-        changed = changed or dropin
     if changed:
         say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
         restart_synapse("restart")

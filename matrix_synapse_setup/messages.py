@@ -244,6 +244,11 @@ SNIPPET_DELETED = (
     "{path} was deleted by hand: it is not created again on upgrade (Synapse uses what its "
     "other files say). Run 'dpkg-reconfigure matrix-synapse-setup' to write it again."
 )
+RUNTIME_DROPIN_EDITED = (
+    "{path} was edited, so it is kept: it is yours now. The package's own drop-in is "
+    "/usr/lib/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf; "
+    "delete {path} if it only repeats it."
+)
 NOTHING_TO_MIGRATE = "Synapse does not use a SQLite database with data: nothing to migrate."
 UPDATES_PENDING_STOPPED = (
     "Synapse's SQLite database has {count} background update(s) pending, which only Synapse "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import grp
-import hashlib
 import os
 import pwd
 import re
@@ -49,11 +48,13 @@ SNIPPET = Path("/etc/matrix-synapse/conf.d/database.yaml")
 # *.yaml in conf.d.  libpq ignores a password file that its group or others can
 # read: it is 0600, owned by Synapse's user.
 PASSFILE = Path("/etc/matrix-synapse/conf.d/database.pgpass")
-DROPIN = Path("/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf")
+# Versions before 0.5.0 wrote Synapse's systemd drop-in here at run time; it is now
+# shipped under /usr/lib/systemd/system/matrix-synapse.service.d/ (the admin's
+# directory is /etc).  RUNTIME_DROPIN_TEXT is what they wrote, to tell an edit.
+RUNTIME_DROPIN = Path("/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf")
 SYNAPSE_USER = "matrix-synapse"
 TEMPLATE = "database.yaml.j2"
-UCF_HASHFILE = Path("/var/lib/ucf/hashfile")
-UCF_REGISTRY = Path("/var/lib/ucf/registry")
+UCF_HASHFILE = Path("/var/lib/ucf/hashfile")  # only for the test-only fault point
 PACKAGE = "matrix-synapse-setup"
 UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 
@@ -64,7 +65,7 @@ MANAGED = ("host", "port", "dbname", "user", "password", "sslmode", "sslrootcert
 # What the snippet's text says about them.
 TEXT_KEYS = ("host", "port", "dbname", "user", "sslmode", "sslrootcert")
 
-DROPIN_TEXT = """\
+RUNTIME_DROPIN_TEXT = """\
 # Written by matrix-synapse-setup: Synapse's database is the PostgreSQL cluster
 # on this machine, so start Synapse after it.  Removed when the package is
 # purged or the database moves to another host (dpkg-reconfigure).
@@ -296,13 +297,6 @@ def write_passfile(settings: Settings, path: Path = PASSFILE) -> bool:
     return True
 
 
-def file_sha256(path: Path = SNIPPET) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return ""
-
-
 # --- who may read it -------------------------------------------------------------
 
 
@@ -401,30 +395,33 @@ def fix_ownership(path: Path, owner: Ownership) -> bool:
     return True
 
 
-def ucf_recorded_md5(path: Path = SNIPPET, hashfile: Path = UCF_HASHFILE) -> str | None:
-    """The md5sum ucf recorded when it last installed *path*, if any."""
+@dataclasses.dataclass(frozen=True)
+class UcfState:
+    """What ucf's records say about a file (``ucfq``; its files are ucf's own)."""
+
+    registered: bool  # ucfr names this package as the file's
+    unedited: bool  # the file exists with the checksum ucf recorded when it wrote it
+
+
+def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
+    """ucfq's answer for *path*: ``FILE:PACKAGE:EXISTS:CHANGED``.  *state_dir*: ucf's
+    (tests only)."""
+    where = ["--state-dir", str(state_dir)] if state_dir else []
     try:
-        lines = hashfile.read_text(encoding="utf-8", errors="replace").splitlines()
+        proc = subprocess.run(
+            ["ucfq", *where, "--with-colons", str(path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     except FileNotFoundError:
-        return None
-    for line in lines:
-        digest, _, name = line.partition("  ")
-        if name == str(path):
-            return digest
-    return None
-
-
-def file_md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-
-
-def ucf_registered(path: Path = SNIPPET, registry: Path = UCF_REGISTRY) -> bool:
-    """True when ucf's registry names us as *path*'s package (ucfr would change nothing)."""
-    try:
-        lines = registry.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return False
-    return any(line.split() == [PACKAGE, str(path)] for line in lines)
+        return UcfState(registered=False, unedited=False)
+    fields = proc.stdout.strip().rsplit(":", 3)
+    if proc.returncode or len(fields) != 4:
+        return UcfState(registered=False, unedited=False)
+    _, package, exists, changed = fields
+    return UcfState(registered=package == PACKAGE, unedited=(exists, changed) == ("Yes", "No"))
 
 
 def _is(path: Path, text: str, owner: Ownership) -> bool:
@@ -438,21 +435,20 @@ def _is(path: Path, text: str, owner: Ownership) -> bool:
         return False
 
 
-def installed(text: str, settings: Settings, path: Path = SNIPPET) -> bool:
+def installed(
+    text: str, settings: Settings, path: Path = SNIPPET, ucf: UcfState | None = None
+) -> bool:
     """True when writing *text* and *settings*' password file would change nothing: the
     snippet holds *text* with its owner and mode, ucf recorded exactly that file and
-    knows it as ours (so ucf and ucfr would do nothing), the password file holds the
-    password with its owner and mode, and the systemd drop-in is as it should be.
-    Reads only."""
+    knows it as ours (so ucf and ucfr would do nothing), and the password file holds
+    the password with its owner and mode.  Reads only.  *ucf*: ucf_state(path), when
+    the caller asked already."""
     if not _is(path, text, ownership()):
         return False
-    if ucf_recorded_md5(path) != hashlib.md5(text.encode(), usedforsecurity=False).hexdigest():
+    ucf = ucf or ucf_state(path)
+    if not (ucf.unedited and ucf.registered):
         return False
-    if not ucf_registered(path):
-        return False
-    if not _is(PASSFILE, passfile_text(settings), passfile_ownership()):
-        return False
-    return dropin_current(settings.local)
+    return _is(PASSFILE, passfile_text(settings), passfile_ownership())
 
 
 # --- the installed file: edits, ucf, kept values ---------------------------------
@@ -486,7 +482,7 @@ def conflict(text: str, settings: Settings, path: Path = SNIPPET) -> list[str] |
         return ["the whole file"]
     if before == text:
         return None
-    if ucf_recorded_md5(path) == file_md5(path):
+    if ucf_state(path).unedited:
         return None  # not edited since ucf installed it
     try:
         found = parse(before)
@@ -511,7 +507,7 @@ def install(
         before = None
     except (OSError, UnicodeDecodeError):
         before = ""
-    unedited = before is None or ucf_recorded_md5(path) == file_md5(path)
+    unedited = before is None or ucf_state(path).unedited
     if before is not None and before != text and not unedited:
         with contextlib.suppress(SetupError):
             found = parse(before)
@@ -582,33 +578,20 @@ def ucfr_register(path: Path) -> None:
         raise SetupError(f"ucfr {PACKAGE} {path} failed (exit {proc.returncode}).")
 
 
-# --- the systemd drop-in -------------------------------------------------------------
+# --- the systemd drop-in of versions before 0.5.0 ------------------------------------
 
 
-def dropin_current(local: bool, path: Path | None = None) -> bool:
-    """True when update_dropin(local) would change nothing."""
-    path = path or DROPIN
-    if not local:
-        return not path.exists()
+def remove_runtime_dropin(path: Path = RUNTIME_DROPIN) -> bool | None:
+    """Remove the drop-in older versions wrote into /etc (ours is shipped under
+    /usr/lib now).  True: removed; None: there was none; False: kept, because the
+    admin edited it (theirs now, in their directory)."""
     try:
-        return path.read_text(encoding="utf-8") == DROPIN_TEXT
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def update_dropin(local: bool, path: Path | None = None) -> bool:
-    """The systemd drop-in ordering Synapse after a local PostgreSQL; True if changed."""
-    path = path or DROPIN
-    if local:
-        try:
-            if path.read_text(encoding="utf-8") == DROPIN_TEXT:
-                return False
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        write_atomic(path, DROPIN_TEXT, Ownership(0, 0, 0o644))
-        return True
-    if not path.exists():
+    if text != RUNTIME_DROPIN_TEXT:
         return False
     path.unlink()
     with contextlib.suppress(OSError):

@@ -4,8 +4,10 @@ socket pair to a scripted frontend.
 The frontend here is a fake: it answers the protocol the way debconf's
 Debconf::ConfModule does (INPUT/GO/GET/SET/SUBST/FSET/RESET/CAPB, the
 ``escape`` capability, priorities, the seen flag, error templates, backup),
-and a script plays the user.  The real debconf runs the real config script in
-tests/integration/test_debconf.py.
+and a script plays the user.  What is tested here is the postinst's side: the
+questions were asked by debian/config (a shell script), and the helper checks
+the answers and asks again only what it refuses.  The real debconf runs the
+real config script and postinst in tests/integration/test_debconf*.py.
 """
 
 from __future__ import annotations
@@ -202,50 +204,23 @@ def test_default_priority_asks_nothing_on_a_local_first_install(session):
     assert fe.shown == []
 
 
-def test_medium_priority_asks_host_and_password_with_confirmation(session):
+def test_valid_answers_are_not_shown_again_at_any_priority(session):
+    # debian/config asked them; dpkg-reconfigure would show them a second time.
     password = " pass\\word with  spaces \"'$ é "
     conv, fe = session(
-        priority="medium",
-        user={Q.HOST: ["localhost"], Q.PASSWORD: [password], Q.PASSWORD_AGAIN: [password]},
-    )
-    answers = conv.ask(known_password=False)
-    assert fe.shown == [Q.HOST, Q.PASSWORD, Q.PASSWORD_AGAIN]
-    assert answers.password == password
-
-
-def test_low_priority_asks_everything_and_sslmode_only_for_a_remote_host(session):
-    conv, fe = session(
         priority="low",
-        user={
-            Q.HOST: ["db.example.org"],
-            Q.PORT: ["6432"],
-            Q.NAME: ["matrix"],
-            Q.USER: ["synapse_app"],
-            Q.SSLMODE: ["verify-full"],
-            Q.SSLROOTCERT: [""],
-            Q.PASSWORD: ["pw"],
-            Q.PASSWORD_AGAIN: ["pw"],
-            Q.PURGE: ["true"],
+        preseed={
+            Q.HOST: "db.example.org",
+            Q.PORT: "6432",
+            Q.PASSWORD: password,
+            Q.PASSWORD_AGAIN: password,
         },
     )
+    for question in TEMPLATES:
+        fe.flags[question]["seen"] = "false"  # as a noninteractive run leaves them
     answers = conv.ask(known_password=False)
-    assert answers == cv.Answers(
-        host="db.example.org",
-        port="6432",
-        dbname="matrix",
-        user="synapse_app",
-        password="pw",
-        sslmode="verify-full",
-        purge=True,
-    )
-    assert Q.SSLMODE in fe.shown and Q.SSLROOTCERT in fe.shown
-
-
-def test_a_known_password_is_not_asked_at_medium_priority(session):
-    conv, fe = session(priority="medium", user={Q.HOST: ["localhost"]})
-    answers = conv.ask(known_password=True)
-    assert fe.shown == [Q.HOST]
-    assert answers.password == ""
+    assert fe.shown == []
+    assert (answers.host, answers.port, answers.password) == ("db.example.org", "6432", password)
 
 
 def test_an_invalid_preseed_is_explained_and_asked_again_at_critical(session):
@@ -257,21 +232,33 @@ def test_an_invalid_preseed_is_explained_and_asked_again_at_critical(session):
 
 
 def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
+    # Once something was asked again, what was never seen is shown too (at its own
+    # priority): the new answer may have made it matter.
     conv, fe = session(
         priority="low",
+        preseed={Q.NAME: "Bad-Name"},
         user={
-            Q.HOST: ["localhost"],
-            Q.PORT: ["5432"],
-            Q.NAME: ["Bad-Name", "pg_x", "good_name"],
+            Q.NAME: ["pg_x", "good_name"],
             Q.USER: ["synapse"],
             Q.PASSWORD: [""],
             Q.TUNE: ["true"],
             Q.PURGE: ["false"],
         },
     )
+    for question in (Q.HOST, Q.PORT):
+        fe.flags[question]["seen"] = "true"
     answers = conv.ask(known_password=True)
     assert answers.dbname == "good_name"
-    assert fe.shown.count(Q.INVALID) == 2
+    assert fe.shown == [
+        Q.INVALID,
+        Q.NAME,
+        Q.INVALID,
+        Q.NAME,
+        Q.USER,
+        Q.PASSWORD,
+        Q.TUNE,
+        Q.PURGE,
+    ]
     assert all("lower-case letters" in e for e in fe.errors)
 
 
@@ -298,22 +285,12 @@ def test_noninteractive_invalid_preseed_fails_with_the_message(session, question
 def test_mismatched_passwords_are_explained_and_asked_again(session):
     conv, fe = session(
         priority="medium",
-        user={
-            Q.HOST: ["localhost"],
-            Q.PASSWORD: ["first", "second"],
-            Q.PASSWORD_AGAIN: ["frist", "second"],
-        },
+        preseed={Q.PASSWORD: "first", Q.PASSWORD_AGAIN: "frist"},
+        user={Q.PASSWORD: ["second"], Q.PASSWORD_AGAIN: ["second"]},
     )
     answers = conv.ask(known_password=False)
     assert answers.password == "second"
-    assert fe.shown == [
-        Q.HOST,
-        Q.PASSWORD,
-        Q.PASSWORD_AGAIN,
-        Q.MISMATCH,
-        Q.PASSWORD,
-        Q.PASSWORD_AGAIN,
-    ]
+    assert fe.shown == [Q.MISMATCH, Q.PASSWORD, Q.PASSWORD_AGAIN]
 
 
 def test_a_preseeded_password_needs_no_confirmation(session):
@@ -339,39 +316,6 @@ def test_a_remote_server_needs_a_password(session):
     conv, fe = session(interactive=False, preseed={Q.HOST: "db.example.org"})
     with pytest.raises(SetupError, match="remote server needs the password"):
         conv.ask(known_password=False)
-
-
-def test_backing_up_from_the_port_shows_the_host_again(session):
-    conv, fe = session(
-        priority="low",
-        user={
-            Q.HOST: ["db1.example.org", "localhost"],
-            Q.PORT: [BACK, "5432"],
-            Q.NAME: ["synapse"],
-            Q.USER: ["synapse"],
-            Q.PASSWORD: [""],
-            Q.TUNE: ["true"],
-            Q.PURGE: ["false"],
-        },
-    )
-    answers = conv.ask(known_password=True)
-    assert answers.host == "localhost"
-    assert fe.shown[:4] == [Q.HOST, Q.PORT, Q.HOST, Q.PORT]
-
-
-def test_backing_up_skips_questions_that_are_not_shown(session):
-    # priority medium: only host and password are shown; back from the password
-    # goes over port, name, user (not shown) to the host.
-    conv, fe = session(
-        priority="medium",
-        user={
-            Q.HOST: ["localhost", "localhost"],
-            Q.PASSWORD: [BACK, "pw"],
-            Q.PASSWORD_AGAIN: ["pw"],
-        },
-    )
-    assert conv.ask(known_password=False).password == "pw"
-    assert fe.shown == [Q.HOST, Q.PASSWORD, Q.HOST, Q.PASSWORD, Q.PASSWORD_AGAIN]
 
 
 def test_set_keeps_spaces_and_backslashes_exactly(session):
@@ -408,55 +352,6 @@ def test_clear_password_leaves_no_secret(session):
     assert fe.flags[Q.PASSWORD]["seen"] == "true"  # not asked again on upgrade
 
 
-# --- config: the installed snippet's values win, once ---------------------------
-
-SNIPPET = """\
-database:
-  name: psycopg2
-  args:
-    user: edited_user
-    password: "from the file"
-    dbname: edited_db
-    host: db.example.org
-    port: 6000
-    sslmode: require
-"""
-
-
-def test_hand_edits_are_read_into_debconf_once(session, tmp_path):
-    path = tmp_path / "database.yaml"
-    path.write_text(SNIPPET)
-    conv, fe = session(interactive=False)
-    found = maint.load_snippet(conv, path)
-    assert found["password"] == "from the file"
-    assert (fe.values[Q.HOST], fe.values[Q.PORT], fe.values[Q.NAME], fe.values[Q.USER]) == (
-        "db.example.org",
-        "6000",
-        "edited_db",
-        "edited_user",
-    )
-    assert fe.values[Q.SSLMODE] == "require"
-    # The admin answers something else (first config run); the second config run
-    # in the same dpkg run must not put the old file's values back.
-    fe.values[Q.HOST] = "localhost"
-    maint.load_snippet(conv, path)
-    assert fe.values[Q.HOST] == "localhost"
-    # A later hand edit is read again.
-    path.write_text(SNIPPET.replace("6000", "6001"))
-    maint.load_snippet(conv, path)
-    assert fe.values[Q.PORT] == "6001"
-    assert fe.values[Q.HOST] == "db.example.org"
-
-
-def test_an_unreadable_snippet_is_not_used(session, tmp_path, capsys):
-    path = tmp_path / "database.yaml"
-    path.write_text("database: [\n")
-    conv, fe = session(interactive=False)
-    assert maint.load_snippet(conv, path) is None
-    assert fe.values[Q.HOST] == "localhost"
-    assert "not a database snippet" in capsys.readouterr().err
-
-
 def test_resolve_password_keeps_the_current_one_or_generates():
     answers = cv.Answers("localhost", "5432", "synapse", "synapse", "", "prefer", False)
     assert maint.resolve_password(answers, {"password": "current"}) == "current"
@@ -486,45 +381,36 @@ def test_interactivity_is_probed_without_showing_anything(session):
     assert fe.shown == []
 
 
-def test_an_empty_answer_keeps_the_value_shown(session):
-    # debconf's readline frontend without Term::ReadLine::Gnu answers "" to Enter.
+def shell_uses(script: Path) -> set[str]:
+    """The templates a maintainer script uses as lintian sees them (db_input, db_text,
+    db_get, db_set at the start of a line; lintian's check debian/debconf)."""
+    found = set()
+    for line in script.read_text().splitlines():
+        line = line.split("#", 1)[0]
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("db_get", "db_set"):
+            found.add(words[1].strip("\"'"))
+        if len(words) >= 3 and words[0] in ("db_input", "db_text"):
+            found.add(words[2].strip("\"'"))
+    return {name.replace("$q/", f"{cv.PKG}/") for name in found}
+
+
+def test_only_templates_the_helper_shows_are_overridden(session):
+    # Backs debian/matrix-synapse-setup.lintian-overrides: the overridden templates
+    # are exactly those no shell script uses, and the helper really shows each.
+    debian = TEMPLATES_FILE.parent
+    used = set().union(*(shell_uses(debian / name) for name in ("config", "postinst", "postrm")))
+    overrides = (debian / "matrix-synapse-setup.lintian-overrides").read_text()
+    overridden = set(re.findall(r"^unused-debconf-template (\S+)", overrides, re.M))
+    assert overridden == set(TEMPLATES) - used
     conv, fe = session(
-        priority="low",
-        preseed={Q.HOST: "db.example.org", Q.PASSWORD: "pw", Q.PASSWORD_AGAIN: "pw"},
-        user={
-            Q.PORT: [""],
-            Q.NAME: [""],
-            Q.USER: ["app"],
-            Q.SSLMODE: [""],
-            Q.SSLROOTCERT: [""],
-            Q.PURGE: ["false"],
-        },
+        priority="high",
+        preseed={Q.PORT: "0"},
+        user={Q.PORT: ["5432"], Q.FAILURE: ["abort"], Q.SQLITE_DATA: ["migrate"]},
     )
-    for q in (Q.HOST, Q.PASSWORD, Q.PASSWORD_AGAIN):
-        fe.flags[q]["seen"] = "false"
-    fe.user[Q.HOST] = [""]
-    fe.user[Q.PASSWORD] = ["pw"]
-    fe.user[Q.PASSWORD_AGAIN] = ["pw"]
-    answers = conv.ask(known_password=False)
-    assert (answers.host, answers.port, answers.dbname, answers.user, answers.sslmode) == (
-        "db.example.org",
-        "5432",
-        "synapse",
-        "app",
-        "verify-full",
-    )
-
-
-def test_every_template_is_used_by_the_helper():
-    # Backs debian/matrix-synapse-setup.lintian-overrides: lintian reads only the shell
-    # scripts, so it cannot see the helper ask these questions.
-    code = "\n".join(p.read_text() for p in sorted(Path(cv.__file__).parent.glob("*.py")))
-    names = {
-        value: key
-        for key, value in vars(cv).items()
-        if key.isupper() and isinstance(value, str) and value.startswith(f"{cv.PKG}/")
-    }
-    for template in TEMPLATES:
-        assert template in names, f"no constant names {template}"
-        uses = re.findall(rf"\b{names[template]}\b", code)
-        assert len(uses) > 1, f"{template} ({names[template]}) is defined but never used"
+    conv.ask(known_password=True)  # an invalid answer: invalid-answer
+    conv.ask_failure("the server does not answer")  # db-failure
+    conv.setup_error("the server is too old")  # setup-error
+    fe.flags[Q.SQLITE_DATA]["seen"] = "false"
+    conv.ask_sqlite("2 users", 1)  # sqlite-data
+    assert overridden <= set(fe.shown)

@@ -2,6 +2,7 @@
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,22 +175,43 @@ def test_a_shared_primary_group_is_not_given_the_password():
     assert owner == snippet.Ownership(nobody.pw_uid, 0, 0o440)
 
 
-def test_ucf_hashfile_lookup(tmp_path):
-    hashfile = tmp_path / "hashfile"
-    hashfile.write_text("0123  /etc/other.conf\nabcd  /etc/matrix-synapse/conf.d/database.yaml\n")
-    assert snippet.ucf_recorded_md5(snippet.SNIPPET, hashfile) == "abcd"
-    assert snippet.ucf_recorded_md5(snippet.Path("/etc/x"), hashfile) is None
-    assert snippet.ucf_recorded_md5(snippet.SNIPPET, tmp_path / "missing") is None
+def test_ucf_state_comes_from_ucfq(tmp_path):
+    # The real ucf, ucfr and ucfq, on a state directory of the test's own.
+    state, new, path = tmp_path / "ucf", tmp_path / "new.yaml", tmp_path / "database.yaml"
+    state.mkdir()
+    new.write_text("a: 1\n")
+    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(False, False)
+    run = {"check": True, "stdin": subprocess.DEVNULL, "capture_output": True}
+    subprocess.run(["ucf", "--state-dir", str(state), str(new), str(path)], **run)
+    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(False, True)
+    subprocess.run(["ucfr", "--state-dir", str(state), snippet.PACKAGE, str(path)], **run)
+    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, True)
+    path.write_text("a: 2\n")  # edited by hand
+    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, False)
+    path.unlink()  # deleted by hand
+    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, False)
 
 
-def test_dropin_only_for_a_local_database(tmp_path):
+def test_the_runtime_dropin_of_older_versions_goes_unless_edited(tmp_path):
     dropin = tmp_path / "matrix-synapse.service.d" / "matrix-synapse-setup.conf"
-    assert snippet.update_dropin(True, dropin) is True
-    assert "After=postgresql.service" in dropin.read_text()
-    assert snippet.update_dropin(True, dropin) is False
-    assert snippet.update_dropin(False, dropin) is True
+    assert snippet.remove_runtime_dropin(dropin) is None
+    dropin.parent.mkdir()
+    dropin.write_text(snippet.RUNTIME_DROPIN_TEXT)
+    assert snippet.remove_runtime_dropin(dropin) is True
     assert not dropin.parent.exists()
-    assert snippet.update_dropin(False, dropin) is False
+    dropin.parent.mkdir()
+    dropin.write_text(snippet.RUNTIME_DROPIN_TEXT + "Requires=postgresql.service\n")
+    assert snippet.remove_runtime_dropin(dropin) is False
+    assert dropin.exists()
+
+
+def test_the_shipped_dropin_only_orders(tmp_path):
+    # No Wants=: with a remote server, starting Synapse must not start a local cluster.
+    shipped = (
+        Path(__file__).resolve().parents[2] / "debian" / "systemd" / "matrix-synapse-setup.conf"
+    )
+    lines = [ln for ln in shipped.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["[Unit]", "After=postgresql.service"]
 
 
 def test_a_private_primary_group_gets_read_access():
