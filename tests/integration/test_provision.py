@@ -309,9 +309,16 @@ def test_remote_mode_with_tls_verify_full(cluster, names):
         sslmode="verify-full",
         sslrootcert=cluster.ca_file,
     )
-    steps = verify(tls)
+    plain = Settings(**{**tls.__dict__, "sslmode": "disable", "sslrootcert": None})
+    # The server admits this role over TLS only: verify passing is the server's word that
+    # the role's login was encrypted, whatever verify says about it.
+    with cluster.hba_lines(f"hostnossl all {user} all reject"):
+        steps = verify(tls)
+        with pytest.raises(SetupError) as refused:  # the line does bite
+            verify(plain)
+    assert refused.value.kind == "login"  # pg_hba.conf refused it (SQLSTATE 28000)
     assert {s.outcome for s in steps} == {"ok"}
-    # The server's own view of that connection (pg_stat_ssl), as verify reports it.
+    # And verify reports it: the protocol libpq negotiated, and the mode asked for.
     [tls_step] = [s for s in steps if s.name == "TLS"]
     assert tls_step.detail.startswith("TLSv1.") and "sslmode verify-full" in tls_step.detail
 
