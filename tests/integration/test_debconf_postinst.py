@@ -11,10 +11,13 @@ is the system tests' business.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import pwd
 import re
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -325,11 +328,56 @@ def test_remove_keeps_everything(site, cluster):
     assert site.get("db-name") == site.dbname
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-def test_helper_output_is_kept_off_the_debconf_pipe_during_provisioning(site):
-    proc = site.postinst(check=False)
+def debconf_fds_of_the_superuser_child(helper_name: str) -> dict[str, object] | None:
+    """The superuser child of a running maintscript-helper (a process of the postgres
+    uid whose parent runs the helper): where its descriptors point, and where its
+    parent's debconf pipe is (fd 0 reads debconf's replies, fd 3 writes commands:
+    confmodule's DEBCONF_REDIR).  None while there is no such process."""
+    postgres = pwd.getpwnam("postgres").pw_uid
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+            uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)[1])
+            ppid = re.search(r"^PPid:\s+(\d+)", status, re.MULTILINE)[1]
+            if (
+                uid != postgres
+                or helper_name.encode() not in Path(f"/proc/{ppid}/cmdline").read_bytes()
+            ):
+                continue
+            fds = {fd.name: os.readlink(fd) for fd in (proc / "fd").iterdir()}
+            pipe = {n: os.readlink(f"/proc/{ppid}/fd/{n}") for n in ("0", "3")}
+        except (OSError, TypeError):  # gone meanwhile, or not ours to read
+            continue
+        return {"fds": fds, "debconf": pipe}
+    return None
+
+
+def test_the_superuser_child_holds_no_end_of_the_debconf_pipe(site, cluster):
+    """The postgres child (provision._child) must never write into debconf's pipe (its
+    output would be read as a debconf command): its fds 0, 1 and 3 are /dev/null and no
+    descriptor of it is the helper's debconf pipe.  Read in /proc while the child sits at
+    its test-only pause point after creating the role (faults.py)."""
+    pause = {"MSS_TEST_PAUSE_AT": "after-role-created", "MSS_TEST_PAUSE_SECONDS": "4"}
+    seen = None
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(
+            site.run, [str(ROOT / "debian" / "postinst"), "configure", ""], env=pause, check=False
+        )
+        deadline = time.monotonic() + 60
+        while seen is None and not run.done() and time.monotonic() < deadline:
+            # The role exists: the child is past its start (its dup2s), at the pause.
+            if cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (site.user,)):
+                seen = debconf_fds_of_the_superuser_child("maintscript-helper")
+            time.sleep(0.05)
+        proc = run.result()
+    assert seen is not None, f"no paused superuser child was seen:\n{proc.stderr}"
+    assert all(end.startswith("pipe:") for end in seen["debconf"].values()), seen
+    assert [seen["fds"].get(n) for n in ("0", "1", "3")] == ["/dev/null"] * 3, seen
+    assert not set(seen["debconf"].values()) & set(seen["fds"].values()), seen
+    # And the run went on to the end, with debconf never confused.
     assert proc.returncode == 0, proc.stderr
     assert "Unsupported command" not in proc.stderr
+    assert cluster.can_login(site.dbname, site.user, site.args()["password"])
 
 
 def test_an_edit_of_unmanaged_values_survives_a_new_password(site, cluster):
