@@ -22,7 +22,9 @@ suites = pytest.mark.parametrize("suite", SUITES)
 smoke = pytest.mark.smoke
 NEW_PASSWORD = "r0tated 'under' systemd \\ $HOME %s :@ ßø"
 THIRD_PASSWORD = "third-password-refused-restart"
-DROPIN = "/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
+DROPIN = "/usr/lib/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
+# What versions before 0.5.0 wrote at run time (matrix_synapse_setup/snippet.py).
+RUNTIME_DROPIN = "/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
 
 
 def check_synapse_running(root: Root, what: str) -> dict[str, str]:
@@ -150,6 +152,8 @@ def test_boot_order(make_root, debs, suite):
         " ".join(after),
     )
 
+    retire_the_runtime_dropin(root)
+
     root.reboot()
     steps.check_cluster_booted(root)
     steps.synapse_up(root, "Synapse starts at boot")
@@ -175,3 +179,36 @@ def test_boot_order(make_root, debs, suite):
         f"{pg_unit}: {pg}\n{SYNAPSE_UNIT}: {syn}",
     )
     steps.synapse_recheck(root)
+
+
+def retire_the_runtime_dropin(root: Root) -> None:
+    """The configure of an upgrade from 0.4.0 (dpkg's call: postinst configure 0.4.0)
+    removes the drop-in that version wrote into /etc, and systemd stops loading it; an
+    edited one is the admin's and stays."""
+    from matrix_synapse_setup import snippet
+
+    postinst = ["/var/lib/dpkg/info/matrix-synapse-setup.postinst", "configure", "0.4.0"]
+    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
+    for edited in (False, True):
+        text = snippet.RUNTIME_DROPIN_TEXT + ("Requires=postgresql.service\n" if edited else "")
+        root.ok(["mkdir", "-p", RUNTIME_DROPIN.rsplit("/", 1)[0]], what="the old drop-in's dir")
+        root.write(RUNTIME_DROPIN, text)
+        root.ok(["systemctl", "daemon-reload"], what="systemd loads the old drop-in")
+        out = root.ok([*env, *postinst], what="configure after an upgrade from 0.4.0")
+        paths = steps.unit_properties(root, SYNAPSE_UNIT, "DropInPaths")["DropInPaths"].split()
+        if edited:
+            root.check(
+                root.exists(RUNTIME_DROPIN) and "it is yours now" in out.output,
+                "an edited runtime drop-in is kept, and the run says so",
+                f"{RUNTIME_DROPIN} kept",
+                out.output,
+            )
+            root.ok(["rm", "-r", RUNTIME_DROPIN.rsplit("/", 1)[0]], what="the admin removes it")
+            root.ok(["systemctl", "daemon-reload"], what="reload")
+        else:
+            root.check(
+                not root.exists(RUNTIME_DROPIN) and paths == [DROPIN],
+                "the runtime drop-in of 0.4.0 is removed and systemd loads only ours",
+                f"DropInPaths={DROPIN}",
+                f"exists={root.exists(RUNTIME_DROPIN)} DropInPaths={paths}\n{out.output}",
+            )
