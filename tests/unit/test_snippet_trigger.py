@@ -3,6 +3,8 @@
 import os
 import stat
 
+import pytest
+
 from matrix_synapse_setup import maint, services, snippet
 
 TEXT = """\
@@ -54,23 +56,70 @@ def test_ucf_backups_are_not_readable_by_others(tmp_path, monkeypatch):
     assert stat.S_IMODE(backup.stat().st_mode) == 0o640
 
 
-def test_restart_honours_policy_and_survives_a_missing_tool(tmp_path, monkeypatch, capsys):
-    unit = tmp_path / "matrix-synapse.service"
+# Stands in for deb-systemd-invoke and invoke-rc.d, as a real process on PATH: records
+# its name and arguments, writes a line on its stdout, exits with the code the test chose.
+TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$MSS_TOOL_CALLS"
+echo "stdout of $(basename "$0")"
+exit "$(cat "$MSS_TOOL_EXIT")"
+"""
+
+
+@pytest.fixture
+def tools(tmp_path, monkeypatch):
+    """deb-systemd-invoke and invoke-rc.d on PATH (before the real ones); Synapse's unit
+    installed.  Returns run(action, exit_code, systemd=True) -> (calls, stdout, stderr)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("deb-systemd-invoke", "invoke-rc.d"):
+        (bindir / name).write_text(TOOL)
+        (bindir / name).chmod(0o755)
+    calls, code = tmp_path / "calls", tmp_path / "exit"
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("MSS_TOOL_CALLS", str(calls))
+    monkeypatch.setenv("MSS_TOOL_EXIT", str(code))
+    unit, initscript = tmp_path / "matrix-synapse.service", tmp_path / "init.d-matrix-synapse"
     unit.write_text("[Unit]\n")
+    initscript.write_text("#!/bin/sh\n")
     monkeypatch.setattr(services, "SYNAPSE_UNITS", (unit,))
-    monkeypatch.setattr(services, "SYSTEMD_RUNNING", tmp_path)  # "systemd runs"
-    calls = []
+    monkeypatch.setattr(services, "SYNAPSE_INITSCRIPT", initscript)
 
-    def fake_run(cmd, **kwargs):
-        calls.append(cmd)
-        assert kwargs["stdout"] is not None  # never the debconf pipe on fd 1
-        if cmd[0] == "deb-systemd-invoke" and len(calls) == 2:
-            raise FileNotFoundError(cmd[0])
-        return services.subprocess.CompletedProcess(cmd, 101 if len(calls) == 1 else 0)
+    def run(action, exit_code, *, systemd=True):
+        code.write_text(f"{exit_code}\n")
+        calls.unlink(missing_ok=True)
+        # systemd "runs" when its runtime directory exists
+        monkeypatch.setattr(services, "SYSTEMD_RUNNING", tmp_path if systemd else tmp_path / "no")
+        services.restart_synapse(action)
+        return calls.read_text().splitlines() if calls.exists() else []
 
-    monkeypatch.setattr(services.subprocess, "run", fake_run)
-    services.restart_synapse("try-restart")  # 101: policy-rc.d said no; not an error
-    assert calls[0] == ["deb-systemd-invoke", "try-restart", "matrix-synapse.service"]
-    assert "warning" not in capsys.readouterr().err
-    services.restart_synapse("restart")
-    assert "deb-systemd-invoke is missing" in capsys.readouterr().err
+    return run
+
+
+def test_a_restart_refused_by_policy_is_no_failure(tools, capfd):
+    # 101: policy-rc.d forbade the action (invoke-rc.d's code; the admin's choice)
+    assert tools("try-restart", 101) == ["deb-systemd-invoke try-restart matrix-synapse.service"]
+    assert "warning" not in capfd.readouterr().err
+    assert tools("restart", 101, systemd=False) == ["invoke-rc.d matrix-synapse restart"]
+    assert "warning" not in capfd.readouterr().err
+
+
+def test_a_restart_that_fails_is_reported(tools, capfd):
+    assert tools("restart", 1) == ["deb-systemd-invoke restart matrix-synapse.service"]
+    assert "warning: restarting Synapse failed (exit 1)" in capfd.readouterr().err
+    assert tools("restart", 0) == ["deb-systemd-invoke restart matrix-synapse.service"]
+    assert "warning" not in capfd.readouterr().err
+
+
+def test_the_tools_output_never_reaches_fd_1(tools, capfd):
+    """In a maintainer script fd 1 is debconf's pipe: the child's stdout goes to stderr."""
+    tools("restart", 0)
+    tools("restart", 101, systemd=False)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "stdout of deb-systemd-invoke" in err and "stdout of invoke-rc.d" in err
+
+
+def test_a_missing_tool_is_a_warning_not_a_crash(tools, monkeypatch, capfd):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert tools("restart", 0) == []
+    assert "deb-systemd-invoke is missing" in capfd.readouterr().err
