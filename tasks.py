@@ -52,6 +52,51 @@ def deb_path() -> Path:
     return DIST / f"{PACKAGE}_{version()}_all.deb"
 
 
+def source_paths() -> list[Path]:
+    """The native source package in dist/: its .dsc and the .tar.xz the .dsc names."""
+    return [DIST / f"{PACKAGE}_{version()}.dsc", DIST / f"{PACKAGE}_{version()}.tar.xz"]
+
+
+def build_outputs() -> list[Path]:
+    """Everything `invoke build` puts in dist/: sources, .deb, .buildinfo and .changes."""
+    stem = f"{PACKAGE}_{version()}_all"  # an Architecture: all build
+    return [
+        *source_paths(),
+        deb_path(),
+        DIST / f"{stem}.buildinfo",
+        DIST / f"{stem}.changes",
+    ]
+
+
+def changelog_epoch() -> int:
+    """SOURCE_DATE_EPOCH: the date of debian/changelog's top entry."""
+    from email.utils import parsedate_to_datetime
+
+    from debian.changelog import Changelog
+
+    with open(ROOT / "debian" / "changelog", encoding="utf-8") as fh:
+        return int(parsedate_to_datetime(Changelog(fh, max_blocks=1).date).timestamp())
+
+
+def stage_tree(top: Path, files: list[str], dest: Path) -> None:
+    """Copy *files* of the tree at *top* to *dest*, as the source package records them.
+
+    dpkg-source puts a native package's tree into its tarball as it finds it: the
+    directory's name, each file's mode and (clamped to SOURCE_DATE_EPOCH) its date.
+    So the copy has none of the checkout's: 0644 or 0755 (executable or not),
+    directories 0755, every file dated SOURCE_DATE_EPOCH, whatever the umask, the
+    clock or the checkout's age.  *dest*'s own name should be the package's."""
+    epoch = changelog_epoch()
+    for name in files:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(top / name, target)
+        os.chmod(target, 0o755 if os.access(top / name, os.X_OK) else 0o644)
+        os.utime(target, (epoch, epoch))
+    for directory in [dest, *(p for p in dest.rglob("*") if p.is_dir())]:
+        os.chmod(directory, 0o755)  # noqa: S103 - a source tree is readable by all
+
+
 def source_files() -> list[str]:
     """Files that make the package: tracked or new, never ignored ones."""
     out = subprocess.run(
@@ -73,24 +118,41 @@ def inputs_digest(files: list[str]) -> str:
     return digest.hexdigest()
 
 
+# dpkg-buildpackage's command for the source package and the Architecture: all .deb
+# (scripts/repro.py runs the same one), with Debian's tools first on PATH: the build
+# runs Debian's python3, as on a buildd, whatever else a developer has installed.
+BUILDPACKAGE = ["dpkg-buildpackage", "--build=source,all", "--no-sign"]
+BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @task(help={"force": "rebuild even if nothing changed", "dry_run": "say what would be done"})
 def build(c, force=False, dry_run=False):
-    """Build dist/matrix-synapse-setup_<version>_all.deb (skipped when nothing changed)."""
+    """Build the source package and the .deb into dist/ (skipped when nothing changed).
+
+    dist/ gets the native source package (.dsc, .tar.xz), the .deb, and the .buildinfo
+    and .changes files, unsigned.  The tree built is the files git tracks (or would
+    track) copied into build/src-*/, so the source tarball holds nothing else."""
     files = source_files()
     digest = inputs_digest(files)
     deb = deb_path()
+    outputs = build_outputs()
     stamp = DIST / f".{deb.name}.inputs"
 
     def up_to_date() -> bool:
-        return not force and deb.exists() and stamp.exists() and stamp.read_text() == digest
+        return (
+            not force
+            and all(p.exists() for p in outputs)
+            and stamp.exists()
+            and stamp.read_text() == digest
+        )
 
     if dry_run:
         what = "is up to date" if up_to_date() else f"would be built from {len(files)} files"
-        print(f"{deb.relative_to(ROOT)} {what}")
+        print(f"{deb.relative_to(ROOT)} and its source package {what}")
         return
     BUILD.mkdir(exist_ok=True)
     # Builds started side by side (test sessions, CI steps) take turns; each
-    # builds in its own directory and moves its .deb into dist/ in one rename.
+    # builds in its own directory and moves its files into dist/, each in one rename.
     with open(BUILD / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if up_to_date():
@@ -99,20 +161,21 @@ def build(c, force=False, dry_run=False):
         workdir = Path(tempfile.mkdtemp(prefix="src-", dir=BUILD))
         try:
             srcdir = workdir / PACKAGE
-            for name in files:
-                dest = srcdir / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / name, dest)
-            c.run(f"cd {srcdir} && dpkg-buildpackage --build=all --no-sign", echo=True)
-            built = workdir / deb.name
-            if not built.exists():
-                raise Exit(f"dpkg-buildpackage did not produce {built}")
+            stage_tree(ROOT, files, srcdir)
+            c.run(f"cd {srcdir} && {shlex.join(BUILDPACKAGE)}", echo=True, env={"PATH": BUILD_PATH})
+            missing = [p.name for p in outputs if not (workdir / p.name).exists()]
+            if missing:
+                raise Exit(f"dpkg-buildpackage did not produce {', '.join(missing)}")
             DIST.mkdir(exist_ok=True)
-            os.replace(built, deb)
+            stamp.unlink(missing_ok=True)
+            # The .changes last: it names the others.
+            for path in outputs:
+                os.replace(workdir / path.name, path)
             stamp.write_text(digest)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"built {deb.relative_to(ROOT)}")
+    for path in outputs:
+        print(f"built {path.relative_to(ROOT)}")
 
 
 @task
@@ -271,11 +334,12 @@ def clean(c, dry_run=False):
     }
 )
 def repo(c, suite="stable", key="", key_file="", passphrase_file="", unsigned=False, out=""):
-    """Publish the .deb into a signed apt repository (pool/, dists/SUITE/), then check it."""
+    """Publish the .deb and the source package into a signed apt repository, then check it."""
     if sum(map(bool, (key, key_file, unsigned))) != 1:
         raise Exit("give exactly one of --key FINGERPRINT, --key-file FILE or --unsigned")
     build(c)
     args = [str(ROOT / "scripts" / "repo.py"), out or str(DIST / "repo"), str(deb_path())]
+    args.append(str(source_paths()[0]))  # the .dsc; the tarball it names is beside it
     args += ["--suite", suite]
     if key:
         args += ["--key", key]
@@ -286,6 +350,35 @@ def repo(c, suite="stable", key="", key_file="", passphrase_file="", unsigned=Fa
     if passphrase_file:
         args += ["--passphrase-file", passphrase_file]
     result = c.run(shlex.join([PYTHON, *args]), echo=True, warn=True)
+    if result.exited:
+        raise Exit(code=result.exited)
+
+
+@task(
+    help={
+        "suite": "Debian release of the build root: bookworm (default) or trixie",
+        "nocheck": "DEB_BUILD_OPTIONS=nocheck (no unit tests at build time)",
+    }
+)
+def rebuild(c, suite="bookworm", nocheck=False):
+    """Rebuild from the source package in a clean root (only Build-Depends), offline.
+
+    Publishes dist/ into a throwaway unsigned repository, then scripts/clean_build.py:
+    `apt-get source` and `dpkg-buildpackage -b` as an unprivileged user.  On bookworm
+    the .deb must be byte-identical to dist/'s."""
+    build(c)
+    with tempfile.TemporaryDirectory(prefix="mss-rebuild-") as tmp:
+        repo_dir = Path(tmp) / "repo"
+        publish = [PYTHON, str(ROOT / "scripts" / "repo.py"), str(repo_dir), str(deb_path())]
+        publish += [str(source_paths()[0]), "--suite", "stable", "--unsigned"]
+        c.run(shlex.join(publish), echo=True)
+        args = [PYTHON, str(ROOT / "scripts" / "clean_build.py"), str(repo_dir)]
+        args += ["--suite", suite, "--output-dir", str(BUILD / "clean-build" / suite)]
+        if suite == "bookworm":  # the release `invoke build` runs on: the same toolchain
+            args += ["--compare", str(deb_path())]
+        if nocheck:
+            args.append("--nocheck")
+        result = c.run(shlex.join(args), echo=True, warn=True)
     if result.exited:
         raise Exit(code=result.exited)
 
@@ -375,6 +468,7 @@ def piuparts(c, suite="bookworm", from_repo="", from_suite="stable", keep_env=Fa
 ns = Collection(build, lint, test, bench, clean)
 ns.add_task(repo)
 ns.add_task(repro)
+ns.add_task(rebuild)
 ns.add_task(autopkgtest)
 ns.add_task(piuparts)
 ns.add_task(roots)

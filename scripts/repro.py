@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Build the package twice under different conditions and compare the .debs.
+"""Build the package twice under different conditions and compare what they make.
 
     scripts/repro.py [--keep DIR]
 
@@ -7,9 +7,12 @@ The two builds differ in everything a build must not depend on: the source
 directory (name and depth), the umask (022 / 077, applied to the copied tree
 and to the build), the clock (the second build runs under faketime, days
 later), the time zone and the locale.  Both copy the same files `invoke build`
-uses (tasks.source_files) and run the same dpkg-buildpackage command.  The
-.debs must be byte-identical, and every member of them must carry the
-changelog's date (SOURCE_DATE_EPOCH).  On a difference, diffoscope explains it.
+uses (tasks.source_files) and run the same dpkg-buildpackage command as
+`invoke build` (tasks.BUILDPACKAGE: the source package and the .deb).  The
+.debs, the .dsc files and the source tarballs must be byte-identical, and every
+member of the .deb must carry the changelog's date (SOURCE_DATE_EPOCH).  (The
+.buildinfo and .changes record the build's date and environment: they differ by
+design.)  On a difference, diffoscope explains it.
 Exit 0 when reproducible, 1 when not.
 """
 
@@ -29,7 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks import PACKAGE, source_files, version  # noqa: E402
+from tasks import (  # noqa: E402
+    BUILD_PATH,
+    BUILDPACKAGE,
+    PACKAGE,
+    changelog_epoch,
+    source_files,
+    stage_tree,
+    version,
+)
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,7 @@ VARIATIONS = (
 
 
 def source_date_epoch() -> int:
-    from debian.changelog import Changelog
-
-    with open(ROOT / "debian" / "changelog", encoding="utf-8") as fh:
-        date = Changelog(fh, max_blocks=1).date
-    from email.utils import parsedate_to_datetime
-
-    return int(parsedate_to_datetime(date).timestamp())
+    return changelog_epoch()
 
 
 Snapshot = list[tuple[str, bytes, bool]]
@@ -90,22 +95,35 @@ def write_tree(files: Snapshot, dest: Path, umask: int, mtime: int | None) -> No
             os.utime(target, (mtime, mtime))
 
 
-def build(work: Path, files: Snapshot, var: Variation, log) -> Path:
-    srcdir = work / var.subdir
+def artefacts() -> list[str]:
+    """What a build makes that must not depend on where, when or how it ran."""
+    return [
+        f"{PACKAGE}_{version()}_all.deb",
+        f"{PACKAGE}_{version()}.dsc",
+        f"{PACKAGE}_{version()}.tar.xz",
+    ]
+
+
+def build(work: Path, files: Snapshot, var: Variation, log) -> list[Path]:
+    """A checkout made under the variation, built as `invoke build` builds it: from a
+    copy (tasks.stage_tree) in a directory named after the package."""
+    checkout = work / var.subdir
     mtime = None if var.age is None else source_date_epoch() - var.age
-    write_tree(files, srcdir, var.umask, mtime)
+    write_tree(files, checkout, var.umask, mtime)
+    srcdir = checkout.parent / f"{checkout.name}.build" / PACKAGE
     env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": BUILD_PATH,
         "HOME": str(work),
         "TZ": var.tz,
         "LANG": var.lang,
         "LC_ALL": var.lang,
     }
-    cmd = ["dpkg-buildpackage", "--build=all", "--no-sign"]
+    cmd = list(BUILDPACKAGE)
     if var.faketime:
         cmd = ["faketime", "-f", var.faketime, *cmd]
     old = os.umask(var.umask)
     try:
+        stage_tree(checkout, [name for name, _, _ in files], srcdir)
         date = subprocess.run(
             ["faketime", "-f", var.faketime, "date", "-u"] if var.faketime else ["date", "-u"],
             capture_output=True,
@@ -114,8 +132,9 @@ def build(work: Path, files: Snapshot, var: Variation, log) -> Path:
         ).stdout.strip()
         files_date = "fresh" if mtime is None else f"dated @{mtime}"
         print(
-            f"repro: {var.name} build in {srcdir} (umask {var.umask:03o}, TZ={var.tz}, "
-            f"LC_ALL={var.lang}, clock {date}, files {files_date})",
+            f"repro: {var.name} build of {checkout} in {srcdir} "
+            f"(umask {var.umask:03o}, TZ={var.tz}, LC_ALL={var.lang}, clock {date}, "
+            f"files {files_date})",
             file=log,
             flush=True,
         )
@@ -124,13 +143,13 @@ def build(work: Path, files: Snapshot, var: Variation, log) -> Path:
         )
     finally:
         os.umask(old)
-    deb = srcdir.parent / f"{PACKAGE}_{version()}_all.deb"
-    if result.returncode or not deb.exists():
+    made = [srcdir.parent / name for name in artefacts()]
+    if result.returncode or not all(path.exists() for path in made):
         raise SystemExit(
             f"repro: the {var.name} build failed (dpkg-buildpackage exit "
             f"{result.returncode}); see the log above"
         )
-    return deb
+    return made
 
 
 def member_dates(deb: Path) -> dict[str, int]:
@@ -162,23 +181,26 @@ def check(keep: Path | None = None, log=sys.stdout) -> tuple[bool, str]:
     work = Path(tempfile.mkdtemp(prefix="mss-repro-", dir=keep))
     try:
         files = snapshot()
-        debs = [build(work, files, var, log) for var in VARIATIONS]
+        builds = [build(work, files, var, log) for var in VARIATIONS]
         epoch = source_date_epoch()
         lines = []
-        for var, deb in zip(VARIATIONS, debs, strict=True):
-            wrong = {k: v for k, v in member_dates(deb).items() if v != epoch}
+        for var, made in zip(VARIATIONS, builds, strict=True):
+            wrong = {k: v for k, v in member_dates(made[0]).items() if v != epoch}
             if wrong:
                 lines.append(
                     f"{var.name} build: members not dated SOURCE_DATE_EPOCH {epoch}: "
                     + ", ".join(f"{k}={v}" for k, v in sorted(wrong.items())[:10])
                 )
-        a, b = (deb.read_bytes() for deb in debs)
-        if a != b:
-            lines.append(f"the two .debs differ:\n{diffoscope(*debs)}")
+        same = []
+        for a, b in zip(*builds, strict=True):
+            if a.read_bytes() != b.read_bytes():
+                lines.append(f"the two builds' {a.name} differ:\n{diffoscope(a, b)}")
+            else:
+                same.append(f"{a.name} sha256 {hashlib.sha256(a.read_bytes()).hexdigest()}")
         if not lines:
             lines.append(
-                f"reproducible: both builds are {debs[0].name}, sha256 "
-                f"{hashlib.sha256(a).hexdigest()}, every member dated {epoch}"
+                f"reproducible: both builds made {', '.join(same)}; every member of the "
+                f".deb dated {epoch}"
             )
         return len(lines) == 1 and lines[0].startswith("reproducible"), "\n".join(lines)
     finally:

@@ -1,4 +1,5 @@
-"""Reproducible builds: two real dpkg-buildpackage runs give byte-identical .debs.
+"""Reproducible builds: two real dpkg-buildpackage runs give byte-identical .debs and
+source packages (.dsc and .tar.xz).
 
 scripts/repro.py builds the package twice from copies of the tree in different
 directories, with different umasks, clocks (faketime, days apart), time zones,
@@ -37,6 +38,9 @@ def test_two_builds_in_different_conditions_are_byte_identical(repro, tmp_path):
     assert len(starts) == 2
     assert "umask 022" in starts[0] and "umask 077" in starts[1]
     assert "files fresh" in starts[0] and "files dated" in starts[1]
+    # The source package was built and compared too, not only the .deb.
+    for suffix in ("_all.deb sha256", ".dsc sha256", ".tar.xz sha256"):
+        assert suffix in report, report
 
 
 def test_a_difference_between_builds_is_caught_and_explained(repro, monkeypatch, tmp_path):
@@ -55,6 +59,7 @@ def test_a_difference_between_builds_is_caught_and_explained(repro, monkeypatch,
     with open(tmp_path / "build.log", "w") as log:
         ok, report = repro.check(log=log)
     assert not ok
-    assert "the two .debs differ" in report
+    for suffix in ("_all.deb differ", ".dsc differ", ".tar.xz differ"):
+        assert suffix in report, report[:2000]
     assert "usr/share/doc/matrix-synapse-setup/copyright" in report
     assert "# differs" in report
