@@ -1,21 +1,26 @@
 #!/usr/bin/python3
-"""Publish .deb files as a signed apt repository, then read it back and check it.
+"""Publish .deb files and source packages as a signed apt repository, then check it.
 
-    scripts/repo.py OUTDIR --suite S (--key FPR | --key-file F | --unsigned) DEB...
+    scripts/repo.py OUTDIR --suite S (--key FPR | --key-file F | --unsigned) DEB|DSC...
     scripts/repo.py OUTDIR --suite S --verify-only [--keyring K]
 
-Layout (what apt and mirror tools expect):
+A source package is given by its .dsc; the files it names are taken from beside it.
+Layout (what apt, `apt-get source` and mirror tools expect):
 
     OUTDIR/pool/main/<initial>/<source>/<name>_<version>_<arch>.deb
+    OUTDIR/pool/main/<initial>/<source>/<source>_<version>.dsc (and its .tar.xz)
     OUTDIR/dists/<suite>/main/binary-all/Packages{,.gz,.xz}
+    OUTDIR/dists/<suite>/main/source/Sources{,.gz,.xz}
     OUTDIR/dists/<suite>/Release, InRelease, Release.gpg
     OUTDIR/archive-keyring.gpg   (the signing key's public part, for signed-by=)
 
-apt-ftparchive writes the indices and the Release file; gpg signs; gpgv and
+apt-ftparchive writes the indices and the Release file; gpg signs the Release
+file and each unsigned .dsc (clearsigned, as an upload's is); gpgv and
 python-debian read the result back: signatures valid, every index listed in
 Release with the right size and SHA256, every .deb with the size and hashes
-its Packages stanza claims.  Debs already in the pool are kept, so publishing
-a new version into an existing directory keeps the old ones installable.
+its Packages stanza claims, every file of a source package with the size and
+SHA256 its Sources stanza claims.  Files already in the pool are kept, so
+publishing a new version into an existing directory keeps the old ones.
 """
 
 from __future__ import annotations
@@ -70,6 +75,79 @@ def pool_path(fields: dict[str, str]) -> Path:
     return Path("pool") / COMPONENT / initial / source / name
 
 
+def dsc_fields(dsc: Path) -> dict:
+    from debian.deb822 import Dsc
+
+    try:
+        with open(dsc, "rb") as fh:
+            fields = Dsc(fh)
+    except (OSError, ValueError) as err:
+        raise RepoError(f"{dsc} is not a readable .dsc ({err})") from None
+    if "Source" not in fields or "Version" not in fields:
+        raise RepoError(f"{dsc} is not a source package's .dsc (no Source or Version)")
+    return fields
+
+
+def source_pool_dir(fields: dict) -> Path:
+    source = fields["Source"]
+    initial = source[:4] if source.startswith("lib") else source[0]
+    return Path("pool") / COMPONENT / initial / source
+
+
+def dsc_says(data: bytes) -> dict[str, str]:
+    """A .dsc's fields, parsed: an inline signature's armour is not part of them."""
+    from debian.deb822 import Dsc
+
+    return dict(Dsc(data))
+
+
+def add_source(outdir: Path, dsc: Path, signer: Signer | None) -> list[Path]:
+    """The .dsc (signed by *signer* unless it is already signed) and the files it names."""
+    fields = dsc_fields(dsc)
+    pooldir = outdir / source_pool_dir(fields)
+    data = dsc.read_bytes()
+    if signer is not None and not data.startswith(b"-----BEGIN PGP SIGNED MESSAGE-----"):
+        signed = signer.gpg(
+            "--local-user", signer.fpr, "--digest-algo", "SHA512", "--clearsign", input=data
+        )
+    else:
+        signed = data
+    names = [entry["name"] for entry in fields.get("Checksums-Sha256", [])]
+    if not names:
+        raise RepoError(f"{dsc.name} names no file in Checksums-Sha256")
+    for name in names:
+        if not (dsc.parent / name).is_file():
+            raise RepoError(f"{dsc.name} names {name}, which is not beside it")
+    added = []
+    dest = pooldir / dsc.name
+    if dest.exists():
+        # A signature carries its own date: the same fields signed again are the same .dsc.
+        if dsc_says(dest.read_bytes()) != dsc_says(data):
+            raise RepoError(_replaced(outdir, dest))
+    else:
+        added.append((dest, signed))
+    for name in names:
+        target = pooldir / name
+        content = (dsc.parent / name).read_bytes()
+        if target.exists():
+            if target.read_bytes() != content:
+                raise RepoError(_replaced(outdir, target))
+        else:
+            added.append((target, content))
+    for target, content in added:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        os.chmod(target, 0o644)
+    return [target for target, _ in added]
+
+
+def _replaced(outdir: Path, dest: Path) -> str:
+    return (
+        f"{dest.relative_to(outdir)} is already published with different content: "
+        f"a published version is never replaced; raise the version in debian/changelog"
+    )
+
+
 def add_to_pool(outdir: Path, debs: list[Path]) -> list[Path]:
     added = []
     for deb in debs:
@@ -81,10 +159,7 @@ def add_to_pool(outdir: Path, debs: list[Path]) -> list[Path]:
             )
         dest = outdir / pool_path(fields)
         if dest.exists() and dest.read_bytes() != deb.read_bytes():
-            raise RepoError(
-                f"{dest.relative_to(outdir)} is already published with different content: "
-                f"a published version is never replaced; raise the version in debian/changelog"
-            )
+            raise RepoError(_replaced(outdir, dest))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(deb, dest)
         os.chmod(dest, 0o644)
@@ -99,16 +174,20 @@ def write_indices(outdir: Path, suite: str, origin: str, label: str, codename: s
     packages = run(
         ["apt-ftparchive", "--arch", ARCH, "packages", f"pool/{COMPONENT}"], cwd=outdir
     ).stdout
-    (bindir / "Packages").write_bytes(packages)
-    # Fixed mtime (0) in the gzip header so the index depends only on its content.
-    with open(bindir / "Packages.gz", "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
-            gz.write(packages)
-    (bindir / "Packages.xz").write_bytes(lzma.compress(packages, preset=6))
+    write_index(bindir / "Packages", packages)
     (bindir / "Release").write_text(
         f"Archive: {suite}\nOrigin: {origin}\nLabel: {label}\n"
         f"Component: {COMPONENT}\nArchitecture: {ARCH}\n"
     )
+    srcdir = dist / COMPONENT / "source"
+    sources = run(["apt-ftparchive", "sources", f"pool/{COMPONENT}"], cwd=outdir).stdout
+    if sources.strip():
+        srcdir.mkdir(parents=True, exist_ok=True)
+        write_index(srcdir / "Sources", sources)
+        (srcdir / "Release").write_text(
+            f"Archive: {suite}\nOrigin: {origin}\nLabel: {label}\n"
+            f"Component: {COMPONENT}\nArchitecture: source\n"
+        )
     for stale in ("Release", "InRelease", "Release.gpg"):
         (dist / stale).unlink(missing_ok=True)
     options = {
@@ -133,6 +212,16 @@ def write_indices(outdir: Path, suite: str, origin: str, label: str, codename: s
     release = run([*cmd, "release", "."], cwd=dist).stdout
     (dist / "Release").write_bytes(release)
     return dist
+
+
+def write_index(path: Path, data: bytes) -> None:
+    """An index and its .gz and .xz forms."""
+    path.write_bytes(data)
+    # Fixed mtime (0) in the gzip header so the index depends only on its content.
+    with open(path.with_name(path.name + ".gz"), "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
+            gz.write(data)
+    path.with_name(path.name + ".xz").write_bytes(lzma.compress(data, preset=6))
 
 
 class Signer:
@@ -338,13 +427,69 @@ def verify(outdir: Path, suite: str, keyring: Path | None) -> list[str]:
                 problems.append(f"{label}: no SHA256 in Packages")
     if count == 0:
         problems.append("Packages lists no package")
+    problems += verify_sources(outdir, dist, listed, keyring)
+    return problems
+
+
+def verify_sources(outdir: Path, dist: Path, listed: dict, keyring: Path | None) -> list[str]:
+    """The Sources index (when there is one): each source package's files as it says."""
+    from debian.deb822 import Sources
+
+    problems: list[str] = []
+    srcdir = f"{COMPONENT}/source"
+    if not (dist / srcdir / "Sources").exists():
+        return problems
+    texts = {}
+    for name, opener in (("Sources", open), ("Sources.gz", gzip.open), ("Sources.xz", lzma.open)):
+        if f"{srcdir}/{name}" not in listed:
+            problems.append(f"{srcdir}/{name} is not in Release")
+            continue
+        with opener(dist / srcdir / name, "rb") as fh:
+            texts[name] = fh.read()
+    if len(set(texts.values())) > 1:
+        problems.append("Sources, Sources.gz and Sources.xz differ")
+    count = 0
+    with open(dist / srcdir / "Sources", "rb") as fh:
+        for stanza in Sources.iter_paragraphs(fh, use_apt_pkg=False):
+            count += 1
+            label = f"source {stanza['Package']} {stanza['Version']}"
+            entries = stanza.get("Checksums-Sha256", [])
+            if not entries:
+                problems.append(f"{label}: no Checksums-Sha256 in Sources")
+            for entry in entries:
+                path = outdir / stanza["Directory"] / entry["name"]
+                if not path.is_file():
+                    problems.append(f"{label}: {entry['name']} is missing")
+                elif (
+                    path.stat().st_size != int(entry["size"])
+                    or _digest(path, "sha256") != entry["sha256"]
+                ):
+                    problems.append(f"{label}: {entry['name']} differs from Sources")
+            dscs = [e["name"] for e in entries if e["name"].endswith(".dsc")]
+            if keyring is not None:
+                for name in dscs:
+                    result = subprocess.run(
+                        ["gpgv", "--keyring", str(keyring), name],
+                        cwd=outdir / stanza["Directory"],
+                        capture_output=True,
+                        check=False,
+                    )
+                    if result.returncode:
+                        problems.append(f"{label}: gpgv does not accept {name} with {keyring}")
+    if count == 0:
+        problems.append("Sources lists no source package")
     return problems
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("outdir", type=Path, help="repository root (created if missing)")
-    parser.add_argument("debs", type=Path, nargs="*", help=".deb files to publish")
+    parser.add_argument(
+        "debs",
+        type=Path,
+        nargs="*",
+        help=".deb files and source packages (.dsc, with its files beside it) to publish",
+    )
     parser.add_argument("--suite", required=True, help="suite name, e.g. stable or bookworm")
     parser.add_argument("--codename", help="Codename field (default: the suite)")
     parser.add_argument("--origin", default="matrix-synapse-setup")
@@ -366,7 +511,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if "/" in args.suite or not args.suite.strip():
         parser.error(f"--suite {args.suite!r}: give a plain name such as stable or bookworm")
     if not args.verify_only and not args.debs:
-        parser.error("give at least one .deb to publish")
+        parser.error("give at least one .deb or .dsc to publish")
     return args
 
 
@@ -387,7 +532,13 @@ def main(argv: list[str]) -> int:
             signer = Signer(args.key, args.key_file, args.passphrase_file)
         try:
             outdir.mkdir(parents=True, exist_ok=True)
-            added = add_to_pool(outdir, args.debs)
+            dscs = [p for p in args.debs if p.suffix == ".dsc"]
+            # Every .dsc is read before anything is written.
+            for dsc in dscs:
+                dsc_fields(dsc)
+            added = add_to_pool(outdir, [p for p in args.debs if p.suffix != ".dsc"])
+            for dsc in dscs:
+                added += add_source(outdir, dsc, signer)
             dist = write_indices(
                 outdir, args.suite, args.origin, args.label, args.codename or args.suite
             )
@@ -411,7 +562,7 @@ def main(argv: list[str]) -> int:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 1
     print(
-        f"{PROG}: {outdir}: checked (Release, Packages, .deb hashes"
+        f"{PROG}: {outdir}: checked (Release, Packages, Sources, file hashes"
         + (", signatures)" if keyring else ")")
     )
     return 0

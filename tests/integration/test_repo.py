@@ -13,13 +13,14 @@ import gzip
 import hashlib
 import lzma
 import os
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from debian.deb822 import Packages, Release
+from debian.deb822 import Dsc, Packages, Release, Sources
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO_PY = ROOT / "scripts" / "repo.py"
@@ -152,12 +153,33 @@ class Apt:
         ).stdout
 
 
-def client(tmp: Path, repo: Path, keyring: Path | None) -> Apt:
+def client(tmp: Path, repo: Path, keyring: Path | None, types: str = "deb") -> Apt:
     signed = f"Signed-By: {keyring}\n" if keyring else ""
     return Apt(
         tmp / "client",
-        f"Types: deb\nURIs: file://{repo}\nSuites: stable\n" f"Components: main\n{signed}",
+        f"Types: {types}\nURIs: file://{repo}\nSuites: stable\n" f"Components: main\n{signed}",
     )
+
+
+def make_source(where: Path, version: str, payload: str = "") -> Path:
+    """A real native source package made by dpkg-source; returns its .dsc."""
+    name = "mss-repo-probe"
+    tree = where / name
+    (tree / "debian" / "source").mkdir(parents=True)
+    (tree / "debian" / "source" / "format").write_text("3.0 (native)\n")
+    (tree / "debian" / "changelog").write_text(
+        f"{name} ({version}) unstable; urgency=medium\n\n  * Probe.\n\n"
+        " -- Test <test@example.invalid>  Mon, 30 Nov 2026 12:00:00 +0000\n"
+    )
+    (tree / "debian" / "control").write_text(
+        f"Source: {name}\nMaintainer: Test <test@example.invalid>\n\n"
+        f"Package: {name}\nArchitecture: all\nDescription: probe package\n probe\n"
+    )
+    (tree / "debian" / "rules").write_text("#!/usr/bin/make -f\n%:\n\tdh $@\n")
+    (tree / "README").write_text(f"{name} {version}\n{payload}")
+    subprocess.run(["dpkg-source", "-b", name], cwd=where, check=True, capture_output=True)
+    shutil.rmtree(tree)
+    return where / f"{name}_{version}.dsc"
 
 
 def sha256(path: Path) -> str:
@@ -361,3 +383,75 @@ def test_bad_key_is_a_clear_error_and_writes_nothing(tmp_path, args, message):
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not repo.exists()
+
+
+def test_source_package_is_published_signed_and_fetched_by_apt_get_source(tmp_path, keys):
+    (tmp_path / "src").mkdir()
+    dsc = make_source(tmp_path / "src", "1.0")
+    tarball = dsc.with_name("mss-repo-probe_1.0.tar.xz")
+    repo = tmp_path / "repo"
+    publish(repo, "--key-file", keys["file"], make_deb(tmp_path, "1.0"), dsc)
+
+    dist = repo / "dists" / "stable"
+    with open(dist / "Release", "rb") as fh:
+        listed = {entry["name"]: entry for entry in Release(fh)["SHA256"]}
+    for name in ("Sources", "Sources.gz", "Sources.xz"):
+        path = dist / "main" / "source" / name
+        assert listed[f"main/source/{name}"]["sha256"] == sha256(path)
+    plain = (dist / "main/source/Sources").read_bytes()
+    assert gzip.decompress((dist / "main/source/Sources.gz").read_bytes()) == plain
+    assert lzma.decompress((dist / "main/source/Sources.xz").read_bytes()) == plain
+    (stanza,) = list(Sources.iter_paragraphs(plain.decode(), use_apt_pkg=False))
+    assert stanza["Package"] == "mss-repo-probe" and stanza["Version"] == "1.0"
+    pooldir = repo / stanza["Directory"]
+    assert stanza["Directory"] == "pool/main/m/mss-repo-probe"
+    assert (pooldir / tarball.name).read_bytes() == tarball.read_bytes()
+    # The .dsc is clearsigned with the repository's key; its fields are the original's.
+    pooled_dsc = pooldir / dsc.name
+    assert pooled_dsc.read_bytes().startswith(b"-----BEGIN PGP SIGNED MESSAGE-----")
+    assert dict(Dsc(pooled_dsc.read_bytes())) == dict(Dsc(dsc.read_bytes()))
+    subprocess.run(
+        ["gpgv", "--keyring", str(repo / "archive-keyring.gpg"), dsc.name],
+        cwd=pooldir,
+        check=True,
+        capture_output=True,
+    )
+    # Publishing the same source again keeps the published (signed) .dsc as it is.
+    before = pooled_dsc.read_bytes()
+    publish(repo, "--key-file", keys["file"], dsc)
+    assert pooled_dsc.read_bytes() == before
+
+    apt = client(tmp_path, repo, repo / "archive-keyring.gpg", types="deb deb-src")
+    update = apt.run("update")
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "W:" not in update.stdout + update.stderr
+    fetched = apt.run("source", "--download-only", "mss-repo-probe", cwd=apt.top / "download")
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert (apt.top / "download" / tarball.name).read_bytes() == tarball.read_bytes()
+    assert (apt.top / "download" / dsc.name).read_bytes() == before
+
+
+def test_tampered_source_tarball_is_refused_by_apt_and_by_the_check(tmp_path, keys):
+    (tmp_path / "src").mkdir()
+    dsc = make_source(tmp_path / "src", "1.0")
+    repo = tmp_path / "repo"
+    publish(repo, "--key-file", keys["file"], make_deb(tmp_path, "1.0"), dsc)
+    (tmp_path / "evil").mkdir()
+    evil = make_source(tmp_path / "evil", "1.0", payload="evil")
+    pooled = repo / "pool/main/m/mss-repo-probe/mss-repo-probe_1.0.tar.xz"
+    pooled.write_bytes(evil.with_name(pooled.name).read_bytes())
+
+    check = publish(repo, "--verify-only", check=False)
+    assert check.returncode == 1
+    assert "source mss-repo-probe 1.0: mss-repo-probe_1.0.tar.xz differs from Sources" in (
+        check.stderr
+    )
+    apt = client(tmp_path, repo, repo / "archive-keyring.gpg", types="deb deb-src")
+    assert apt.run("update").returncode == 0
+    fetched = apt.run("source", "--download-only", "mss-repo-probe", cwd=apt.top / "download")
+    assert fetched.returncode != 0
+    assert "mismatch" in fetched.stdout + fetched.stderr
+
+    # Publishing a different source under a published version is refused.
+    refused = publish(repo, "--key-file", keys["file"], evil, check=False)
+    assert refused.returncode == 1 and "raise the version" in refused.stderr

@@ -1,5 +1,6 @@
 """A client installs the package from the signed apt repository, as README's publishing
-section says, in a throwaway Debian root; a tampered mirror is refused.
+section says, in a throwaway Debian root; a tampered mirror is refused; the published
+source package rebuilds the published .deb, byte for byte, in a clean build root.
 
 The repository is made by scripts/repo.py (what `invoke repo` runs) with a GnuPG key made
 for the test, copied into the root and served over HTTP on the root's own loopback (its
@@ -81,12 +82,16 @@ def signing_keys(tmp_path_factory):
 
 
 def publish(outdir: Path, deb: Path, key_file: Path) -> Path:
+    """What `invoke repo` publishes: the .deb and its source package (the .dsc beside it)."""
+    dsc = deb.with_name(deb.name.removesuffix("_all.deb") + ".dsc")
+    assert dsc.exists(), f"`invoke build` made no {dsc.name}"
     result = subprocess.run(
         [
             "/usr/bin/python3",
             str(PROJECT / "scripts" / "repo.py"),
             str(outdir),
             str(deb),
+            str(dsc),
             "--suite",
             "stable",
             "--key-file",
@@ -233,3 +238,40 @@ def test_tampered_or_foreign_repository_is_refused(make_root, debs, signing_keys
         foreign.output[-1500:],
     )
     root.fails(["dpkg-query", "-W", steps.PKG], what="the package is not installed")
+
+
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_published_source_rebuilds_the_published_deb_in_a_clean_root(
+    debs, signing_keys, suite, tmp_path
+):
+    """`apt-get source` from the signed repository, then `dpkg-buildpackage -b` as an
+    unprivileged user in a root that has only build-essential and the Build-Depends
+    (scripts/clean_build.py), offline: the unit tests run and pass, and on bookworm (the
+    release `invoke build` runs on, as the .buildinfo records) the .deb is the published
+    one, byte for byte."""
+    repo = publish(tmp_path / "repo", debs["current"], signing_keys["publisher-secret"])
+    published = repo / "pool" / "main" / "m" / steps.PKG / debs["current"].name
+    out = tmp_path / "out"
+    args = [str(repo), "--suite", suite, "--keyring", str(repo / "archive-keyring.gpg")]
+    args += ["--output-dir", str(out)]
+    if suite == "bookworm":
+        args += ["--compare", str(published)]
+    result = subprocess.run(
+        ["/usr/bin/python3", str(PROJECT / "scripts" / "clean_build.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    # The source came from the repository (signed), and the unit tests ran at build time.
+    assert f"Get:1 http://127.0.0.1:8080 stable/main {steps.PKG}" in output, output[-6000:]
+    assert "dpkg-source: info: extracting" in output
+    summary = [line for line in output.splitlines() if " passed" in line and "====" in line]
+    assert summary and " failed" not in summary[-1], output[-6000:]
+    rebuilt = out / debs["current"].name
+    if suite == "bookworm":
+        assert rebuilt.read_bytes() == published.read_bytes()
+        assert "identical to" in output
+    else:
+        assert rebuilt.is_file()
