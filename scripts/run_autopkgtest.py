@@ -5,7 +5,10 @@
 
 The testbed is a fresh copy of the cached root from scripts/publish_root.py
 (the dependencies are in its apt cache, so nothing is downloaded), run in PID,
-mount and network namespaces of its own.  The source tree handed to
+mount and network namespaces of its own.  Its policy-rc.d lets PostgreSQL's
+service (and only it) start when it is installed, as it starts in a container
+or a VM: autopkgtest installs the package together with PostgreSQL (Depends: @,
+postgresql), and the package provisions the running cluster.  The source tree handed to
 autopkgtest is a snapshot of the files `invoke build` uses.  Exit status is
 autopkgtest's (0 all passed, 2 some skipped, 4 failed, 8 no tests ran...).
 """
@@ -67,11 +70,27 @@ def test_names(files: repro.Snapshot) -> list[str]:
     ]
 
 
+# A chroot has no init system: invoke-rc.d starts nothing without a policy-rc.d that
+# allows it.  Only PostgreSQL may start; anything else is refused (101).
+POLICY_RC_D = """#!/bin/sh
+while [ $# -gt 0 ]; do
+    case "$1" in --*) shift ;; *) break ;; esac
+done
+case "${1:-}" in
+    postgresql|postgresql.service|postgresql@*) exit 0 ;;
+esac
+exit 101
+"""
+
+
 def run_one(files: repro.Snapshot, name: str, args: argparse.Namespace) -> int:
     with (
         publish_root.extracted("testbed", args.suite) as root,
         tempfile.TemporaryDirectory(prefix="mss-autopkgtest-src-") as tmp,
     ):
+        policy = root / "usr" / "sbin" / "policy-rc.d"
+        policy.write_text(POLICY_RC_D)
+        policy.chmod(0o755)
         src = Path(tmp) / "matrix-synapse-setup"
         repro.write_tree(files, src, 0o022, None)
         # A built tree (debian/files names its .deb): autopkgtest then needs no
