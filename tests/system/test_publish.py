@@ -240,6 +240,8 @@ def test_tampered_or_foreign_repository_is_refused(make_root, debs, signing_keys
     root.fails(["dpkg-query", "-W", steps.PKG], what="the package is not installed")
 
 
+# Smoke: on both releases in quick mode too (bookworm is the one that compares bytes).
+@pytest.mark.smoke
 @pytest.mark.parametrize("suite", ["bookworm", "trixie"])
 def test_published_source_rebuilds_the_published_deb_in_a_clean_root(
     debs, signing_keys, suite, tmp_path
