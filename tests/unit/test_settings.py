@@ -118,11 +118,16 @@ def test_local_means_the_cluster_on_this_machine(host, local):
         "localhost.example.org",
     ],
 )
-def test_postrm_agrees_on_what_is_local(host):
+@pytest.mark.parametrize("script", ["postrm", "config"])
+def test_the_shell_copies_agree_on_what_is_local(script, host):
+    # debian/postrm runs when our Python is gone, debian/config before it is unpacked:
+    # each has a shell copy of is_local, with the same "SCRIPT is-local HOST" interface.
     import subprocess
 
     from matrix_synapse_setup.settings import is_local
 
-    postrm = Path(__file__).resolve().parents[2] / "debian" / "postrm"
-    proc = subprocess.run(["sh", str(postrm), "is-local", host], check=False)
+    path = Path(__file__).resolve().parents[2] / "debian" / script
+    proc = subprocess.run(["sh", str(path), "is-local", host], check=False, capture_output=True)
+    assert proc.stdout == proc.stderr == b""
+    assert proc.returncode in (0, 1)
     assert (proc.returncode == 0) is is_local(host)
