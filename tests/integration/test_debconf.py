@@ -327,6 +327,10 @@ def test_an_invalid_preseed_fails_the_postinst_with_one_clear_line(dc, preseed, 
     assert expected in errors[0]
     assert "Traceback" not in proc.stderr
     assert "plan:" not in proc.stderr  # nothing was about to happen
+    # Explained as an invalid answer (the noninteractive frontend prints the error
+    # template), by the check that comes first, not as a failed setup.
+    assert "The answer cannot be used" in proc.stdout
+    assert "The database for Synapse cannot be used" not in proc.stdout
     assert dc.files_written() == []
 
 
