@@ -368,8 +368,9 @@ class Conversation:
             try:
                 settings.validate_password(password)
             except SetupError as err:
-                self._forget_password()
+                # Refused with nobody to ask: complain raises, and nothing changed.
                 self.complain(PASSWORD, err.message)
+                self._forget_password()
                 state["priority"][PASSWORD] = CRITICAL
                 state["reasked"] = True
                 continue
@@ -382,9 +383,9 @@ class Conversation:
                 continue  # back from the confirmation: the password again
             again = self.get(PASSWORD_AGAIN)
             if (shown or again) and again != password:
-                self._forget_password()
                 if not self.show_error(MISMATCH):
                     raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
+                self._forget_password()
                 state["priority"][PASSWORD] = CRITICAL
                 state["reasked"] = True
                 continue
