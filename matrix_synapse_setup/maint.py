@@ -103,9 +103,7 @@ def retire_runtime_dropin(old_version: str) -> None:
 
 
 def _older_than(version: str, other: str) -> bool:
-    proc = subprocess.run(
-        ["dpkg", "--compare-versions", version, "lt", other], **child_fds(), check=False
-    )
+    proc = subprocess.run(["dpkg", "--compare-versions", version, "lt", other], **child_fds())
     return proc.returncode == 0
 
 

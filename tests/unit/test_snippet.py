@@ -234,3 +234,10 @@ def test_a_new_password_stamp_differs_from_the_one_in_the_file():
     text = snippet.render(settings, password_set=first)
     assert snippet.password_stamp(text) == first
     assert snippet.parse(text)["password_set"] == first
+
+
+def test_versions_before_the_static_dropin_are_told_by_dpkg():
+    from matrix_synapse_setup import maint
+
+    assert maint._older_than("0.4.0", maint.STATIC_DROPIN_SINCE)
+    assert maint._older_than("0.5.0~systest1", "0.5.0") and not maint._older_than("0.5.0", "0.5.0~")
