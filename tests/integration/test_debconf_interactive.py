@@ -101,15 +101,6 @@ def converse(dc, steps, priority="low", env=None, script="postinst"):
     )
 
 
-# Product bug, reported (remove when fixed): step 6 of debian/config tests
-# host_is_local (a db_get) before it reads $RET as the TLS mode, so $RET is the
-# host and the CA question is never asked.
-CA_QUESTION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="debian/config never asks db-sslrootcert: host_is_local's db_get "
-    "overwrites $RET (the TLS mode) before it is compared",
-)
-
 # The failure question the postinst asks when no server answers (none does here).
 FAILURE = r"Action after the PostgreSQL server failure:"
 
@@ -164,7 +155,6 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
     assert password not in proc.stdout
 
 
-@CA_QUESTION_BUG
 def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
     proc = converse(
         dc,
@@ -191,7 +181,6 @@ def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
     assert dc.get("db-password") == "pw"  # not applied: kept for the next run
 
 
-@CA_QUESTION_BUG
 def test_a_ca_file_that_is_no_certificate_is_asked_again(dc, tmp_path):
     bogus = tmp_path / "ca.pem"
     bogus.write_text("not a certificate\n")
