@@ -180,7 +180,8 @@ def build(c, force=False, dry_run=False):
 
 @task
 def lint(c):
-    """ruff on the Python, shellcheck on the maintainer scripts, lintian on the .deb."""
+    """ruff on the Python, shellcheck on the maintainer scripts, lintian (pedantic) on the
+    .changes: the source package and the .deb."""
     build(c)
     if not RUFF.exists():
         raise Exit(f"{RUFF} is missing: run scripts/bootstrap first")
@@ -198,7 +199,11 @@ def lint(c):
     scripts += SYSTEM_TEST_SHELL
     scripts += [f"scripts/dbc-anchor/DEBIAN/{s}" for s in ("config", "postinst", "prerm", "postrm")]
     c.run("shellcheck " + " ".join(scripts), echo=True)
-    c.run(f"lintian --fail-on error,warning --display-info {deb_path()}", echo=True)
+    changes = deb_path().with_suffix(".changes")
+    c.run(
+        f"lintian --fail-on error,warning,info,pedantic --pedantic --display-info {changes}",
+        echo=True,
+    )
 
 
 @task(
