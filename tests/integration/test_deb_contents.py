@@ -66,7 +66,12 @@ def test_postrm_purges_debconf_after_our_purge_code(control):
 def test_config_and_templates_with_french(control):
     out, _ = control
     config = (out / "config").read_text()
-    assert f"helper={HELPER}" in config and '"$helper" config "$@"' in config
+    # debian/config is shell on debconf's confmodule only: it runs before unpack (apt's
+    # preconfiguration), when our Python is not on the system yet.
+    assert config.startswith("#!/bin/sh\n") and ". /usr/share/debconf/confmodule" in config
+    assert HELPER not in config and "python3" not in config
+    for name in ("db-host", "db-port", "db-name", "db-user", "db-password", "purge-database"):
+        assert f"matrix-synapse-setup/{name}" in config
     templates = (out / "templates").read_text()
     for name in (
         "db-host",

@@ -350,6 +350,24 @@ def test_an_answer_wins_over_a_file_ucf_wrote_unchanged(dc):
     assert dc.get("db-port") == "6544"
 
 
+def test_an_answer_wins_over_the_values_the_admin_left_in_an_edited_file(dc):
+    # The admin edited one value of the file ucf wrote; a database name preseeded
+    # since then still wins, because the file's name is the one in ucf's copy of the
+    # version it installed.  The edited port is the admin's.
+    path = dc.ucf_install(REMOTE_SNIPPET)
+    path.write_text(path.read_text().replace("port: 6543", "port: 6544"))
+    dc.preseed(db_name="synapse2", db_port="6543", db_host="db.example.org")
+    dc.config()
+    assert (dc.get("db-name"), dc.get("db-port")) == ("synapse2", "6544")
+    # Without ucf's copy (removed by hand), an edited file counts as the admin's
+    # throughout: its name comes back.
+    cached = dc.var_lib / "ucf/cache" / f"/etc/{SNIPPET}".replace("/", ":")
+    assert cached.is_file(), sorted(p.name for p in cached.parent.iterdir())
+    cached.unlink()
+    dc.config()
+    assert (dc.get("db-name"), dc.get("db-port")) == ("edited", "6544")
+
+
 def test_running_config_twice_changes_nothing(dc):
     dc.preseed(db_name="matrix", db_password="pw")
     dc.write_snippet(REMOTE_SNIPPET)
