@@ -56,13 +56,18 @@ def is_local(host: str) -> bool:
 
     The one definition used everywhere (debian/postrm, which runs when our Python is
     gone, has a shell copy that tests/unit/test_settings.py compares with this one)."""
-    host = host.strip()
+    host = host.strip(" \t")
     if host in ("", "localhost") or host.startswith("/"):
         return True
+    # Spelled out rather than ipaddress's is_loopback, which counts an IPv4-mapped
+    # ::ffff:127.0.0.1 since Python 3.13 only: the shell copies could not follow.
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if address.version == 4:
+        return address in ipaddress.ip_network("127.0.0.0/8")
+    return address == ipaddress.IPv6Address("::1")
 
 
 def default_sslmode(host: str) -> str:

@@ -368,6 +368,29 @@ def test_an_answer_wins_over_the_values_the_admin_left_in_an_edited_file(dc):
     assert (dc.get("db-name"), dc.get("db-port")) == ("edited", "6544")
 
 
+LOCAL_SNIPPET = (
+    "database:\n  name: psycopg2\n  args:\n    host: localhost\n    port: 5432\n"
+    "    dbname: synapse\n    user: synapse\n    sslmode: prefer\n"
+)
+
+
+def test_a_local_clusters_tls_mode_is_not_taken_for_an_answer(dc):
+    # "prefer" is the package's own mode for the local cluster; were it read back into
+    # the unanswered question, a remote server preseeded later would keep it instead of
+    # verify-full.  (And the first reconfigure after an install would write debconf.)
+    dc.ucf_install(LOCAL_SNIPPET)
+    assert dc.flag("db-sslmode") == "false"
+    default = dc.get("db-sslmode")
+    dc.config()
+    assert default != "prefer" and dc.get("db-sslmode") == default
+    assert dc.get("db-name") == "synapse"
+    # The admin's own mode, edited into the file, is an answer.
+    path = dc.etc / SNIPPET
+    path.write_text(path.read_text().replace("sslmode: prefer", "sslmode: disable"))
+    dc.config()
+    assert dc.get("db-sslmode") == "disable"
+
+
 def test_running_config_twice_changes_nothing(dc):
     dc.preseed(db_name="matrix", db_password="pw")
     dc.write_snippet(REMOTE_SNIPPET)
