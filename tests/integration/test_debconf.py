@@ -478,8 +478,15 @@ def test_a_readable_but_invalid_value_is_explained_by_the_postinst(dc):
         "    user: synapse\n    password: pw\n",
         # flow style
         " {host: localhost, port: 6000, dbname: synapse_x, user: synapse, password: pw}\n",
+        # blanks debconf's protocol would not carry (two spaces, a tab, at either end)
+        "\n    host: localhost\n    port: 6000\n    dbname: 'synapse  x'\n"
+        "    user: synapse\n    password: pw\n",
+        "\n    host: localhost\n    port: 6000\n    dbname: 'synapse\tx'\n"
+        "    user: synapse\n    password: pw\n",
+        "\n    host: localhost\n    port: 6000\n    dbname: ' synapse_x'\n"
+        "    user: synapse\n    password: pw\n",
     ],
-    ids=["escape", "flow"],
+    ids=["escape", "flow", "two-spaces", "tab", "leading-space"],
 )
 def test_values_the_shell_cannot_read_are_left_to_the_helper(dc, args):
     # The config leaves the answer alone rather than guess; the helper reads the whole
