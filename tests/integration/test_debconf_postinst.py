@@ -427,7 +427,14 @@ def interactive_postinst(site, tmp_path, steps, priority="high"):
     return site.run(
         ["/usr/bin/python3", str(driver), str(ROOT / "debian" / "postinst"), "configure", ""],
         stdin=__import__("json").dumps(steps),
-        env={"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": priority, "TERM": "dumb"},
+        # PERL_RL=Stub: the same prompts whether or not Term::ReadLine::Gnu is installed
+        # (test_debconf_interactive.py tests going back with it).
+        env={
+            "DEBIAN_FRONTEND": "readline",
+            "DEBIAN_PRIORITY": priority,
+            "TERM": "dumb",
+            "PERL_RL": "Stub",
+        },
         check=False,
     )
 
