@@ -323,6 +323,31 @@ def test_remote_mode_with_tls_verify_full(cluster, names):
     assert tls_step.detail.startswith("TLSv1.") and "sslmode verify-full" in tls_step.detail
 
 
+def test_remote_mode_verify_full_checks_the_host_name(cluster, names):
+    # The cluster's certificate names localhost and 127.0.0.1 only.  Reached at this
+    # machine's other address, with the right CA: verify-ca passes (the chain is good),
+    # verify-full is refused for the name.  So verify-full is not quietly verify-ca.
+    assert cluster.remote_address, "this machine has no non-loopback IPv4 address"
+    dbname, user = names
+    run(cluster, local(cluster, dbname, user, password="pw"))
+    chain_only = Settings(
+        host=cluster.remote_address,
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password="pw",
+        sslmode="verify-ca",
+        sslrootcert=cluster.ca_file,
+    )
+    full = Settings(**{**chain_only.__dict__, "sslmode": "verify-full"})
+    with cluster.hba_lines(f"hostssl all {user} {cluster.remote_address}/32 scram-sha-256"):
+        assert {s.outcome for s in verify(chain_only)} == {"ok"}
+        with pytest.raises(SetupError) as refused:
+            verify(full)
+    assert not isinstance(refused.value, ServerUnavailable) and refused.value.kind == "tls"
+    assert cluster.remote_address in refused.value.message
+
+
 def test_remote_mode_tls_with_an_unknown_ca_is_refused(cluster, names, tmp_path):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
