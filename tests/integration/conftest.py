@@ -5,7 +5,8 @@ as ``fr_FR.UTF-8``; unset or empty: English) becomes the cluster's
 ``lc_messages``, and this process's own LC_MESSAGES (not its children's), so
 that libpq's client-side messages are translated too.  ``invoke test`` runs the
 suite once in English and once in French (issue 12): every error must be
-classified the same way in both.  The French run checks first that both sides
+classified the same way in both.  The French run repeats only the tests that use
+the cluster.  The French run checks first that both sides
 really speak French, so it cannot silently be an English one.
 """
 
@@ -35,6 +36,22 @@ def server_language() -> str | None:
 @pytest.fixture(scope="session")
 def lc_messages() -> str | None:
     return server_language()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A translated run repeats only the tests that talk to the cluster: the others (the
+    package's contents, the repository, reproducible builds, the templates' French) see
+    no server message, and already ran in the English pass."""
+    if server_language() is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        uses = getattr(item, "fixturenames", ())
+        in_here = "tests/integration/" in str(item.path)
+        (drop if in_here and "cluster" not in uses else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)
