@@ -44,7 +44,17 @@ def say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    drop_libpq_environment()
     return run(lambda: dispatch(args), prog="matrix-synapse-setup")
+
+
+def drop_libpq_environment() -> None:
+    """libpq takes defaults from PG* variables (PGHOSTADDR, PGOPTIONS, PGSSLCERT,
+    PGSERVICE, ...).  Synapse, started by systemd, has none of them, so the checks made
+    here must not see those of the admin's shell either: they would connect otherwise
+    than Synapse will.  (The superuser child clears its whole environment.)"""
+    for name in [name for name in os.environ if name.startswith("PG")]:
+        del os.environ[name]
 
 
 def dispatch(argv: list[str]) -> int:

@@ -115,6 +115,17 @@ def test_first_install_provisions_and_writes_the_snippet(site, cluster):
     ]
 
 
+def test_the_admins_libpq_variables_do_not_steer_the_checks(site, cluster):
+    # Synapse (under systemd) has no PG* variables; with these from the admin's shell,
+    # the role's login would run read-only (its "create tables" check fails) and the
+    # superuser's would look for another database.
+    site.env["PGOPTIONS"] = "-c default_transaction_read_only=on"
+    site.env["PGDATABASE"] = "no_such_database"
+    proc = site.postinst()
+    assert "create tables in" in proc.stderr and site.snippet.is_file()
+    assert site.args()["dbname"] == site.dbname
+
+
 def test_second_run_changes_nothing(site, cluster):
     site.postinst()
     before = site.snippet.read_bytes(), site.snippet.stat().st_mtime_ns
