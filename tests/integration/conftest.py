@@ -6,8 +6,8 @@ as ``fr_FR.UTF-8``; unset or empty: English) becomes the cluster's
 that libpq's client-side messages are translated too.  ``invoke test`` runs the
 suite once in English and once in French (issue 12): every error must be
 classified the same way in both.  The French run repeats only the tests that use
-the cluster.  The French run checks first that both sides
-really speak French, so it cannot silently be an English one.
+the cluster, and checks first that both sides really speak French, so it cannot
+silently be an English one.
 """
 
 from __future__ import annotations

@@ -28,10 +28,13 @@ ADVERSARIAL_PASSWORDS = [
 ]
 
 
+def at(host, cluster, dbname, user, password="s3cret-Pass", **kw) -> Settings:
+    """Settings for the test cluster reached at *host*."""
+    return Settings(host=host, port=cluster.port, dbname=dbname, user=user, password=password, **kw)
+
+
 def local(cluster, dbname, user, password="s3cret-Pass", **kw) -> Settings:
-    return Settings(
-        host="localhost", port=cluster.port, dbname=dbname, user=user, password=password, **kw
-    )
+    return at("localhost", cluster, dbname, user, password, **kw)
 
 
 def run(cluster, settings):
@@ -215,14 +218,7 @@ def test_remote_mode_verifies_only(cluster, names):
     # this machine's own non-loopback address (127.x would be the local cluster).
     assert cluster.remote_address, "this machine has no non-loopback IPv4 address"
     dbname, user = names
-    remote = Settings(
-        host=cluster.remote_address,
-        port=cluster.port,
-        dbname=dbname,
-        user=user,
-        password="pw",
-        sslmode="disable",
-    )
+    remote = at(cluster.remote_address, cluster, dbname, user, "pw", sslmode="disable")
     assert not remote.local
     with cluster.hba_lines(f"host all {user} {cluster.remote_address}/32 scram-sha-256"):
         with pytest.raises(ServerUnavailable, match="refused role"):
@@ -270,14 +266,7 @@ def test_every_local_address_provisions_the_local_cluster(cluster, names, host):
 def test_remote_mode_missing_database_is_named(cluster, names):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
-    remote = Settings(
-        host="127.0.0.1",
-        port=cluster.port,
-        dbname=dbname + "_x",
-        user=user,
-        password="pw",
-        sslmode="disable",
-    )
+    remote = at("127.0.0.1", cluster, dbname + "_x", user, "pw", sslmode="disable")
     with pytest.raises(SetupError, match=f"'{dbname}_x' does not exist"):
         verify(remote)
 
@@ -285,14 +274,7 @@ def test_remote_mode_missing_database_is_named(cluster, names):
 def test_remote_mode_wrong_password_is_refused(cluster, names):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
-    remote = Settings(
-        host="127.0.0.1",
-        port=cluster.port,
-        dbname=dbname,
-        user=user,
-        password="wrong",
-        sslmode="disable",
-    )
+    remote = at("127.0.0.1", cluster, dbname, user, "wrong", sslmode="disable")
     with pytest.raises(ServerUnavailable, match="check the role's password"):
         verify(remote)
 
@@ -300,14 +282,8 @@ def test_remote_mode_wrong_password_is_refused(cluster, names):
 def test_remote_mode_with_tls_verify_full(cluster, names):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
-    tls = Settings(
-        host="127.0.0.1",
-        port=cluster.port,
-        dbname=dbname,
-        user=user,
-        password="pw",
-        sslmode="verify-full",
-        sslrootcert=cluster.ca_file,
+    tls = at(
+        "127.0.0.1", cluster, dbname, user, "pw", sslmode="verify-full", sslrootcert=cluster.ca_file
     )
     plain = Settings(**{**tls.__dict__, "sslmode": "disable", "sslrootcert": None})
     # The server admits this role over TLS only: verify passing is the server's word that
@@ -330,12 +306,12 @@ def test_remote_mode_verify_full_checks_the_host_name(cluster, names):
     assert cluster.remote_address, "this machine has no non-loopback IPv4 address"
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
-    chain_only = Settings(
-        host=cluster.remote_address,
-        port=cluster.port,
-        dbname=dbname,
-        user=user,
-        password="pw",
+    chain_only = at(
+        cluster.remote_address,
+        cluster,
+        dbname,
+        user,
+        "pw",
         sslmode="verify-ca",
         sslrootcert=cluster.ca_file,
     )
@@ -353,14 +329,8 @@ def test_remote_mode_tls_with_an_unknown_ca_is_refused(cluster, names, tmp_path)
     run(cluster, local(cluster, dbname, user, password="pw"))
     other_ca = tmp_path / "other.crt"
     other_ca.write_text(open("/etc/ssl/certs/ca-certificates.crt").read())
-    tls = Settings(
-        host="127.0.0.1",
-        port=cluster.port,
-        dbname=dbname,
-        user=user,
-        password="pw",
-        sslmode="verify-full",
-        sslrootcert=str(other_ca),
+    tls = at(
+        "127.0.0.1", cluster, dbname, user, "pw", sslmode="verify-full", sslrootcert=str(other_ca)
     )
     # A certificate problem is no passing outage: a SetupError that asks for other
     # answers (not ServerUnavailable's retry).
