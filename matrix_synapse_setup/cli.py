@@ -150,6 +150,56 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Create the first admin account (what the postinst does with admin-user and
+    admin-password), or change its password: for a Synapse that was not running then."""
+    from . import admin, conversation
+
+    answers = None
+    user = args.user
+    if user is None:
+        answers = _debconf()
+        user = str(answers.get(conversation.ADMIN_USER)).strip()
+        if not user:
+            raise SetupError(messages.ADMIN_NOTHING_PENDING)
+    admin.validate_user(user)
+    if args.password_file:
+        password = read_password(args.password_file)
+    elif answers is not None:
+        password = str(answers.get(conversation.ADMIN_PASSWORD))
+    else:
+        password = ""
+    if not password and not admin.created_here(user, admin.read_record()):
+        if not sys.stdin.isatty():
+            raise SetupError(messages.ADMIN_PASSWORD_MISSING.format(user=user))
+        password = getpass.getpass(f"Password for the admin account {user}: ")
+        if password != getpass.getpass("Repeat the password: "):
+            raise SetupError(messages.PASSWORDS_DIFFER)
+    admin.validate_password(password)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with locking.exclusive(say):
+        outcome = admin.ensure(user, password, say=say)
+    print(outcome.message)
+    if answers is not None and outcome.applied and answers.get(conversation.ADMIN_PASSWORD):
+        # Applied: the password leaves debconf's database.
+        answers.set(conversation.ADMIN_PASSWORD, "")
+        answers.set(conversation.ADMIN_PASSWORD_AGAIN, "")
+    return 0 if outcome.applied else 1
+
+
+def _debconf() -> Any:
+    """debconf's database, read and written with debconf-communicate (root only)."""
+    import debconf
+
+    try:
+        return debconf.DebconfCommunicator("matrix-synapse-setup")
+    except OSError as err:
+        raise SetupError(messages.DEBCONF_UNAVAILABLE.format(reason=err.strerror)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matrix-synapse-setup",
@@ -187,6 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--socket-dir", default=DEFAULT_SOCKET_DIR, help=argparse.SUPPRESS)
         if name == "migrate":
             sub.add_argument("--dry-run", action="store_true", help="print the plan only")
+    sub = commands.add_parser(
+        "admin",
+        help="create the first admin account, or change its password",
+        description="Create the server admin account that debconf's admin-user names (or "
+        "--user), or change its password, through Synapse's shared-secret registration "
+        "and admin APIs.",
+    )
+    sub.set_defaults(func=cmd_admin)
+    sub.add_argument("action", choices=("create",), help="what to do")
+    sub.add_argument("--user", help="local part of the account's Matrix ID (default: admin-user)")
+    sub.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the account's password from FILE ('-' for standard input)",
+    )
     return parser
 
 

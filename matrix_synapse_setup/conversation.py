@@ -40,6 +40,9 @@ INVALID = f"{PKG}/invalid-answer"
 MISMATCH = f"{PKG}/password-mismatch"
 SETUP_ERROR = f"{PKG}/setup-error"
 TUNE = f"{PKG}/tune-postgresql"
+ADMIN_USER = f"{PKG}/admin-user"
+ADMIN_PASSWORD = f"{PKG}/admin-password"
+ADMIN_PASSWORD_AGAIN = f"{PKG}/admin-password-again"
 
 # debconf protocol codes
 SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
@@ -72,6 +75,11 @@ def debconf_error() -> type[Exception]:
     import debconf
 
     return debconf.DebconfError
+
+
+def debconf_running() -> bool:
+    """True when the maintainer script sourced debconf's confmodule."""
+    return bool(os.environ.get("DEBIAN_HAS_FRONTEND"))
 
 
 def connect() -> Any:
@@ -126,6 +134,12 @@ class Answers:
             "sslmode": self.sslmode if remote else None,
             "sslrootcert": (self.sslrootcert or None) if verifying else None,
         }
+
+
+def _validate_admin_user(value: str) -> object:
+    from . import admin
+
+    return admin.validate_user(value)
 
 
 class Conversation:
@@ -228,6 +242,8 @@ class Conversation:
             self._sslrootcert_step,
             lambda st: self._password_step(st, known_password),
             self._tune_step,
+            self._string_step(ADMIN_USER, MEDIUM, _validate_admin_user),
+            self._admin_password_step,
             lambda st: self._show(st, PURGE, LOW),
         ]
         i = 0
@@ -391,8 +407,86 @@ class Conversation:
                 continue
             return True
 
-    def _forget_password(self) -> None:
-        for question in (PASSWORD, PASSWORD_AGAIN):
+    def _admin_password_step(self, state: dict[str, Any]) -> bool:
+        """The first admin account's password: needed to create the account, optional
+        for the one this package created (empty keeps its password)."""
+        from . import admin
+
+        user = self.get(ADMIN_USER).strip()
+        if not user:
+            return not state["backing"]
+        created = admin.created_here(user, admin.read_record())
+        while True:
+            if not self._show(state, ADMIN_PASSWORD, LOW if created else MEDIUM):
+                return False
+            password = self.get(ADMIN_PASSWORD)
+            try:
+                if not password and not created:
+                    raise SetupError(messages.ADMIN_PASSWORD_MISSING.format(user=user))
+                admin.validate_password(password)
+            except SetupError as err:
+                self.complain(ADMIN_PASSWORD, err.message)
+                self._forget_password(ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN)
+                state["priority"][ADMIN_PASSWORD] = CRITICAL
+                state["reasked"] = True
+                continue
+            if not password:
+                self.set(ADMIN_PASSWORD_AGAIN, "")
+                return True
+            again = self.get(ADMIN_PASSWORD_AGAIN)
+            shown = bool(state.get("shown")) and self.input(CRITICAL, ADMIN_PASSWORD_AGAIN)
+            if shown:
+                self.go()
+                again = self.get(ADMIN_PASSWORD_AGAIN)
+            if (shown or again) and again != password:
+                if not self.show_error(MISMATCH):
+                    raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
+                self._forget_password(ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN)
+                state["priority"][ADMIN_PASSWORD] = CRITICAL
+                state["reasked"] = True
+                continue
+            return True
+
+    def ask_admin_again(self, message: str) -> bool:
+        """Synapse refused the admin account's answers: explain, and ask the account's
+        questions again (False when nobody can see the explanation)."""
+        if not self.show_error(INVALID, message):
+            return False
+        self._forget_password(ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN)
+        state: dict[str, Any] = {
+            "priority": {ADMIN_USER: CRITICAL, ADMIN_PASSWORD: CRITICAL},
+            "backing": False,
+            "again": False,
+            "reasked": True,
+        }
+        steps = [
+            self._string_step(ADMIN_USER, CRITICAL, _validate_admin_user),
+            self._admin_password_step,
+        ]
+        i = 0
+        while i < len(steps):
+            if steps[i](state):
+                i += 1
+            elif i > 0:
+                i -= 1
+            else:
+                state["backing"] = False
+        return True
+
+    def admin_answers(self) -> tuple[str, str]:
+        """(admin-user, admin-password)."""
+        return self.get(ADMIN_USER).strip(), self.get(ADMIN_PASSWORD)
+
+    def clear_admin_password(self) -> None:
+        """Applied: the admin's password leaves debconf's database."""
+        for question in (ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN):
+            if self.get(question):
+                self.set(question, "")
+            if self.fget(question, "seen") != "true":
+                self.fset(question, "seen", "true")
+
+    def _forget_password(self, *questions: str) -> None:
+        for question in questions or (PASSWORD, PASSWORD_AGAIN):
             self.set(question, "")
             self.fset(question, "seen", "false")
 

@@ -74,6 +74,13 @@ def dispatch(argv: list[str]) -> int:
             status = postinst_configure(Conversation(conversation.connect()), deferred=True)
         if set(names) - {PROVISION_TRIGGER}:
             status = status or triggered()
+            if not status and conversation.debconf_running():
+                try:
+                    admin_account(Conversation(conversation.connect()))
+                except SetupError as err:
+                    # Synapse's package is what is being configured: its trigger
+                    # must not fail because of the account; the admin can retry.
+                    say(err.message)
         return status
     return 0  # other scripts and actions: nothing to do (and an old helper stays usable)
 
@@ -140,8 +147,10 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
 
     check_answers(conv)
     with locking.exclusive(say):
-        if unchanged(conv, conv.answers()):
-            return 0
+        done = unchanged(conv, conv.answers())
+    if done:
+        admin_account(conv)  # takes the lock itself
+        return 0
     if not deferred and is_local(conv.answers().host):
         pending = postgresql_being_installed()
         if pending:
@@ -157,6 +166,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
         try:
             with locking.exclusive(say):
                 apply(conv, answers)
+            admin_account(conv)
             return 0
         except ServerUnavailable as err:
             choice = conv.ask_failure(err.message)
@@ -504,6 +514,39 @@ def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
 def noninteractive(conv: Conversation) -> bool:
     """True when nobody can answer ucf's question about an edited file."""
     return not conv.interactive()
+
+
+# --- the first admin account ------------------------------------------------------------
+
+
+def admin_account(conv: Conversation) -> None:
+    """Create the admin account debconf names, or change its password; nothing when no
+    account is asked for, or when the one asked for is the one this package created
+    and no new password was given (no request to Synapse then)."""
+    user, password = conv.admin_answers()
+    if not user:
+        return
+    from . import admin
+
+    record = admin.read_record()
+    if not password and admin.created_here(user, record):
+        return
+    while True:
+        try:
+            with locking.exclusive(say):
+                outcome = admin.ensure(user, password, say=say, conv=conv)
+            break
+        except SetupError as err:
+            # Synapse refused the password (its password policy), or the account is
+            # someone else's: explain, and ask again when someone can answer.
+            if not conv.ask_admin_again(err.message):
+                raise
+            user, password = conv.admin_answers()
+            if not user:
+                return
+    say(outcome.message)
+    if outcome.applied:
+        conv.clear_admin_password()
 
 
 # --- postinst triggered --------------------------------------------------------------

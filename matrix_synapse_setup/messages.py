@@ -302,3 +302,71 @@ TUNING_REFUSED = (
     "PostgreSQL runs as before; please report this as a bug of matrix-synapse-setup."
 )
 TUNING_FAILED = "note: the PostgreSQL settings for Synapse ({path}) were not applied: {reason}."
+
+# --- the first admin account (issue 14) ---------------------------------------------
+BAD_ADMIN_USER = (
+    "The admin account name {value!r} is not allowed: give the local part of its Matrix ID "
+    "only (alice for @alice:example.org), with lower-case letters, digits and . _ = - / +."
+)
+ADMIN_PASSWORD_MISSING = (
+    "A password is needed to create the admin account {user!r}: enter one, or leave the "
+    "account name empty to create no account."
+)
+ADMIN_PASSWORD_NEEDED = (
+    "{user_id} exists and was not created by matrix-synapse-setup: give its password "
+    "(admin-password) or another account name."
+)
+ADMIN_NO_SYNAPSE = (
+    "Synapse is not installed yet: the admin account {user!r} will be created when it is "
+    "(through this package's trigger on Synapse's unit); the password waits in debconf's "
+    "root-only store until then."
+)
+ADMIN_SYNAPSE_STOPPED = (
+    "Synapse is not running, so {user_id} was not created yet: start Synapse, then run "
+    "'matrix-synapse-setup admin create' (the password waits in debconf's root-only store)."
+)
+ADMIN_NO_ANSWER = (
+    "Synapse did not answer at {url} within {seconds} s, so {user_id} was not created yet: "
+    "see 'journalctl -u matrix-synapse', then run 'matrix-synapse-setup admin create'."
+)
+ADMIN_NO_SERVER_NAME = (
+    "Synapse's configuration has no server_name, so the admin account's Matrix ID is "
+    "unknown: set server_name (upstream's package asks for it), then run this again."
+)
+ADMIN_NO_LISTENER = (
+    "Synapse's configuration has no HTTP listener for the client API on a TCP port: add one "
+    "(see 'listeners' in homeserver.yaml), or create the admin account with "
+    "register_new_matrix_user."
+)
+ADMIN_SECRET_UNREADABLE = (
+    "The registration secret file {path} (registration_shared_secret_path) cannot be read: "
+    "fix the file or that setting, then run this again."
+)
+ADMIN_SECRET_WRITTEN = (
+    "Wrote a registration secret to {path} (root and Synapse only) and {snippet}, which "
+    "names it; Synapse restarts to read them."
+)
+ADMIN_WAITING = "Waiting up to {seconds} s for Synapse to answer at {url} ..."
+ADMIN_CREATED = "Created the server admin account {user_id}."
+ADMIN_EXISTS = "The admin account {user_id} exists (created by this package): left alone."
+ADMIN_PASSWORD_SAME = "The admin account {user_id} exists and has that password: left alone."
+ADMIN_PASSWORD_CHANGED = (
+    "Changed the password of the admin account {user_id} (its other sessions were signed out)."
+)
+ADMIN_NOT_OURS = (
+    "The account {user_id} exists and was not created by this package: it is left alone and "
+    "its password was not changed (change it in a Matrix client, as that account)."
+)
+ADMIN_TOKEN_GONE = (
+    "Cannot change the password of {user_id}: the session this package kept ({record}) was "
+    "signed out; change the password in a Matrix client (Element: Settings, Security)."
+)
+ADMIN_API_FAILED = "Synapse refused to create or update {user_id}: {error}."
+ADMIN_NOTHING_PENDING = (
+    "No admin account to create: give one with --user, or answer admin-user with "
+    "'dpkg-reconfigure matrix-synapse-setup'."
+)
+DEBCONF_UNAVAILABLE = (
+    "Cannot read debconf's answers ({reason}): run this as root, or give --user and "
+    "--password-file."
+)

@@ -242,6 +242,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
             Q.USER: ["synapse"],
             Q.PASSWORD: [""],
             Q.TUNE: ["true"],
+            Q.ADMIN_USER: [""],
             Q.PURGE: ["false"],
         },
     )
@@ -257,6 +258,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
         Q.USER,
         Q.PASSWORD,
         Q.TUNE,
+        Q.ADMIN_USER,
         Q.PURGE,
     ]
     assert all("lower-case letters" in e for e in fe.errors)
@@ -286,11 +288,12 @@ def test_mismatched_passwords_are_explained_and_asked_again(session):
     conv, fe = session(
         priority="medium",
         preseed={Q.PASSWORD: "first", Q.PASSWORD_AGAIN: "frist"},
-        user={Q.PASSWORD: ["second"], Q.PASSWORD_AGAIN: ["second"]},
+        user={Q.PASSWORD: ["second"], Q.PASSWORD_AGAIN: ["second"], Q.ADMIN_USER: [""]},
     )
     answers = conv.ask(known_password=False)
     assert answers.password == "second"
-    assert fe.shown == [Q.MISMATCH, Q.PASSWORD, Q.PASSWORD_AGAIN]
+    # After the mismatch, what was never seen is shown too (the admin account's name).
+    assert fe.shown == [Q.MISMATCH, Q.PASSWORD, Q.PASSWORD_AGAIN, Q.ADMIN_USER]
 
 
 def test_a_preseeded_password_needs_no_confirmation(session):
@@ -414,3 +417,57 @@ def test_only_templates_the_helper_shows_are_overridden(session):
     fe.flags[Q.SQLITE_DATA]["seen"] = "false"
     conv.ask_sqlite("2 users", 1)  # sqlite-data
     assert overridden <= set(fe.shown)
+
+
+# --- the first admin account ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_record(tmp_path, monkeypatch):
+    from matrix_synapse_setup import admin
+
+    monkeypatch.setattr(admin, "RECORD", tmp_path / "admin.json")
+    return admin.RECORD
+
+
+def test_an_admin_account_without_a_password_is_refused_and_changes_nothing(session, no_record):
+    conv, fe = session(interactive=False, preseed={Q.ADMIN_USER: "alice"})
+    with pytest.raises(SetupError, match="A password is needed to create the admin account"):
+        conv.ask(known_password=True)
+    assert fe.values[Q.ADMIN_USER] == "alice"
+
+
+def test_an_admin_account_name_with_the_server_is_refused(session, no_record):
+    conv, fe = session(
+        interactive=False, preseed={Q.ADMIN_USER: "@alice:example.org", Q.ADMIN_PASSWORD: "pw"}
+    )
+    with pytest.raises(SetupError, match="local part of its Matrix ID"):
+        conv.ask(known_password=True)
+
+
+def test_the_account_this_package_created_keeps_its_password_when_none_is_given(session, no_record):
+    no_record.write_text('{"user_id": "@alice:ex.org", "access_token": "t"}')
+    conv, fe = session(interactive=False, preseed={Q.ADMIN_USER: "alice"})
+    conv.ask(known_password=True)
+    assert conv.admin_answers() == ("alice", "")
+    # another name is another account: it needs a password
+    conv, fe = session(interactive=False, preseed={Q.ADMIN_USER: "bob"})
+    with pytest.raises(SetupError, match="A password is needed"):
+        conv.ask(known_password=True)
+
+
+def test_admin_passwords_that_differ_are_asked_again(session, no_record):
+    conv, fe = session(
+        priority="medium",
+        preseed={Q.ADMIN_USER: "alice", Q.ADMIN_PASSWORD: "one", Q.ADMIN_PASSWORD_AGAIN: "two"},
+        user={Q.ADMIN_PASSWORD: ["three"], Q.ADMIN_PASSWORD_AGAIN: ["three"]},
+    )
+    conv.ask(known_password=True)
+    assert conv.admin_answers() == ("alice", "three")
+    assert fe.shown == [Q.MISMATCH, Q.ADMIN_PASSWORD, Q.ADMIN_PASSWORD_AGAIN]
+
+
+def test_an_applied_admin_password_leaves_debconf(session):
+    conv, fe = session(preseed={Q.ADMIN_PASSWORD: "s3cret", Q.ADMIN_PASSWORD_AGAIN: "s3cret"})
+    conv.clear_admin_password()
+    assert (fe.values[Q.ADMIN_PASSWORD], fe.values[Q.ADMIN_PASSWORD_AGAIN]) == ("", "")

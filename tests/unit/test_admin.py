@@ -1,0 +1,123 @@
+"""The first admin account's pure parts: the answers, where Synapse listens, which
+registration secret is in effect, and what this package recorded.  The requests to a
+real Synapse are in tests/system/test_admin.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from matrix_synapse_setup import admin
+from matrix_synapse_setup.errors import SetupError
+
+
+@pytest.mark.parametrize("name", ["alice", "a", "bob.smith", "x_y=z-1/2+3", "0day"])
+def test_account_names_synapse_registers_are_accepted(name):
+    assert admin.validate_user(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["Alice", "@alice:example.org", "alice:example.org", "al ice", "élise", "a" * 256]
+)
+def test_other_account_names_are_refused_with_the_rule(name):
+    with pytest.raises(SetupError, match="local part of its Matrix ID"):
+        admin.validate_user(name)
+
+
+def test_an_empty_name_means_no_account():
+    assert admin.validate_user("") == ""
+
+
+@pytest.mark.parametrize(
+    ("password", "match"),
+    [("x" * 513, "longer than 512"), ("tab\there", "control characters"), ("   ", "only spaces")],
+)
+def test_passwords_synapse_or_debconf_cannot_take_are_refused(password, match):
+    with pytest.raises(SetupError, match=match):
+        admin.validate_password(password)
+
+
+def listener(**fields):
+    base = {"port": 8008, "type": "http", "resources": [{"names": ["client", "federation"]}]}
+    return {"listeners": [base | fields]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "url"),
+    [
+        # what `synapse --generate-config` writes
+        ({"bind_addresses": ["::1", "127.0.0.1"], "tls": False}, "http://127.0.0.1:8008"),
+        ({"bind_addresses": ["::1"]}, "http://[::1]:8008"),
+        ({"bind_addresses": ["::"]}, "http://[::1]:8008"),
+        ({"bind_addresses": ["0.0.0.0"]}, "http://127.0.0.1:8008"),  # noqa: S104
+        ({}, "http://127.0.0.1:8008"),  # Synapse's default: every address
+        ({"bind_addresses": ["10.1.2.3"]}, "http://10.1.2.3:8008"),
+        ({"bind_addresses": ["fd00::5"], "port": 8448, "tls": True}, "https://[fd00::5]:8448"),
+    ],
+)
+def test_the_client_listener_is_reached_on_loopback_when_it_listens_there(fields, url):
+    assert admin.client_url(listener(**fields)) == url
+
+
+def test_listeners_without_the_client_api_are_skipped():
+    config = {
+        "listeners": [
+            {"port": 9000, "type": "metrics"},
+            {"port": 8448, "type": "http", "resources": [{"names": ["federation"]}]},
+            {"path": "/run/synapse.sock", "type": "http", "resources": [{"names": ["client"]}]},
+            {"port": 8008, "type": "http", "resources": [{"names": ["client"]}]},
+        ]
+    }
+    assert admin.client_url(config) == "http://127.0.0.1:8008"
+    assert admin.client_url({"listeners": config["listeners"][:3]}) is None
+    assert admin.client_url({}) is None
+
+
+def test_the_secret_in_effect_is_used_as_it_is(tmp_path):
+    inline = admin.inspect({"server_name": "ex.org", "registration_shared_secret": "s3cret"})
+    assert (inline.secret, inline.source, inline.server_name) == (
+        "s3cret",
+        "inline",
+        "ex.org",
+    )
+    path = tmp_path / "secret"
+    path.write_text("from-a-file\n")
+    named = admin.inspect({"registration_shared_secret_path": str(path)})
+    assert (named.secret, named.source) == ("from-a-file", "path")
+    # inline wins in Synapse too; both at once is refused by Synapse, not by us
+    both = admin.inspect(
+        {"registration_shared_secret": "a", "registration_shared_secret_path": "x"}
+    )
+    assert both.secret == "a"
+
+
+def test_an_unreadable_secret_file_is_told_apart_from_none(tmp_path):
+    missing = admin.inspect({"registration_shared_secret_path": str(tmp_path / "gone")})
+    assert (missing.secret, missing.source) == (None, "path")
+    none = admin.inspect({"server_name": "ex.org"})
+    assert (none.secret, none.source, none.url) == (None, "none", None)
+
+
+def test_the_record_names_the_account_this_package_created(tmp_path):
+    path = tmp_path / "admin.json"
+    assert admin.read_record(path) == {}
+    path.write_text(json.dumps({"user_id": "@alice:ex.org", "access_token": "t"}))
+    record = admin.read_record(path)
+    assert admin.created_here("alice", record)
+    assert not admin.created_here("alic", record)  # a prefix is another account
+    assert not admin.created_here("bob", record)
+    assert not admin.created_here("", record)
+    path.write_text("not json")
+    assert admin.read_record(path) == {}
+
+
+def test_the_registration_snippet_names_the_secret_file_only():
+    import yaml
+
+    assert yaml.safe_load(admin.REGISTRATION_TEXT) == {
+        "registration_shared_secret_path": str(admin.SECRET_FILE)
+    }
+    # Synapse reads only *.yaml in conf.d: the secret's own file is not one.
+    assert admin.SECRET_FILE.suffix != ".yaml"
+    assert admin.REGISTRATION_SNIPPET.suffix == ".yaml"
