@@ -28,13 +28,15 @@ def preseed(root: Root, **answers: str) -> None:
         "sqlite_data": "select",
         "purge_database": "boolean",
         "tune_postgresql": "boolean",
+        "admin_password": "password",
     }
     lines = []
     for key, value in answers.items():
         question = f"{PKG}/{key.replace('_', '-')}"
         lines.append(f"{PKG} {question} {types.get(key, 'string')} {value}")
-        if key == "db_password":
-            lines.append(f"{PKG} {PKG}/db-password-again password {value}")
+        if key in ("db_password", "admin_password"):
+            again = question + "-again"
+            lines.append(f"{PKG} {again} password {value}")
     root.ok(["debconf-set-selections"], input="\n".join(lines) + "\n", what="preseeding debconf")
 
 
@@ -198,6 +200,12 @@ def password_not_in_debconf(root: Root, password: str) -> None:
 def judge(root: Root, *args: str, what: str, ok: bool = True) -> Result:
     cmd = ["/opt/venvs/judge/bin/python", f"{HELPERS}/judge.py", *args]
     return root.ok(cmd, what=what) if ok else root.fails(cmd, what=what)
+
+
+def judge_stdin(root: Root, *args: str, stdin: str, what: str) -> Result:
+    """The judge with a secret (a password) on its standard input, not its command line."""
+    cmd = ["/opt/venvs/judge/bin/python", f"{HELPERS}/judge.py", *args]
+    return root.ok(cmd, what=what, input=stdin + "\n")
 
 
 def synapse_log(root: Root) -> str:

@@ -126,6 +126,7 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
             (r"Passwords do not match[\s\S]*Password of the PostgreSQL role", password),
             ("Password confirmation:", password),
             (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "no"),
+            (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "yes"),
             # the postinst's helper: told why, asked again
             (
@@ -164,6 +165,7 @@ def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
             # empty: the system's CAs
             ("CA certificate file for the PostgreSQL server:", ""),
             ("Password of the PostgreSQL role for Synapse:", ""),
+            (r"Name of the first server admin account \(empty for none\):", ""),
             # the helper refuses the empty password for a remote server
             (r"remote server needs the password[\s\S]*Password of the PostgreSQL role", "pw"),
             ("Password confirmation:", "pw"),
@@ -193,6 +195,7 @@ def test_a_ca_file_that_is_no_certificate_is_asked_again(dc, tmp_path):
             ("CA certificate file for the PostgreSQL server:", str(bogus)),
             ("Password of the PostgreSQL role for Synapse:", "pw"),
             ("Password confirmation:", "pw"),
+            (r"Name of the first server admin account \(empty for none\):", ""),
             (r"holds no\s+PEM certificate[\s\S]*CA certificate file for the PostgreSQL", ""),
             (FAILURE, "abort"),
         ],
@@ -213,6 +216,7 @@ def test_french_questions_for_a_french_speaker(dc, tmp_path):
         [
             ("Nom d'hôte du serveur PostgreSQL pour Synapse :", "localhost"),
             ("Mot de passe du rôle PostgreSQL pour Synapse :", ""),
+            (r"Nom du premier compte administrateur du serveur \(vide pour aucun\) :", ""),
         ],
         priority="medium",
         env={"LOCPATH": str(tmp_path), "LANG": "fr_FR.UTF-8"},
@@ -238,6 +242,7 @@ def test_enter_keeps_the_value_shown(dc):
             ("Name of Synapse's database:", ""),
             (r"role \(user name\) for Synapse:", "app"),
             ("TLS mode for the connection", "prefer"),  # debconf insists on a choice
+            (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
         ],
         script="config",
@@ -361,6 +366,7 @@ def prompts(transcript: str) -> list[str]:
         "password": "Password of the PostgreSQL role for Synapse:",
         "again": "Password confirmation:",
         "tune": "Tune the local PostgreSQL cluster for Synapse?",
+        "admin": "Name of the first server admin account (empty for none):",
         "purge": "Delete Synapse's database when this package is purged?",
     }
     where = {}
@@ -384,6 +390,7 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
             ("Password of the PostgreSQL role for Synapse:", "pw"),
             ("Password confirmation:", "pw"),
             (r"Tune the local PostgreSQL cluster for Synapse\?", type_("no")),
+            (r"Name of the first server admin account \(empty for none\):", type_("")),
             (r"Delete Synapse's database when this package is purged\?", type_("no")),
         ],
         env=readline_gnu,
@@ -395,7 +402,8 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
     again = proc.stdout.split("Port of the PostgreSQL server:", 1)[1]
     assert "db.example.org" in again.split("Port of the PostgreSQL server:", 1)[0]
     assert prompts(proc.stdout) == [
-        "host", "port", "host", "port", "name", "user", "password", "again", "tune", "purge"
+        "host", "port", "host", "port", "name", "user", "password", "again", "tune", "admin",
+        "purge",
     ]  # fmt: skip
     # The local cluster: no TLS questions.
     assert (dc.get("db-host"), dc.get("db-port"), dc.get("db-name"), dc.get("db-user")) == (
@@ -416,6 +424,7 @@ def test_going_back_from_the_confirmation_asks_the_password_again(dc, readline_g
             ("Password confirmation:", BACK, "raw"),
             ("Password of the PostgreSQL role for Synapse:", "second"),
             ("Password confirmation:", "second"),
+            (r"Name of the first server admin account \(empty for none\):", type_("")),
         ],
         priority="medium",
         env=readline_gnu,
@@ -423,7 +432,7 @@ def test_going_back_from_the_confirmation_asks_the_password_again(dc, readline_g
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "<<no prompt" not in proc.stdout, proc.stdout
-    assert prompts(proc.stdout) == ["host", "password", "again", "password", "again"]
+    assert prompts(proc.stdout) == ["host", "password", "again", "password", "again", "admin"]
     assert (dc.get("db-password"), dc.get("db-password-again")) == ("second", "second")
 
 
@@ -439,6 +448,7 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
             ("TLS mode for the connection", type_("require")),
             ("Password of the PostgreSQL role for Synapse:", "pw"),
             ("Password confirmation:", "pw"),
+            (r"Name of the first server admin account \(empty for none\):", type_("")),
         ],
         priority="medium",
         env=readline_gnu,
@@ -446,7 +456,9 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "<<no prompt" not in proc.stdout, proc.stdout
-    assert prompts(proc.stdout) == ["host", "password", "host", "tls", "password", "again"]
+    assert prompts(proc.stdout) == [
+        "host", "password", "host", "tls", "password", "again", "admin"
+    ]  # fmt: skip
     assert (dc.get("db-host"), dc.get("db-sslmode"), dc.get("db-password")) == (
         "db.example.org",
         "require",

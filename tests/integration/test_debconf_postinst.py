@@ -487,6 +487,7 @@ def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_
                 (r"role \(user name\) for Synapse:", site.user),
                 ("Password of the PostgreSQL role for Synapse:", ""),
                 (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "yes"),
+                (r"Name of the first server admin account \(empty for none\):", ""),
                 (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
             ],
         )
@@ -601,6 +602,7 @@ def test_after_answering_everything_the_next_run_asks_nothing(site, cluster, tmp
             ("Password of the PostgreSQL role for Synapse:", "typed pw"),
             ("Password confirmation:", "typed pw"),
             (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "yes"),
+            (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
         ],
         priority="low",

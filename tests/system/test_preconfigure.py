@@ -27,6 +27,7 @@ QUESTIONS = [
     ("Password of the PostgreSQL role for Synapse:", "typed before unpack"),
     ("Password confirmation:", "typed before unpack"),
     ("Tune the local PostgreSQL cluster for Synapse?", "no"),
+    ("Name of the first server admin account (empty for none):", ""),
     ("Delete Synapse's database when this package is purged?", "no"),
 ]
 PASSWORD = "typed before unpack"

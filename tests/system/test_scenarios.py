@@ -58,6 +58,7 @@ def all_answers(password: str) -> list[dict]:
         {"expect": r"PostgreSQL role \(user name\) for Synapse:", "send": "synapse"},
         *password_steps((password, password)),
         {"expect": r"Tune the local PostgreSQL cluster for Synapse\?", "send": "yes"},
+        {"expect": r"Name of the first server admin account \(empty for none\):", "send": ""},
         {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
     ]
 

@@ -532,6 +532,7 @@ def ucf_answers(password: str) -> list[dict]:
         {"expect": r"Password of the PostgreSQL role for Synapse:", "send": password},
         {"expect": r"Password confirmation:", "send": password},
         {"expect": r"Tune the local PostgreSQL cluster for Synapse\?", "send": "yes"},
+        {"expect": r"Name of the first server admin account \(empty for none\):", "send": ""},
         {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
         {"expect": prompt, "send": "show the differences"},
         {"expect": r"differences between versions", "send": None},

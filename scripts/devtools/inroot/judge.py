@@ -6,6 +6,10 @@
     judge.py recheck [--messages N]  every user made before: log in again, read its room (all
                                      messages, in order), send N more and read them back
     judge.py passwd                  every user made before changes its password (client API)
+    judge.py admin --user U          the admin account U (password on stdin) logs in with
+                                     matrix-nio, creates a room, sends a message and reads it
+                                     back, and calls the admin API (it is a server admin)
+    judge.py refused --user U        a login of U with the password on stdin is refused
 
 Users, passwords and messages are kept in /root/judge-state.json between calls, so a
 recheck after a restart or a reconfiguration proves the data is still in the same database.
@@ -184,9 +188,42 @@ async def passwd(state: dict) -> None:
         print(f"changed the password of {entry['user']}")
 
 
+async def admin(user: str, password: str) -> None:
+    client = await login(user, password)
+    try:
+        created = await client.room_create(name=f"first room of {user}")
+        if not isinstance(created, RoomCreateResponse):
+            raise Failed(f"creating a room failed: {created}")
+        print(f"created room {created.room_id}")
+        bodies = [f"hello from the first admin {user}"]
+        await send(client, created.room_id, bodies)
+        await read_back(client, created.room_id, bodies)
+        user_id = client.user_id
+        info = http("GET", f"/_synapse/admin/v2/users/{user_id}", token=client.access_token)
+        if info.get("admin") is not True:
+            raise Failed(f"{user_id} is not a server admin: {info}")
+        print(f"admin API: {user_id} is a server admin")
+    finally:
+        await client.close()
+
+
+async def refused(user: str, password: str) -> None:
+    client = AsyncClient(SERVER, user)
+    try:
+        resp = await client.login(password)
+        if isinstance(resp, LoginResponse):
+            raise Failed(f"{user} logged in with a password that should be refused")
+        print(f"login of {user} refused: {getattr(resp, 'status_code', '')}")
+    finally:
+        await client.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=("wait", "chat", "recheck", "passwd"))
+    parser.add_argument(
+        "command", choices=("wait", "chat", "recheck", "passwd", "admin", "refused")
+    )
+    parser.add_argument("--user")
     parser.add_argument("--timeout", type=float, default=90)
     parser.add_argument("--messages", type=int, default=10)
     args = parser.parse_args()
@@ -198,6 +235,10 @@ def main() -> int:
             asyncio.run(chat(args.messages, state))
         elif args.command == "passwd":
             asyncio.run(passwd(state))
+        elif args.command in ("admin", "refused"):
+            password = sys.stdin.read().rstrip("\n")
+            check = admin if args.command == "admin" else refused
+            asyncio.run(check(args.user, password))
         else:
             asyncio.run(recheck(args.messages, state))
     except Failed as err:
