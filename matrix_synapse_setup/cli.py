@@ -150,6 +150,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.main(as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matrix-synapse-setup",
@@ -187,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--socket-dir", default=DEFAULT_SOCKET_DIR, help=argparse.SUPPRESS)
         if name == "migrate":
             sub.add_argument("--dry-run", action="store_true", help="print the plan only")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the whole setup (read-only): exit 0 ok, 1 warnings, 2 failures",
+        description="Check the snippet, Synapse's effective database, PostgreSQL, Synapse "
+        "and the backups; change nothing. Exit 0: all ok, 1: warnings, 2: failures.",
+    )
+    doctor.set_defaults(func=cmd_doctor)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
