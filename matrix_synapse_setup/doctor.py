@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pwd
 import stat
@@ -256,10 +257,15 @@ class Doctor:
         if self.settings() is None:
             return Check(name, FAIL, self._found_error or "?", messages.DOCTOR_FIX_RECONFIGURE)
         if st.st_mode & stat.S_IROTH:
+            inline = self.inline_password()
             return Check(
                 name,
-                FAIL,
-                messages.DOCTOR_SNIPPET_WORLD_READABLE.format(path=path, owner=describe_owner(st)),
+                FAIL if inline else WARN,
+                messages.DOCTOR_SNIPPET_WORLD_READABLE.format(
+                    path=path,
+                    owner=describe_owner(st),
+                    what="the password" if inline else "the role and the server",
+                ),
                 messages.DOCTOR_FIX_OWNERSHIP.format(command=want),
             )
         if no_user:
@@ -275,6 +281,14 @@ class Doctor:
             messages.DOCTOR_SNIPPET_OK.format(path=path, user=user, owner=describe_owner(st)),
         )
 
+    def inline_password(self) -> bool:
+        """Whether the snippet's YAML itself holds a password."""
+        try:
+            text = self.paths.snippet.read_text(encoding="utf-8")
+            return snippet.parse(text, where=str(self.paths.snippet))["password"] is not None
+        except (OSError, UnicodeDecodeError, SetupError):
+            return False
+
     def check_passfile(self) -> Check:
         name, user = "passfile", self.paths.synapse_user
         found = self.found()
@@ -282,7 +296,7 @@ class Doctor:
             return self._skip(name, "the snippet is missing or does not parse (see 'snippet')")
         raw = found.get("passfile")
         if not raw:
-            if found.get("password") is not None:
+            if self.inline_password():
                 return Check(
                     name,
                     WARN,
@@ -496,22 +510,9 @@ class Doctor:
         facts = self._need_server(name)
         if isinstance(facts, Check):
             return facts
-        cp_max = self.cp_max()
-        used, limit = facts["connections"], facts["max_connections"]
-        scope = "server" if facts["connections_all"] else f"role {facts['user']}"
-        needed = used + cp_max * SYNAPSE_PROCESSES
-        detail = messages.DOCTOR_CONNECTIONS.format(
-            used=used, scope=scope, limit=limit, cp_max=cp_max, mine=facts["mine"]
+        return connections_check(
+            facts["connections"], facts["mine"], self.cp_max(), facts["max_connections"]
         )
-        if needed > CONNECTIONS_LIMIT * limit:
-            return Check(
-                name,
-                WARN,
-                detail
-                + messages.DOCTOR_CONNECTIONS_HIGH.format(percent=int(CONNECTIONS_LIMIT * 100)),
-                messages.DOCTOR_FIX_CONNECTIONS.format(needed=int(needed / CONNECTIONS_LIMIT) + 1),
-            )
-        return Check(name, OK, detail)
 
     def cp_max(self) -> int:
         """Synapse's pool size: the effective database's cp_max, else the snippet's."""
@@ -663,6 +664,26 @@ class Doctor:
         return rows
 
 
+def connections_check(used: int, mine: int, cp_max: int, limit: int) -> Check:
+    """*used*: client connections on the server but this one; *mine*: Synapse's role's
+    among them (they are part of its pool).  Warn when the others plus Synapse's whole
+    pool (cp_max per Synapse process) take more than CONNECTIONS_LIMIT of max_connections."""
+    others = used - mine
+    needed = others + cp_max * SYNAPSE_PROCESSES
+    detail = messages.DOCTOR_CONNECTIONS.format(
+        used=used, mine=mine, limit=limit, cp_max=cp_max, needed=needed
+    )
+    if needed > CONNECTIONS_LIMIT * limit:
+        percent = int(CONNECTIONS_LIMIT * 100)
+        return Check(
+            "connections",
+            WARN,
+            detail + messages.DOCTOR_CONNECTIONS_HIGH.format(percent=percent),
+            messages.DOCTOR_FIX_CONNECTIONS.format(needed=math.ceil(needed / CONNECTIONS_LIMIT)),
+        )
+    return Check("connections", OK, detail)
+
+
 # --- PostgreSQL, as Synapse's role ---------------------------------------------------------
 
 FACTS_QUERY = """
@@ -670,11 +691,12 @@ SELECT current_setting('server_version_num'),
        pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
        r.rolsuper, has_schema_privilege('public', 'CREATE'),
        current_setting('max_connections'),
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
        (SELECT count(*) FROM pg_stat_activity
-         WHERE backend_type = 'client backend' AND usename = current_user
-           AND application_name <> 'matrix-synapse-setup'),
-       pg_has_role('pg_read_all_stats', 'USAGE') OR r.rolsuper,
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+           AND usename = current_user),
+       NULL,
        s.ssl, s.version, s.cipher,
        pg_database_size(current_database())
   FROM pg_database d
@@ -734,7 +756,6 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
         "max_connections": int(row[7] or 0),
         "connections": int(row[8] or 0),
         "mine": int(row[9] or 0),
-        "connections_all": True,
         "ssl": row[11] == "t",
         "ssl_version": row[12],
         "ssl_cipher": row[13],
@@ -778,6 +799,7 @@ def client_url(config: dict[str, Any]) -> str | None:
         host = "127.0.0.1"
         if binds and not any(b in WILDCARDS for b in binds):
             loopback = [b for b in binds if is_local(b) and not b.startswith("/")]
+            loopback.sort(key=lambda b: ":" in b)  # IPv4 first
             host = (loopback or binds)[0]
         elif binds and all(b == "::" for b in binds):
             host = "::1"

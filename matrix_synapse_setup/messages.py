@@ -322,7 +322,7 @@ DOCTOR_SNIPPET_MISSING = "{path} does not exist: Synapse is not told to use Post
 DOCTOR_SNIPPET_UNREADABLE = (
     "{path} parses, but Synapse's user {user} cannot read it: {blocked} is {owner}"
 )
-DOCTOR_SNIPPET_WORLD_READABLE = "{path} is readable by every user ({owner}): it names the role"
+DOCTOR_SNIPPET_WORLD_READABLE = "{path} is readable by every user ({owner}), and it has {what}"
 DOCTOR_SNIPPET_OK = "{path} parses and {user} can read it ({owner})"
 DOCTOR_NO_SYNAPSE_USER = "{path} parses, but there is no user {user} (Synapse is not installed)"
 DOCTOR_INLINE_PASSWORD = "{path} has the password in it, and no password file"
@@ -386,8 +386,8 @@ DOCTOR_FIX_TLS = (
     "matrix-synapse-setup'"
 )
 DOCTOR_CONNECTIONS = (
-    "{used} connection(s) in use ({scope}; {mine} of Synapse's role) of max_connections "
-    "{limit}; Synapse's pool may open cp_max {cp_max}"
+    "{used} other connection(s) ({mine} of them Synapse's role) of max_connections {limit}; "
+    "with Synapse's whole pool (cp_max {cp_max}) up to {needed}"
 )
 DOCTOR_CONNECTIONS_HIGH = "; that with cp_max is over {percent} % of max_connections"
 DOCTOR_FIX_CONNECTIONS = (
