@@ -686,24 +686,25 @@ def connections_check(used: int, mine: int, cp_max: int, limit: int) -> Check:
 
 # --- PostgreSQL, as Synapse's role ---------------------------------------------------------
 
+# A client connection in pg_stat_activity.  Another role's rows show their pid, user and
+# database but no backend_type (without pg_read_all_stats): a row with a user and a
+# database is a client then (the server's own processes have neither, or no database).
+CLIENT = "coalesce(backend_type = 'client backend', datname IS NOT NULL AND usesysid IS NOT NULL)"
 FACTS_QUERY = """
 SELECT current_setting('server_version_num'),
        pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
        r.rolsuper, has_schema_privilege('public', 'CREATE'),
        current_setting('max_connections'),
+       (SELECT count(*) FROM pg_stat_activity WHERE {client} AND pid <> pg_backend_pid()),
        (SELECT count(*) FROM pg_stat_activity
-         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),
-       (SELECT count(*) FROM pg_stat_activity
-         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-           AND usename = current_user),
-       NULL,
+         WHERE {client} AND pid <> pg_backend_pid() AND usename = current_user),
        s.ssl, s.version, s.cipher,
        pg_database_size(current_database())
   FROM pg_database d
   JOIN pg_roles r ON r.rolname = current_user
   LEFT JOIN pg_stat_ssl s ON s.pid = pg_backend_pid()
  WHERE d.datname = current_database()
-"""
+""".replace("{client}", CLIENT)
 
 
 def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple | None]:
@@ -756,10 +757,10 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
         "max_connections": int(row[7] or 0),
         "connections": int(row[8] or 0),
         "mine": int(row[9] or 0),
-        "ssl": row[11] == "t",
-        "ssl_version": row[12],
-        "ssl_cipher": row[13],
-        "size": int(row[14]) if row[14] is not None else None,
+        "ssl": row[10] == "t",
+        "ssl_version": row[11],
+        "ssl_cipher": row[12],
+        "size": int(row[13]) if row[13] is not None else None,
     }
     return facts, None
 
