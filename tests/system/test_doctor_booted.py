@@ -163,6 +163,10 @@ def test_doctor_on_a_booted_install(make_root, debs, suite):
 
     # Fault 4: PostgreSQL stopped.
     root.ok(["systemctl", "stop", "postgresql"], what="stopping PostgreSQL")
+    # The wrapper unit's stop returns before its cluster's (PartOf) has finished: a login
+    # meanwhile is refused as "shutting down" (57P03).  Wait for the cluster's unit.
+    cluster = steps.postgresql_unit(root)
+    root.ok(["systemctl", "stop", cluster], what=f"waiting for {cluster} to stop")
     code, rows, out = doctor(root, "doctor with PostgreSQL stopped")
     row = rows["postgresql"]
     root.check(
