@@ -255,7 +255,10 @@ class Doctor:
             )
         self.found()
         if self.settings() is None:
-            return Check(name, FAIL, self._found_error or "?", messages.DOCTOR_FIX_RECONFIGURE)
+            fix = messages.DOCTOR_FIX_RECONFIGURE
+            if not os.access(path, os.R_OK):
+                fix = messages.DOCTOR_FIX_RUN_AS_ROOT
+            return Check(name, FAIL, self._found_error or "?", fix)
         if st.st_mode & stat.S_IROTH:
             inline = self.inline_password()
             return Check(
@@ -587,10 +590,18 @@ class Doctor:
             return Check(name, WARN, detail, messages.DOCTOR_FIX_DISK.format(path=existing))
         return Check(name, OK, detail)
 
-    def check_backup_age(self, now: float | None = None) -> Check:
+    def check_last_backup(self, now: float | None = None) -> Check:
         name = "last backup"
         directory = self.paths.backups
         dumps = []
+        if directory.is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+            # glob() would see nothing in it, and say "no backup yet"
+            return Check(
+                name,
+                WARN,
+                messages.DOCTOR_BACKUPS_UNREADABLE.format(path=directory),
+                messages.DOCTOR_FIX_RUN_AS_ROOT,
+            )
         try:
             for path in directory.glob(BACKUP_GLOB):
                 try:
@@ -643,7 +654,7 @@ class Doctor:
             self.check_connections,
             self.check_synapse,
             self.check_backup_disk,
-            self.check_backup_age,
+            self.check_last_backup,
         ]
 
     def run(self) -> list[Check]:
@@ -710,7 +721,7 @@ SELECT current_setting('server_version_num'),
 def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple | None]:
     """(facts, None), or (None, (detail, fix)) when the login as Synapse's role fails."""
     from . import libpq
-    from .provision import connect_error, role_params
+    from .provision import role_params
 
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
@@ -720,26 +731,22 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
         "options": f"-c statement_timeout={int(timeout * 1000)}",
     }
     try:
-        with libpq.Connection(params) as conn:
-            rows = conn.query(FACTS_QUERY)
+        conn = libpq.Connection(params)
     except libpq.Error as err:
-        error = connect_error(err, settings)
-        if error.kind in ("unreachable", None, "other"):
-            fix = (
-                messages.DOCTOR_FIX_START_POSTGRESQL
-                if settings.local
-                else messages.DOCTOR_FIX_REMOTE_POSTGRESQL
-            )
-            return None, (messages.DOCTOR_NO_ANSWER.format(where=where, reason=_reason(err)), fix)
-        return None, (
-            messages.DOCTOR_LOGIN_FAILED.format(user=settings.user, where=where),
-            error.message,
-        )
+        return None, connect_failure(err, settings, where)
     except OSError as err:  # libpq itself cannot be loaded
         return None, (messages.DOCTOR_NO_LIBPQ.format(reason=err), messages.LIBPQ_MISSING)
+    with conn:
+        try:
+            rows = conn.query(FACTS_QUERY)
+        except libpq.Error as err:  # logged in, but the query failed (or took too long)
+            return None, (
+                messages.DOCTOR_QUERY_FAILED.format(where=where, reason=_reason(err)),
+                messages.DOCTOR_FIX_QUERY_FAILED,
+            )
     if len(rows) != 1:
         return None, (
-            messages.DOCTOR_LOGIN_FAILED.format(user=settings.user, where=where),
+            messages.DOCTOR_QUERY_FAILED.format(where=where, reason=f"{len(rows)} rows"),
             messages.DOCTOR_FIX_BUG,
         )
     row = rows[0]
@@ -763,6 +770,33 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
         "size": int(row[13]) if row[13] is not None else None,
     }
     return facts, None
+
+
+def connect_failure(err: Exception, settings: Settings, where: str) -> tuple[str, str]:
+    """(detail, fix) of a failed login as Synapse's role, classified as the package's other
+    checks classify it (by SQLSTATE and connection state, in any language)."""
+    from . import diagnose
+    from .provision import connect_error
+
+    error = connect_error(err, settings)
+    reason = _reason(err)
+    if error.kind == diagnose.UNREACHABLE:
+        fix = (
+            messages.DOCTOR_FIX_START_POSTGRESQL
+            if settings.local
+            else messages.DOCTOR_FIX_REMOTE_POSTGRESQL
+        )
+        return messages.DOCTOR_NO_ANSWER.format(where=where, reason=reason), fix
+    details = {
+        diagnose.LOGIN: messages.DOCTOR_LOGIN_REFUSED,
+        diagnose.NO_DATABASE: messages.DOCTOR_NO_DATABASE,
+        diagnose.TLS: messages.DOCTOR_TLS_FAILED,
+        diagnose.BUSY: messages.DOCTOR_BUSY,
+    }
+    detail = details.get(error.kind or "", messages.DOCTOR_LOGIN_FAILED)
+    return detail.format(
+        where=where, user=settings.user, dbname=settings.dbname, reason=reason
+    ), error.message
 
 
 def _reason(err: Exception) -> str:

@@ -354,7 +354,15 @@ DOCTOR_FIX_START_POSTGRESQL = (
 DOCTOR_FIX_REMOTE_POSTGRESQL = (
     "check that the server runs and listens there (listen_addresses, firewalls, the network)"
 )
-DOCTOR_LOGIN_FAILED = "Synapse's role {user} cannot log in at {where}"
+DOCTOR_LOGIN_FAILED = "Synapse's role {user} cannot log in at {where} ({reason})"
+DOCTOR_LOGIN_REFUSED = "PostgreSQL at {where} refuses Synapse's role {user} ({reason})"
+DOCTOR_NO_DATABASE = "the database '{dbname}' does not exist at {where}"
+DOCTOR_TLS_FAILED = "the TLS connection to PostgreSQL at {where} fails ({reason})"
+DOCTOR_BUSY = "PostgreSQL at {where} cannot take the connection now ({reason})"
+DOCTOR_QUERY_FAILED = "logged in at {where}, but reading the database's facts failed ({reason})"
+DOCTOR_FIX_QUERY_FAILED = (
+    "run doctor again; if it fails again, look at the server's log and load (pg_stat_activity)"
+)
 DOCTOR_NO_LIBPQ = "libpq cannot be loaded ({reason})"
 DOCTOR_SERVER_TOO_OLD = "PostgreSQL {version} at {where}: Synapse needs 14 or later"
 DOCTOR_FIX_SERVER_TOO_OLD = "upgrade the cluster (pg_upgradecluster), then restart Synapse"

@@ -183,3 +183,25 @@ def test_a_server_that_does_not_answer_fails_and_skips_what_needs_it(
     for name in ("snippet", "passfile", "effective database"):
         assert rows[name]["status"] == OK, rows[name]
     assert "1.0 GiB" in rows["backup disk"]["detail"]  # the database's size is not known
+
+
+@pytest.mark.parametrize("fault", ["wrong password", "no such database"])
+def test_a_refused_login_and_a_missing_database_are_told_apart(cluster, provisioned, etc, fault):
+    settings = Settings(
+        host="localhost", port=cluster.port, user=provisioned.user,
+        dbname=provisioned.dbname + ("_missing" if fault == "no such database" else ""),
+        password=PASSWORD + ("-wrong" if fault == "wrong password" else ""),
+    )  # fmt: skip
+    rows = rows_of(write_snippet(etc, settings))
+    row = rows["postgresql"]
+    assert row.status == FAIL
+    if fault == "wrong password":
+        assert row.detail.startswith(f"PostgreSQL at localhost:{cluster.port} refuses")
+        assert "pg_hba.conf" in row.fix  # the package's advice for a refused login
+    else:
+        assert row.detail == (
+            f"the database '{settings.dbname}' does not exist at localhost:{cluster.port}"
+        )
+        assert "create it (UTF8, collation and ctype C" in row.fix
+    assert PASSWORD not in row.detail + row.fix
+    assert {rows[name].status for name in PG_ROWS[1:]} == {SKIPPED}

@@ -104,6 +104,27 @@ def test_a_check_that_breaks_is_a_failure_row_and_the_others_still_run(tmp_path)
     assert broken.fix
 
 
+def test_a_broken_check_keeps_its_rows_name(tmp_path):
+    """Every check breaking: each failure row has the name that check's row has."""
+    doc = Doctor(paths_in(tmp_path))
+    names = [row.name for row in doc.run()]
+
+    class AllBroken(Doctor):
+        def checks(self):
+            def broken(check):
+                def run():
+                    raise OSError("no")
+
+                run.__name__ = check.__name__
+                return run
+
+            return [broken(check) for check in super().checks()]
+
+    rows = AllBroken(paths_in(tmp_path)).run()
+    assert [row.name for row in rows] == names
+    assert {row.status for row in rows} == {FAIL}
+
+
 # --- the effective database, on real configuration directories ----------------------------
 
 
@@ -371,7 +392,7 @@ def test_connections_warn_past_80_percent_with_synapses_whole_pool():
 
 def test_backups_none_recent_and_old(etc):
     doc = Doctor(paths_in(etc))
-    row = doc.check_backup_age()
+    row = doc.check_last_backup()
     assert (row.status, row.detail.split(" (")[0]) == (WARN, "no backup yet")
     assert "pg_dump -Fc" in row.fix
     backups = etc / "backups"
@@ -382,9 +403,9 @@ def test_backups_none_recent_and_old(etc):
     now = time.time()
     os.utime(old, (now - 90 * 86400, now - 90 * 86400))
     os.utime(new, (now - 2 * 86400, now - 2 * 86400))
-    row = doc.check_backup_age(now=now)
+    row = doc.check_last_backup(now=now)
     assert row.status == OK and str(new) in row.detail and "newest of 2" in row.detail
-    row = doc.check_backup_age(now=now + 29 * 86400)
+    row = doc.check_last_backup(now=now + 29 * 86400)
     assert row.status == WARN and "older than 30 days" in row.detail
 
 
