@@ -200,6 +200,12 @@ def _debconf() -> Any:
         raise SetupError(messages.DEBCONF_UNAVAILABLE.format(reason=err.strerror)) from None
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.main(as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matrix-synapse-setup",
@@ -252,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="read the account's password from FILE ('-' for standard input)",
     )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the whole setup (read-only): exit 0 ok, 1 warnings, 2 failures",
+        description="Check the snippet, Synapse's effective database, PostgreSQL, Synapse "
+        "and the backups; change nothing. Exit 0: all ok, 1: warnings, 2: failures.",
+    )
+    doctor.set_defaults(func=cmd_doctor)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 

@@ -370,3 +370,124 @@ DEBCONF_UNAVAILABLE = (
     "Cannot read debconf's answers ({reason}): run this as root, or give --user and "
     "--password-file."
 )
+# --- doctor (issue 14) ---
+# A row's detail says what was found (one line); its fix, shown when the row is not ok,
+# says what to do.
+DOCTOR_SUMMARY = "overall: {status} ({ok} ok, {warn} warn, {fail} fail, {skipped} skipped)"
+DOCTOR_SKIPPED = "not checked: {because}"
+DOCTOR_CHECK_BROKE = "this check could not run ({reason})"
+DOCTOR_FIX_BUG = (
+    "please report this as a bug of matrix-synapse-setup (with DPKG_MAINTSCRIPT_DEBUG=1)"
+)
+DOCTOR_FIX_RECONFIGURE = "run 'dpkg-reconfigure matrix-synapse-setup' to write it again"
+DOCTOR_FIX_RUN_AS_ROOT = "run 'matrix-synapse-setup doctor' as root"
+DOCTOR_FIX_OWNERSHIP = "{command} (or 'dpkg-reconfigure matrix-synapse-setup')"
+DOCTOR_FIX_INSTALL_SYNAPSE = (
+    "install Synapse (matrix-synapse-py3 from packages.matrix.org, or Debian's matrix-synapse)"
+)
+DOCTOR_SNIPPET_MISSING = "{path} does not exist: Synapse is not told to use PostgreSQL"
+DOCTOR_SNIPPET_UNREADABLE = (
+    "{path} parses, but Synapse's user {user} cannot read it: {blocked} is {owner}"
+)
+DOCTOR_SNIPPET_WORLD_READABLE = "{path} is readable by every user ({owner}), and it has {what}"
+DOCTOR_SNIPPET_OK = "{path} parses and {user} can read it ({owner})"
+DOCTOR_NO_SYNAPSE_USER = "{path} parses, but there is no user {user} (Synapse is not installed)"
+DOCTOR_INLINE_PASSWORD = "{path} has the password in it, and no password file"
+DOCTOR_NO_PASSWORD = "{path} names neither a password nor a password file (passfile)"
+DOCTOR_PASSFILE_MISSING = "{path}, the password file {snippet} names, does not exist"
+DOCTOR_PASSFILE_UNREADABLE = "the password file {path} cannot be read ({reason})"
+DOCTOR_PASSFILE_MODE = "mode {mode:04o} lets others read it, so libpq ignores it (needs 0600)"
+DOCTOR_PASSFILE_OWNER = "it is not owned by {user}, who must read it"
+DOCTOR_PASSFILE_NOT_READABLE = "{user} cannot read it"
+DOCTOR_PASSFILE_BAD = "the password file {path} is {owner}: {problems}"
+DOCTOR_PASSFILE_NO_ENTRY = "the password file {path} has no line for role {user}"
+DOCTOR_PASSFILE_OK = "{path} is {owner} and has the role's password"
+DOCTOR_FIX_CONFIG = "fix the YAML of that file, then run 'matrix-synapse-setup doctor' again"
+DOCTOR_EFFECTIVE_OK = "Synapse uses {engine} from {path} (the last 'database:' it reads)"
+DOCTOR_EFFECTIVE_DEFAULT = (
+    "no file gives Synapse a 'database:', so it uses SQLite ({path}), not {snippet}"
+)
+DOCTOR_EFFECTIVE_OTHER = (
+    "{source} sets Synapse's database ({engine}) after {snippet}, so Synapse does not use ours"
+)
+DOCTOR_FIX_EFFECTIVE = (
+    "remove 'database:' from {source} (Synapse reads conf.d in name order, the last one "
+    "wins), then 'systemctl restart matrix-synapse'"
+)
+DOCTOR_NO_ANSWER = "PostgreSQL does not answer at {where} ({reason})"
+DOCTOR_FIX_START_POSTGRESQL = (
+    "systemctl start postgresql (see 'pg_lsclusters' and 'journalctl -u postgresql@*')"
+)
+DOCTOR_FIX_REMOTE_POSTGRESQL = (
+    "check that the server runs and listens there (listen_addresses, firewalls, the network)"
+)
+DOCTOR_LOGIN_FAILED = "Synapse's role {user} cannot log in at {where} ({reason})"
+DOCTOR_LOGIN_REFUSED = "PostgreSQL at {where} refuses Synapse's role {user} ({reason})"
+DOCTOR_NO_DATABASE = "the database '{dbname}' does not exist at {where}"
+DOCTOR_TLS_FAILED = "the TLS connection to PostgreSQL at {where} fails ({reason})"
+DOCTOR_BUSY = "PostgreSQL at {where} cannot take the connection now ({reason})"
+DOCTOR_QUERY_FAILED = "logged in at {where}, but reading the database's facts failed ({reason})"
+DOCTOR_FIX_QUERY_FAILED = (
+    "run doctor again; if it fails again, look at the server's log and load (pg_stat_activity)"
+)
+DOCTOR_NO_LIBPQ = "libpq cannot be loaded ({reason})"
+DOCTOR_SERVER_TOO_OLD = "PostgreSQL {version} at {where}: Synapse needs 14 or later"
+DOCTOR_FIX_SERVER_TOO_OLD = "upgrade the cluster (pg_upgradecluster), then restart Synapse"
+DOCTOR_SERVER_OK = "PostgreSQL {version} at {where}, logged in as {user}"
+DOCTOR_DATABASE_WRONG = "database '{dbname}' has {found}; Synapse needs {needed}"
+DOCTOR_FIX_DATABASE = (
+    "dump it (pg_dump -Fc), recreate it with ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+    "TEMPLATE template0 OWNER {user}, restore the dump"
+)
+DOCTOR_DATABASE_OK = "database '{dbname}': UTF8, collation C, ctype C, {size}"
+DOCTOR_SUPERUSER = "role {user} is a superuser: more power than Synapse needs"
+DOCTOR_FIX_SUPERUSER = "as postgres: ALTER ROLE {user} NOSUPERUSER"
+DOCTOR_OWNER_OK = "role {user} owns database '{dbname}', and is not a superuser"
+DOCTOR_CREATE_OK = (
+    "role {user} may create tables in schema public of '{dbname}' (owner: {owner}), "
+    "and is not a superuser"
+)
+DOCTOR_NO_PRIVILEGE = (
+    "role {user} neither owns '{dbname}' (owner: {owner}) nor may create tables in its "
+    "schema public"
+)
+DOCTOR_FIX_PRIVILEGE = "as postgres: ALTER DATABASE {dbname} OWNER TO {user}"
+DOCTOR_TLS_OK = "in use: {version}, {cipher}, sslmode {sslmode}"
+DOCTOR_TLS_UNCHECKED = "; the server's certificate is not checked"
+DOCTOR_TLS_LOCAL = "not in use: a local connection ({where}), nothing crosses the network"
+DOCTOR_TLS_MISSING = "not in use to the remote server {where} (sslmode {sslmode})"
+DOCTOR_FIX_TLS = (
+    "enable ssl on the server and answer sslmode verify-full with 'dpkg-reconfigure "
+    "matrix-synapse-setup'"
+)
+DOCTOR_CONNECTIONS = (
+    "{used} other connection(s) ({mine} of them Synapse's role) of max_connections {limit}; "
+    "with Synapse's whole pool (cp_max {cp_max}) up to {needed}"
+)
+DOCTOR_CONNECTIONS_HIGH = "; that with cp_max is over {percent} % of max_connections"
+DOCTOR_FIX_CONNECTIONS = (
+    "raise max_connections to at least {needed} (then restart PostgreSQL), or lower cp_max"
+)
+DOCTOR_SYNAPSE_MISSING = "Synapse is not installed ({path} does not exist)"
+DOCTOR_NO_LISTENER = "Synapse's configuration has no HTTP listener with the 'client' resource"
+DOCTOR_FIX_LISTENER = (
+    "add a listener with type http and resources [client] to 'listeners:' in "
+    "/etc/matrix-synapse/homeserver.yaml, then restart Synapse"
+)
+DOCTOR_SYNAPSE_DOWN = "Synapse does not answer at {url} ({reason})"
+DOCTOR_FIX_SYNAPSE = (
+    "systemctl start matrix-synapse; see why it stopped with 'systemctl status "
+    "matrix-synapse' and 'journalctl -u matrix-synapse'"
+)
+DOCTOR_SYNAPSE_OK = "Synapse answers at {url} (client API up to {versions})"
+DOCTOR_DISK = "{free} free at {path}; {what}"
+DOCTOR_DISK_DATABASE = "the database takes {size}"
+DOCTOR_DISK_DEFAULT = "wanted: {size} (the database's size is not known)"
+DOCTOR_FIX_DISK = (
+    "free space on the filesystem of {path} (a dump before each Synapse upgrade needs it)"
+)
+DOCTOR_BACKUPS_UNREADABLE = "{path} cannot be read"
+DOCTOR_NO_BACKUP = "no backup yet (no *.dump in {path})"
+DOCTOR_BACKUP = "newest of {count}: {path}, {days:.1f} day(s) old"
+DOCTOR_BACKUP_OLD = "; older than {limit} days"
+DOCTOR_FIX_BACKUP = "one is made before each Synapse upgrade; to make one now: {command}"
