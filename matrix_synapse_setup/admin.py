@@ -116,35 +116,10 @@ class Target:
 
 
 def client_url(config: dict[str, Any]) -> str | None:
-    """The first HTTP listener that serves the client API, reached on loopback."""
-    for listener in config.get("listeners") or []:
-        if not isinstance(listener, dict) or listener.get("type", "http") != "http":
-            continue
-        if "port" not in listener:
-            continue  # a Unix socket listener
-        names = {
-            name
-            for resource in listener.get("resources") or []
-            if isinstance(resource, dict)
-            for name in resource.get("names") or []
-        }
-        if "client" not in names:
-            continue
-        # Synapse's default: every address ("::" and "0.0.0.0"), read here, never bound.
-        anywhere_v4 = "0.0.0.0"  # noqa: S104
-        binds = listener.get("bind_addresses") or (
-            [listener["bind_address"]] if listener.get("bind_address") else ["::", anywhere_v4]
-        )
-        if "127.0.0.1" in binds or anywhere_v4 in binds:
-            host = "127.0.0.1"
-        elif "::1" in binds or "::" in binds:
-            host = "[::1]"
-        else:
-            first = str(binds[0])
-            host = f"[{first}]" if ":" in first else first
-        scheme = "https" if listener.get("tls") else "http"
-        return f"{scheme}://{host}:{int(listener['port'])}"
-    return None
+    """Synapse's client API on this machine (synapse_config.client_listener)."""
+    from .synapse_config import client_listener
+
+    return client_listener(config)
 
 
 def inspect(config: dict[str, Any]) -> Target:
@@ -217,13 +192,23 @@ class HttpError(Exception):
 
 
 class Client:
-    """JSON over HTTP(S) to Synapse on this machine.  Certificates are not checked: the
-    connection goes to a loopback address (or the listener's own bind address)."""
+    """JSON over HTTP(S) to Synapse's client listener on this machine, never through a
+    proxy; a certificate is not checked at a loopback address only."""
 
     def __init__(self, url: str, timeout: float = 30) -> None:
+        from .settings import is_local
+
         self.url = url
         self.timeout = timeout
-        self.context = ssl._create_unverified_context() if url.startswith("https:") else None  # noqa: S323
+        # Never through a proxy (an admin's http_proxy would not reach our loopback).
+        handlers: list[Any] = [urllib.request.ProxyHandler({})]
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if url.startswith("https:") and is_local(host):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # Synapse's own loopback listener
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self.opener = urllib.request.build_opener(*handlers)
 
     def call(
         self, method: str, path: str, body: dict[str, Any] | None = None, token: str = ""
@@ -234,7 +219,7 @@ class Client:
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:  # noqa: S310
+            with self.opener.open(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as err:
             try:

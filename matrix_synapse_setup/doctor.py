@@ -807,42 +807,12 @@ def _reason(err: Exception) -> str:
 
 # --- Synapse's client API ---------------------------------------------------------------------
 
-# Listening on every address: ask at loopback.
-WILDCARDS = frozenset({"0.0.0.0", "::", "", "*"})  # noqa: S104 - read, not bound
-
 
 def client_url(config: dict[str, Any]) -> str | None:
-    """The URL of /_matrix/client/versions on the first HTTP listener that serves the client
-    API, at a loopback address when it listens on every address."""
-    for listener in config.get("listeners") or []:
-        if not isinstance(listener, dict) or listener.get("type", "http") != "http":
-            continue
-        if listener.get("path") or not listener.get("port"):
-            continue  # a Unix socket listener, or no port
-        names = {
-            name
-            for resource in listener.get("resources") or []
-            if isinstance(resource, dict)
-            for name in resource.get("names") or []
-        }
-        if "client" not in names:
-            continue
-        binds = listener.get("bind_addresses")
-        if binds is None:
-            binds = [listener["bind_address"]] if listener.get("bind_address") else []
-        binds = [str(b) for b in binds]
-        host = "127.0.0.1"
-        if binds and not any(b in WILDCARDS for b in binds):
-            loopback = [b for b in binds if is_local(b) and not b.startswith("/")]
-            loopback.sort(key=lambda b: ":" in b)  # IPv4 first
-            host = (loopback or binds)[0]
-        elif binds and all(b == "::" for b in binds):
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        scheme = "https" if listener.get("tls") else "http"
-        return f"{scheme}://{host}:{listener['port']}{CLIENT_PATH}"
-    return None
+    """The URL of /_matrix/client/versions on Synapse's client listener (see
+    synapse_config.client_listener)."""
+    base = synapse_config.client_listener(config)
+    return base + CLIENT_PATH if base else None
 
 
 def get_versions(url: str, timeout: float) -> tuple[str | None, str | None]:

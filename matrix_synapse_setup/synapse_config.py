@@ -204,3 +204,46 @@ def database_source_once_written(path: Path, text: str) -> Path | None:
     """The file that would set Synapse's database once *path* holds *text*."""
     _, origin = load(config_files(including=path), {path: text})
     return origin.get("database")
+
+
+# --- Synapse's client listener --------------------------------------------------------
+
+# Listening on every address: ask at loopback.
+WILDCARDS = frozenset({"0.0.0.0", "::", "", "*"})  # noqa: S104 - read, not bound
+
+
+def client_listener(config: dict[str, Any]) -> str | None:
+    """The base URL of the first HTTP listener of *config* (merged) that serves the client
+    API: at a loopback address when it listens on every address or on one, else at its
+    first address.  None when there is none on a TCP port."""
+    from .settings import is_local
+
+    for listener in config.get("listeners") or []:
+        if not isinstance(listener, dict) or listener.get("type", "http") != "http":
+            continue
+        if listener.get("path") or not listener.get("port"):
+            continue  # a Unix socket listener, or no port
+        names = {
+            name
+            for resource in listener.get("resources") or []
+            if isinstance(resource, dict)
+            for name in resource.get("names") or []
+        }
+        if "client" not in names:
+            continue
+        binds = listener.get("bind_addresses")
+        if binds is None:
+            binds = [listener["bind_address"]] if listener.get("bind_address") else []
+        binds = [str(b) for b in binds]
+        host = "127.0.0.1"
+        if binds and not any(b in WILDCARDS for b in binds):
+            loopback = [b for b in binds if is_local(b) and not b.startswith("/")]
+            loopback.sort(key=lambda b: ":" in b)  # IPv4 first
+            host = (loopback or binds)[0]
+        elif binds and all(b == "::" for b in binds):
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if listener.get("tls") else "http"
+        return f"{scheme}://{host}:{listener['port']}"
+    return None
