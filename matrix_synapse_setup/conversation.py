@@ -246,14 +246,7 @@ class Conversation:
             self._admin_password_step,
             lambda st: self._show(st, PURGE, LOW),
         ]
-        i = 0
-        while i < len(steps):
-            if steps[i](state):
-                i += 1
-            elif i > 0:
-                i -= 1
-            else:
-                state["backing"] = False  # nothing before the first question
+        self._walk(steps, state)
         return self.answers()
 
     def answers(self) -> Answers:
@@ -463,6 +456,13 @@ class Conversation:
             self._string_step(ADMIN_USER, CRITICAL, _validate_admin_user),
             self._admin_password_step,
         ]
+        self._walk(steps, state)
+        return True
+
+    @staticmethod
+    def _walk(steps: list[Callable[[dict[str, Any]], bool]], state: dict[str, Any]) -> None:
+        """Run the questions' steps in order; a step that returns False (the user
+        backed up) goes back to the one before."""
         i = 0
         while i < len(steps):
             if steps[i](state):
@@ -470,8 +470,7 @@ class Conversation:
             elif i > 0:
                 i -= 1
             else:
-                state["backing"] = False
-        return True
+                state["backing"] = False  # nothing before the first question
 
     def admin_answers(self) -> tuple[str, str]:
         """(admin-user, admin-password)."""
