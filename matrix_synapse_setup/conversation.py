@@ -40,6 +40,7 @@ INVALID = f"{PKG}/invalid-answer"
 MISMATCH = f"{PKG}/password-mismatch"
 SETUP_ERROR = f"{PKG}/setup-error"
 TUNE = f"{PKG}/tune-postgresql"
+BACKUP_KEEP = f"{PKG}/backup-keep"
 
 # debconf protocol codes
 SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
@@ -55,6 +56,7 @@ DEFAULTS = {
     NAME: settings.DEFAULTS["dbname"],
     USER: settings.DEFAULTS["user"],
     SSLMODE: settings.REMOTE_SSLMODE,
+    BACKUP_KEEP: "3",
 }
 
 # Answers read into debconf from the installed snippet, by snippet key.
@@ -126,6 +128,12 @@ class Answers:
             "sslmode": self.sslmode if remote else None,
             "sslrootcert": (self.sslrootcert or None) if verifying else None,
         }
+
+
+def _validate_backup_keep(value: str) -> object:
+    from .backup import validate_keep  # only when asked: the postinst pays for what it uses
+
+    return validate_keep(value)
 
 
 class Conversation:
@@ -229,6 +237,7 @@ class Conversation:
             lambda st: self._password_step(st, known_password),
             self._tune_step,
             lambda st: self._show(st, PURGE, LOW),
+            self._string_step(BACKUP_KEEP, LOW, _validate_backup_keep),
         ]
         i = 0
         while i < len(steps):

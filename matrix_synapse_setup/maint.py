@@ -139,6 +139,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
     check_answers(conv)
+    store_backup_keep(conv)
     with locking.exclusive(say):
         if unchanged(conv, conv.answers()):
             return 0
@@ -177,6 +178,14 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
             with contextlib.suppress(SetupError):
                 found = snippet.read()
             conv.ask(known_password=_has_password(found), again=True)
+
+
+def store_backup_keep(conv: Conversation) -> None:
+    """The apt hook runs outside debconf: it reads backup-keep (checked by check_answers)
+    from a small file (backup.KEEP_FILE), written only when the answer changed."""
+    from . import backup
+
+    backup.store_keep(conv.get(conversation.BACKUP_KEEP).strip() or str(backup.DEFAULT_KEEP))
 
 
 def check_answers(conv: Conversation) -> None:
