@@ -245,13 +245,38 @@ def passfile_of(snippet_path: Path | None = None) -> str | None:
 # --- dumping ---------------------------------------------------------------------
 
 
-def database_size(settings: Settings) -> int:
-    """pg_database_size of Synapse's database, as Synapse's role."""
+def database_size(settings: Settings) -> tuple[int, int]:
+    """(pg_database_size of Synapse's database, the server's major version), as Synapse's
+    role."""
     from .provision import connect_as_role
 
     with connect_as_role(settings) as conn:
         (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    return int(size)
+        major = conn.info.server_version // 10000
+    return int(size), major
+
+
+PG_LIB = Path("/usr/lib/postgresql")
+
+
+def pg_tool(name: str, major: int | None = None, lib: Path = PG_LIB) -> str:
+    """The PostgreSQL client program *name* for a server of version *major*: that
+    version's own, else the newest installed one that is not older (pg_dump refuses a
+    newer server), else the newest; "name" (pg_wrapper's choice) when none is found.
+    pg_wrapper alone would take the default cluster's version, which may be another
+    cluster's."""
+    found = []
+    for path in lib.glob(f"*/bin/{name}"):
+        with contextlib.suppress(ValueError):
+            found.append((int(path.parent.parent.name), str(path)))
+    found.sort()
+    if not found:
+        return name
+    if major is not None:
+        for version, path in found:
+            if version >= major:
+                return path
+    return found[-1][1]
 
 
 def free_bytes(directory: Path) -> int:
@@ -325,7 +350,7 @@ def dump(
     """Check the free space, dump Synapse's database into *directory* (0600, written under
     a temporary name, synced, renamed), then keep the *keep* newest dumps.  The path."""
     private_dir(directory)
-    size = database_size(settings)
+    size, major = database_size(settings)
     free = free_bytes(directory)
     if free < size + MARGIN:
         raise SetupError(
@@ -340,6 +365,7 @@ def dump(
     final = directory / dump_name(version, stamp(now))
     tmp = final.with_name(f".{final.name}.partial")
     cmd, env, kwargs = pg_dump_command(settings, socket_dir, passfile)
+    cmd[0] = pg_tool("pg_dump", major)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -396,10 +422,10 @@ def hook(
 ) -> int:
     """The apt hook: a dump when Synapse is about to be upgraded; 0 to let apt go on.
     *database*: what finds Synapse's database (our_database; tests give their own)."""
-    upgrade = synapse_upgrade(parse_hook_input(stdin))
-    if upgrade is None or upgrade.old is None:
-        return 0
     try:
+        upgrade = synapse_upgrade(parse_hook_input(stdin))
+        if upgrade is None or upgrade.old is None:
+            return 0
         settings = (database or our_database)()
         if settings is None:
             return 0
@@ -414,6 +440,10 @@ def hook(
         if os.environ.get(SKIP_ENV, "") not in ("", "0"):
             say(messages.BACKUP_SKIPPED.format(reason=err.message, env=SKIP_ENV))
             return 0
+        if SKIP_ENV not in err.message:  # a refusal always names the way past it
+            raise SetupError(
+                f"{err.message}\n{messages.BACKUP_OVERRIDE.format(env=SKIP_ENV)}"
+            ) from None
         raise
     say(
         messages.BACKUP_WRITTEN.format(
@@ -589,7 +619,7 @@ def pg_restore(plan: RestorePlan) -> None:
     (0600 root) comes on stdin from this root process."""
     postgres = _postgres()
     cmd = [
-        "pg_restore",
+        pg_tool("pg_restore"),
         "--no-owner",
         "--no-privileges",
         f"--role={plan.settings.user}",

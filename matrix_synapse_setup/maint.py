@@ -139,9 +139,9 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
     check_answers(conv)
-    store_backup_keep(conv)
     with locking.exclusive(say):
         if unchanged(conv, conv.answers()):
+            store_backup_keep(conv)
             return 0
     if not deferred and is_local(conv.answers().host):
         pending = postgresql_being_installed()
@@ -158,6 +158,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
         try:
             with locking.exclusive(say):
                 apply(conv, answers)
+            store_backup_keep(conv)
             return 0
         except ServerUnavailable as err:
             choice = conv.ask_failure(err.message)
@@ -182,7 +183,8 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
 
 def store_backup_keep(conv: Conversation) -> None:
     """The apt hook runs outside debconf: it reads backup-keep (checked by check_answers)
-    from a small file (backup.KEEP_FILE), written only when the answer changed."""
+    from a small file (backup.KEEP_FILE), written only when the answer changed, and only
+    by a run that succeeded (a refused or ignored run changes nothing)."""
     from . import backup
 
     backup.store_keep(conv.get(conversation.BACKUP_KEEP).strip() or str(backup.DEFAULT_KEEP))

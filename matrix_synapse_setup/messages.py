@@ -373,3 +373,6 @@ RESTORED = (
     "Synapse now uses database {new}; the old database {old} is left as it was: once you no "
     "longer need it, drop it with 'runuser -u postgres -- dropdb {old}'."
 )
+BACKUP_OVERRIDE = (
+    "No Synapse upgrade without a dump: fix that, or upgrade without one once: {env}=1 apt upgrade"
+)

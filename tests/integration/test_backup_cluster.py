@@ -258,3 +258,18 @@ def _as_remote(settings: Settings) -> Settings:
             return False
 
     return Remote(**{f: getattr(settings, f) for f in settings.__dataclass_fields__})
+
+
+def test_every_refusal_of_the_hook_names_the_override(cluster, synapse_db, tmp_path, monkeypatch):
+    """A server that does not answer (here: nothing on that port) is refused with the
+    connection's own explanation, and the override on a line of its own."""
+    import dataclasses
+
+    from scripts.devtools.pgcluster import free_port
+
+    monkeypatch.delenv(backup.SKIP_ENV, raising=False)
+    gone = dataclasses.replace(synapse_db, port=free_port())
+    with pytest.raises(SetupError) as err:
+        backup.hook(UPGRADE, directory=tmp_path / "b", database=lambda: gone)
+    assert err.value.message.splitlines()[-1].endswith(f"{backup.SKIP_ENV}=1 apt upgrade")
+    assert PASSWORD not in err.value.message

@@ -127,6 +127,7 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
             ("Password confirmation:", password),
             (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "no"),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "yes"),
+            ("Number of database dumps to keep:", "5"),
             # the postinst's helper: told why, asked again
             (
                 r"not a number from 1 to 65535[\s\S]*Port of the PostgreSQL server:",
@@ -144,6 +145,7 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
     )
     assert dc.get("tune-postgresql") == "false"
     assert dc.get("purge-database") == "true"
+    assert dc.get("backup-keep") == "5"
     # ... and applied: the role logs in with the password typed, which is in the
     # snippet's password file, not in debconf.
     args = dc.args()
@@ -239,6 +241,7 @@ def test_enter_keeps_the_value_shown(dc):
             (r"role \(user name\) for Synapse:", "app"),
             ("TLS mode for the connection", "prefer"),  # debconf insists on a choice
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+            ("Number of database dumps to keep:", ""),
         ],
         script="config",
     )
@@ -250,6 +253,7 @@ def test_enter_keeps_the_value_shown(dc):
         "app",
         "prefer",
     ]
+    assert dc.get("backup-keep") == "3"  # Enter kept the default shown
 
 
 def synapse_on_sqlite(dc, users: int) -> None:
@@ -362,6 +366,7 @@ def prompts(transcript: str) -> list[str]:
         "again": "Password confirmation:",
         "tune": "Tune the local PostgreSQL cluster for Synapse?",
         "purge": "Delete Synapse's database when this package is purged?",
+        "keep": "Number of database dumps to keep:",
     }
     where = {}
     for name, text in names.items():
@@ -385,6 +390,7 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
             ("Password confirmation:", "pw"),
             (r"Tune the local PostgreSQL cluster for Synapse\?", type_("no")),
             (r"Delete Synapse's database when this package is purged\?", type_("no")),
+            ("Number of database dumps to keep:", type_("3")),
         ],
         env=readline_gnu,
         script="config",
@@ -395,7 +401,8 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
     again = proc.stdout.split("Port of the PostgreSQL server:", 1)[1]
     assert "db.example.org" in again.split("Port of the PostgreSQL server:", 1)[0]
     assert prompts(proc.stdout) == [
-        "host", "port", "host", "port", "name", "user", "password", "again", "tune", "purge"
+        "host", "port", "host", "port", "name", "user", "password", "again", "tune", "purge",
+        "keep",
     ]  # fmt: skip
     # The local cluster: no TLS questions.
     assert (dc.get("db-host"), dc.get("db-port"), dc.get("db-name"), dc.get("db-user")) == (

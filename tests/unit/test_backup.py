@@ -170,3 +170,15 @@ def test_the_hook_command_survives_the_package_removal(tmp_path: Path):
             ["/bin/sh", "-c", command.replace(hook, str(fake))], input="VERSION 3\n\n", text=True
         ).returncode
         assert (code != 0) == bool(expected), body
+
+
+def test_the_client_programs_match_the_servers_version(tmp_path: Path):
+    for version in ("13", "15", "17"):
+        tool = tmp_path / version / "bin" / "pg_dump"
+        tool.parent.mkdir(parents=True)
+        tool.write_text("")
+    assert backup.pg_tool("pg_dump", 15, tmp_path) == str(tmp_path / "15/bin/pg_dump")
+    assert backup.pg_tool("pg_dump", 16, tmp_path) == str(tmp_path / "17/bin/pg_dump")
+    assert backup.pg_tool("pg_dump", 18, tmp_path) == str(tmp_path / "17/bin/pg_dump")
+    assert backup.pg_tool("pg_dump", None, tmp_path) == str(tmp_path / "17/bin/pg_dump")
+    assert backup.pg_tool("pg_restore", 15, tmp_path) == "pg_restore"  # pg_wrapper's choice
