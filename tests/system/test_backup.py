@@ -183,3 +183,26 @@ def test_backup_before_upgrade_and_restore(make_root, debs, newer_synapse, suite
     after = steps.snippet(root)[0]["database"]["args"]["dbname"]
     root.check(after == new_db, "a reconfigure keeps the restored database", new_db, after)
     steps.synapse_recheck(root)
+
+    # The override, through apt itself (apt hands its environment to the hook): with the
+    # disk full again, a downgrade (a version change too) goes on without a dump, warned.
+    root.ok(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", BACKUPS],
+        what="a tiny file system for the dumps, again",
+    )
+    downgrade = ["apt-get", "install", "-y", "-q", "--allow-downgrades"]
+    downgrade.append(f"{DEBS}/{debs['synapse'].name}")
+    out = root.ok(
+        downgrade,
+        what=f"downgrading Synapse with a full disk and {backup.SKIP_ENV}=1",
+        env=NONINTERACTIVE | {backup.SKIP_ENV: "1"},
+    )
+    root.check(
+        "warning" in out.output and backup.SKIP_ENV in out.output,
+        "the override lets apt go on, with a warning",
+        f"a warning naming {backup.SKIP_ENV}",
+        out.output,
+    )
+    status = synapse_status(root)
+    root.check(status == f"ii {OLD}", "Synapse is downgraded", f"ii {OLD}", status)
+    root.ok(["umount", BACKUPS], what="unmounting the tiny file system")
