@@ -28,6 +28,7 @@ QUESTIONS = [
     ("Password confirmation:", "typed before unpack"),
     ("Tune the local PostgreSQL cluster for Synapse?", "no"),
     ("Delete Synapse's database when this package is purged?", "no"),
+    ("Number of database dumps to keep:", "4"),
 ]
 PASSWORD = "typed before unpack"
 UNPACKING = "Unpacking matrix-synapse-setup"
@@ -75,3 +76,6 @@ def test_apt_asks_every_question_before_unpacking(make_root, debs, suite):
     # What was answered before the unpacking is what the postinst applied.
     applied = root.run(["grep", "-c", PASSWORD, "/etc/matrix-synapse/conf.d/database.pgpass"])
     root.check(applied.output.strip() == "1", "the typed password is applied", "1", applied.output)
+    # ... and the number of dumps to keep reaches the apt hook's file (issue 14).
+    keep = root.run(["cat", "/var/lib/matrix-synapse-setup/backup-keep"]).output.strip()
+    root.check(keep == "4", "the backup-keep answer is stored for the apt hook", "4", keep)
