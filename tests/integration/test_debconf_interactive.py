@@ -460,3 +460,32 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
         "pw",
     )
     assert dc.get("db-port") == "5432"
+
+
+def test_an_upgrade_does_not_ask_the_backup_question_a_first_install_does(dc):
+    """Issue 14's backup-keep is new: an upgrade ("configure OLD-VERSION") asks nothing,
+    not even at priority low (the default, 3, holds); a first install asks it."""
+    dc.preseed(
+        db_host="localhost",
+        db_port="5432",
+        db_name="synapse",
+        db_user="synapse",
+        db_password="pw",
+        db_password_again="pw",
+        tune_postgresql="true",
+        purge_database="false",
+    )
+    env = {"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": "low", "TERM": "dumb"}
+    env["PERL_RL"] = "Stub"
+    config = str(ROOT / "debian" / "config")
+    upgrade = dc.run(
+        ["/usr/bin/python3", str(dc.driver), config, "configure", "0.4.0"],
+        stdin="[]",
+        env=env,
+        check=False,
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    assert "Number of database dumps to keep:" not in upgrade.stdout
+    proc = converse(dc, [("Number of database dumps to keep:", "6")], script="config")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dc.get("backup-keep") == "6"

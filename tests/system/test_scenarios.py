@@ -59,6 +59,7 @@ def all_answers(password: str) -> list[dict]:
         *password_steps((password, password)),
         {"expect": r"Tune the local PostgreSQL cluster for Synapse\?", "send": "yes"},
         {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
+        {"expect": r"Number of database dumps to keep:", "send": "3"},
     ]
 
 
