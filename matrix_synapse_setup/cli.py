@@ -206,6 +206,43 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main(as_json=args.json)
 
 
+# --- backup and restore (issue 14) ---
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from . import backup
+
+    print(backup.backup_now(socket_dir=args.socket_dir))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from . import backup
+
+    plan = backup.plan_restore(Path(args.file).absolute(), socket_dir=args.socket_dir)
+    for number, line in enumerate(plan.describe(), 1):
+        print(f"{'would ' if args.dry_run else ''}{number}. {line}")
+    if args.dry_run:
+        return 0
+    with locking.exclusive(lambda line: print(line, file=sys.stderr, flush=True)):
+        for line in backup.restore(plan):
+            print(line)
+    return 0
+
+
+def add_backup_commands(commands: Any) -> None:
+    text = "dump Synapse's database now into /var/backups/matrix-synapse-setup"
+    sub = commands.add_parser("backup", help=text, description=text[0].upper() + text[1:] + ".")
+    sub.set_defaults(func=cmd_backup)
+    sub.add_argument("--socket-dir", default=DEFAULT_SOCKET_DIR, help=argparse.SUPPRESS)
+    text = "restore a dump into a new database and switch Synapse to it"
+    sub = commands.add_parser("restore", help=text, description=text[0].upper() + text[1:] + ".")
+    sub.set_defaults(func=cmd_restore)
+    sub.add_argument("file", metavar="FILE", help="a dump made by the backup (synapse-*.dump)")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan only")
+    sub.add_argument("--socket-dir", default=DEFAULT_SOCKET_DIR, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matrix-synapse-setup",
@@ -266,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(func=cmd_doctor)
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    add_backup_commands(commands)
     return parser
 
 

@@ -43,6 +43,7 @@ TUNE = f"{PKG}/tune-postgresql"
 ADMIN_USER = f"{PKG}/admin-user"
 ADMIN_PASSWORD = f"{PKG}/admin-password"
 ADMIN_PASSWORD_AGAIN = f"{PKG}/admin-password-again"
+BACKUP_KEEP = f"{PKG}/backup-keep"
 
 # debconf protocol codes
 SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
@@ -58,6 +59,7 @@ DEFAULTS = {
     NAME: settings.DEFAULTS["dbname"],
     USER: settings.DEFAULTS["user"],
     SSLMODE: settings.REMOTE_SSLMODE,
+    BACKUP_KEEP: "3",
 }
 
 # Answers read into debconf from the installed snippet, by snippet key.
@@ -140,6 +142,12 @@ def _validate_admin_user(value: str) -> object:
     from . import admin
 
     return admin.validate_user(value)
+
+
+def _validate_backup_keep(value: str) -> object:
+    from .backup import validate_keep  # only when asked: the postinst pays for what it uses
+
+    return validate_keep(value)
 
 
 class Conversation:
@@ -245,6 +253,7 @@ class Conversation:
             self._string_step(ADMIN_USER, MEDIUM, _validate_admin_user),
             self._admin_password_step,
             lambda st: self._show(st, PURGE, LOW),
+            self._string_step(BACKUP_KEEP, LOW, _validate_backup_keep),
         ]
         self._walk(steps, state)
         return self.answers()

@@ -149,6 +149,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     with locking.exclusive(say):
         done = unchanged(conv, conv.answers())
     if done:
+        store_backup_keep(conv)
         admin_account(conv)  # takes the lock itself
         return 0
     if not deferred and is_local(conv.answers().host):
@@ -166,6 +167,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
         try:
             with locking.exclusive(say):
                 apply(conv, answers)
+            store_backup_keep(conv)
             admin_account(conv)
             return 0
         except ServerUnavailable as err:
@@ -187,6 +189,15 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
             with contextlib.suppress(SetupError):
                 found = snippet.read()
             conv.ask(known_password=_has_password(found), again=True)
+
+
+def store_backup_keep(conv: Conversation) -> None:
+    """The apt hook runs outside debconf: it reads backup-keep (checked by check_answers)
+    from a small file (backup.KEEP_FILE), written only when the answer changed, and only
+    by a run that succeeded (a refused or ignored run changes nothing)."""
+    from . import backup
+
+    backup.store_keep(conv.get(conversation.BACKUP_KEEP).strip() or str(backup.DEFAULT_KEEP))
 
 
 def check_answers(conv: Conversation) -> None:

@@ -491,3 +491,76 @@ DOCTOR_NO_BACKUP = "no backup yet (no *.dump in {path})"
 DOCTOR_BACKUP = "newest of {count}: {path}, {days:.1f} day(s) old"
 DOCTOR_BACKUP_OLD = "; older than {limit} days"
 DOCTOR_FIX_BACKUP = "one is made before each Synapse upgrade; to make one now: {command}"
+# --- backup and restore (issue 14) ---
+BACKUP_HOOK_INPUT = (
+    "the apt hook did not get apt's package list (first line {first!r}): check that "
+    'DPkg::Tools::Options::/usr/share/matrix-synapse-setup/apt-backup-hook::Version is "3".'
+)
+BACKUP_BAD_VERSION = (
+    "cannot name a dump after Synapse version {version!r}: report this as a bug; "
+    "to upgrade without a dump, set MATRIX_SYNAPSE_SETUP_SKIP_BACKUP=1."
+)
+BACKUP_KEEP_INVALID = (
+    "{value!r} is not a number of dumps to keep: give a whole number from 1 to {maximum}."
+)
+BACKUP_NO_SPACE = (
+    "no Synapse upgrade without a dump: {directory} has {free} free, the dump of database "
+    "{dbname} needs up to {needed}.\nFree some space there (old dumps can go), or upgrade "
+    "without a dump once: {env}=1 apt upgrade"
+)
+BACKUP_DUMP_FAILED = (
+    "no Synapse upgrade without a dump: pg_dump of database {dbname} failed: {reason}.\n"
+    "Fix that (is PostgreSQL running?), or upgrade without a dump once: {env}=1 apt upgrade"
+)
+BACKUP_NO_PG_DUMP = (
+    "pg_dump is missing: install postgresql-client, or upgrade without a dump once: "
+    "{env}=1 apt upgrade"
+)
+BACKUP_SKIPPED = "warning: {env} is set, Synapse is upgraded without a dump: {reason}"
+BACKUP_WRITTEN = "database dump before {package} {old} -> {new}: {path}"
+BACKUP_NOT_OURS = (
+    "Synapse's database is not the one {path} names (no such file, SQLite, or another "
+    "conf.d file sets it): back it up by hand (pg_dump -Fc)."
+)
+BACKUP_NO_SYNAPSE = (
+    "Synapse is not installed (neither matrix-synapse-py3 nor matrix-synapse): install it " "first."
+)
+RESTORE_BAD_NAME = (
+    "{path} is not named as matrix-synapse-setup names its dumps "
+    "(synapse-VERSION-YYYYMMDDTHHMMSSZ.dump): give one of /var/backups/matrix-synapse-setup/."
+)
+RESTORE_NO_FILE = "{path} does not exist or is not a file: give a dump's full path."
+RESTORE_NEWER = (
+    "{path} is a dump of Synapse {version}, newer than the installed {package} {installed}: "
+    "install Synapse {version} or newer first (its schema would not start on an older one)."
+)
+RESTORE_REMOTE = (
+    "the database is on {host}, not this machine's cluster: restore by hand there, as an "
+    "admin: createdb -O {user} -E UTF8 --lc-collate=C --lc-ctype=C -T template0 NEWDB, "
+    "pg_restore --no-owner --role={user} -d NEWDB {path}, then dpkg-reconfigure "
+    "matrix-synapse-setup with NEWDB."
+)
+RESTORE_EXISTS = (
+    "database {dbname} exists already: nothing was restored; wait a second and run the "
+    "restore again (the name has the time in it)."
+)
+RESTORE_FAILED = (
+    "pg_restore of {path} into the new database {dbname} failed: {reason}.\nSynapse still "
+    "uses its database; drop the new one with 'runuser -u postgres -- dropdb {dbname}'."
+)
+RESTORE_SNIPPET_KEPT = (
+    "{path} is edited by hand and ucf kept it, so Synapse does not use {dbname}: set "
+    "'dbname: {dbname}' there and restart Synapse."
+)
+RESTORE_DEBCONF = (
+    "note: debconf's db-name could not be set (is apt running?): run 'echo "
+    '"matrix-synapse-setup matrix-synapse-setup/db-name string {dbname}" | '
+    "debconf-set-selections'."
+)
+RESTORED = (
+    "Synapse now uses database {new}; the old database {old} is left as it was: once you no "
+    "longer need it, drop it with 'runuser -u postgres -- dropdb {old}'."
+)
+BACKUP_OVERRIDE = (
+    "No Synapse upgrade without a dump: fix that, or upgrade without one once: {env}=1 apt upgrade"
+)

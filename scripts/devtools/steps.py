@@ -318,13 +318,31 @@ def check_cluster_booted(root: Root) -> None:
 # --- what a test session (or the migration benchmark) builds once ------------------------
 
 STANDIN = Path(__file__).resolve().parent / "synapse-standin"
-STANDIN_DEB = "matrix-synapse-py3_1.163.2+mss.systest_all.deb"
+STANDIN_VERSION = "1.163.2+mss.systest"
+STANDIN_DEB = f"matrix-synapse-py3_{STANDIN_VERSION}_all.deb"
+# A newer version of the same stand-in (the same real Synapse inside): an upgrade of the
+# Synapse package, for the backup taken before it (tests/system/test_backup.py).
+STANDIN_NEWER_VERSION = "1.163.3+mss.systest"
 
 
-def standin_deb(workdir: Path) -> Path:
-    """Build the Synapse stand-in package (synapse-standin/) into WORKDIR."""
-    deb = workdir / STANDIN_DEB
-    cmd = ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(STANDIN), str(deb)]
+def standin_deb(workdir: Path, version: str = STANDIN_VERSION) -> Path:
+    """Build the Synapse stand-in package (synapse-standin/) into WORKDIR; with another
+    VERSION, the same package under that version."""
+    deb = workdir / f"matrix-synapse-py3_{version}_all.deb"
+    tree = STANDIN
+    if version != STANDIN_VERSION:
+        import shutil
+
+        tree = workdir / f"synapse-standin-{version}"
+        shutil.rmtree(tree, ignore_errors=True)
+        shutil.copytree(STANDIN, tree, symlinks=True)
+        control = tree / "DEBIAN" / "control"
+        text = control.read_text(encoding="utf-8")
+        control.write_text(
+            text.replace(f"Version: {STANDIN_VERSION}\n", f"Version: {version}\n", 1),
+            encoding="utf-8",
+        )
+    cmd = ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)]
     subprocess.run(cmd, check=True, capture_output=True)
     return deb
 

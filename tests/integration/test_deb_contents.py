@@ -103,3 +103,18 @@ def test_helper_and_package_are_installed_where_the_scripts_look(control):
     for module in ("conversation.py", "snippet.py", "maint.py"):
         assert f"/usr/share/matrix-synapse-setup/matrix_synapse_setup/{module}" in files
     assert "/matrix_synapse_setup/templates/database.yaml.j2" in files
+
+
+def test_the_apt_backup_hook_is_a_conffile_and_its_program_is_installed(control):
+    """Issue 14: the hook's apt configuration is a conffile (kept on remove, where its
+    command then does nothing); the program it names is executable."""
+    out, files = control
+    conf = "/etc/apt/apt.conf.d/60matrix-synapse-setup"
+    assert conf in (out / "conffiles").read_text().split()
+    hook = "/usr/share/matrix-synapse-setup/apt-backup-hook"
+    line = next(x for x in files.splitlines() if x.endswith("." + hook))
+    assert line.startswith("-rwxr-xr-x root/root")
+    assert "/usr/share/matrix-synapse-setup/matrix_synapse_setup/backup.py" in files
+    templates = (out / "templates").read_text()
+    assert "Template: matrix-synapse-setup/backup-keep\n" in templates
+    assert "matrix-synapse-setup/backup-keep" in (out / "config").read_text()

@@ -288,6 +288,8 @@ def test_preseeded_answers_are_kept_exactly(dc):
         ({"db_host": "db.example.org", "db_sslmode": "verify-everything"}, "verify-everything"),
         ({"db_password": "a", "db_password_again": "b"}, "differ"),
         ({"db_host": "db.example.org", "db_password": "a", "db_password_again": "b"}, "differ"),
+        ({"backup_keep": "0"}, "whole number from 1 to 1000"),
+        ({"backup_keep": "three"}, "whole number from 1 to 1000"),
     ],
 )
 def test_an_invalid_preseed_fails_the_postinst_with_one_clear_line(dc, preseed, expected):

@@ -128,6 +128,7 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
             (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "no"),
             (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "yes"),
+            ("Number of database dumps to keep:", "5"),
             # the postinst's helper: told why, asked again
             (
                 r"not a number from 1 to 65535[\s\S]*Port of the PostgreSQL server:",
@@ -145,6 +146,7 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
     )
     assert dc.get("tune-postgresql") == "false"
     assert dc.get("purge-database") == "true"
+    assert dc.get("backup-keep") == "5"
     # ... and applied: the role logs in with the password typed, which is in the
     # snippet's password file, not in debconf.
     args = dc.args()
@@ -244,6 +246,7 @@ def test_enter_keeps_the_value_shown(dc):
             ("TLS mode for the connection", "prefer"),  # debconf insists on a choice
             (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+            ("Number of database dumps to keep:", ""),
         ],
         script="config",
     )
@@ -255,6 +258,7 @@ def test_enter_keeps_the_value_shown(dc):
         "app",
         "prefer",
     ]
+    assert dc.get("backup-keep") == "3"  # Enter kept the default shown
 
 
 def synapse_on_sqlite(dc, users: int) -> None:
@@ -368,6 +372,7 @@ def prompts(transcript: str) -> list[str]:
         "tune": "Tune the local PostgreSQL cluster for Synapse?",
         "admin": "Name of the first server admin account (empty for none):",
         "purge": "Delete Synapse's database when this package is purged?",
+        "keep": "Number of database dumps to keep:",
     }
     where = {}
     for name, text in names.items():
@@ -392,6 +397,7 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
             (r"Tune the local PostgreSQL cluster for Synapse\?", type_("no")),
             (r"Name of the first server admin account \(empty for none\):", type_("")),
             (r"Delete Synapse's database when this package is purged\?", type_("no")),
+            ("Number of database dumps to keep:", type_("3")),
         ],
         env=readline_gnu,
         script="config",
@@ -403,7 +409,7 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
     assert "db.example.org" in again.split("Port of the PostgreSQL server:", 1)[0]
     assert prompts(proc.stdout) == [
         "host", "port", "host", "port", "name", "user", "password", "again", "tune", "admin",
-        "purge",
+        "purge", "keep",
     ]  # fmt: skip
     # The local cluster: no TLS questions.
     assert (dc.get("db-host"), dc.get("db-port"), dc.get("db-name"), dc.get("db-user")) == (
@@ -465,3 +471,32 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
         "pw",
     )
     assert dc.get("db-port") == "5432"
+
+
+def test_an_upgrade_does_not_ask_the_backup_question_a_first_install_does(dc):
+    """Issue 14's backup-keep is new: an upgrade ("configure OLD-VERSION") asks nothing,
+    not even at priority low (the default, 3, holds); a first install asks it."""
+    dc.preseed(
+        db_host="localhost",
+        db_port="5432",
+        db_name="synapse",
+        db_user="synapse",
+        db_password="pw",
+        db_password_again="pw",
+        tune_postgresql="true",
+        purge_database="false",
+    )
+    env = {"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": "low", "TERM": "dumb"}
+    env["PERL_RL"] = "Stub"
+    config = str(ROOT / "debian" / "config")
+    upgrade = dc.run(
+        ["/usr/bin/python3", str(dc.driver), config, "configure", "0.4.0"],
+        stdin="[]",
+        env=env,
+        check=False,
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    assert "Number of database dumps to keep:" not in upgrade.stdout
+    proc = converse(dc, [("Number of database dumps to keep:", "6")], script="config")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dc.get("backup-keep") == "6"

@@ -136,6 +136,19 @@ def test_second_run_changes_nothing(site, cluster):
     assert ": created" not in proc.stderr and ": changed" not in proc.stderr
 
 
+def test_the_number_of_dumps_to_keep_reaches_the_apt_hook(site, cluster):
+    """Issue 14: the hook runs outside debconf; a run that succeeds leaves backup-keep
+    where the hook reads it, and a later answer replaces it (also on the quick path)."""
+    keep = site.var_lib / "matrix-synapse-setup" / "backup-keep"
+    site.postinst()
+    assert keep.read_text() == "3\n"
+    assert stat.S_IMODE(keep.stat().st_mode) == 0o644 and keep.stat().st_uid == 0
+    site.preseed(backup_keep="7")
+    proc = site.postinst()
+    assert "Nothing to change" in proc.stderr
+    assert keep.read_text() == "7\n"
+
+
 def test_a_new_password_rotates_role_and_snippet_together(site, cluster):
     site.postinst()
     old = site.args()["password"]
@@ -489,6 +502,7 @@ def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_
                 (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "yes"),
                 (r"Name of the first server admin account \(empty for none\):", ""),
                 (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+                ("Number of database dumps to keep:", "3"),
             ],
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -604,6 +618,7 @@ def test_after_answering_everything_the_next_run_asks_nothing(site, cluster, tmp
             (r"Tune the local PostgreSQL cluster for Synapse\? \[yes/no\]", "yes"),
             (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
+            ("Number of database dumps to keep:", "4"),
         ],
         priority="low",
     )

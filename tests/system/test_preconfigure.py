@@ -29,6 +29,7 @@ QUESTIONS = [
     ("Tune the local PostgreSQL cluster for Synapse?", "no"),
     ("Name of the first server admin account (empty for none):", ""),
     ("Delete Synapse's database when this package is purged?", "no"),
+    ("Number of database dumps to keep:", "4"),
 ]
 PASSWORD = "typed before unpack"
 UNPACKING = "Unpacking matrix-synapse-setup"
@@ -76,3 +77,6 @@ def test_apt_asks_every_question_before_unpacking(make_root, debs, suite):
     # What was answered before the unpacking is what the postinst applied.
     applied = root.run(["grep", "-c", PASSWORD, "/etc/matrix-synapse/conf.d/database.pgpass"])
     root.check(applied.output.strip() == "1", "the typed password is applied", "1", applied.output)
+    # ... and the number of dumps to keep reaches the apt hook's file (issue 14).
+    keep = root.run(["cat", "/var/lib/matrix-synapse-setup/backup-keep"]).output.strip()
+    root.check(keep == "4", "the backup-keep answer is stored for the apt hook", "4", keep)

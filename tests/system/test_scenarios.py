@@ -60,6 +60,7 @@ def all_answers(password: str) -> list[dict]:
         {"expect": r"Tune the local PostgreSQL cluster for Synapse\?", "send": "yes"},
         {"expect": r"Name of the first server admin account \(empty for none\):", "send": ""},
         {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
+        {"expect": r"Number of database dumps to keep:", "send": "3"},
     ]
 
 

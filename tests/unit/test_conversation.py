@@ -244,6 +244,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
             Q.TUNE: ["true"],
             Q.ADMIN_USER: [""],
             Q.PURGE: ["false"],
+            Q.BACKUP_KEEP: ["3"],
         },
     )
     for question in (Q.HOST, Q.PORT):
@@ -260,6 +261,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
         Q.TUNE,
         Q.ADMIN_USER,
         Q.PURGE,
+        Q.BACKUP_KEEP,
     ]
     assert all("lower-case letters" in e for e in fe.errors)
 
@@ -273,6 +275,8 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
         (Q.NAME, "postgres", "lower-case letters"),
         (Q.USER, "Synapse", "lower-case letters"),
         (Q.SSLMODE, "sometimes", "not one of"),
+        (Q.BACKUP_KEEP, "0", "whole number from 1"),
+        (Q.BACKUP_KEEP, "many", "whole number from 1"),
     ],
 )
 def test_noninteractive_invalid_preseed_fails_with_the_message(session, question, value, expected):
@@ -282,6 +286,14 @@ def test_noninteractive_invalid_preseed_fails_with_the_message(session, question
     conv, fe = session(interactive=False, preseed=preseed)
     with pytest.raises(SetupError, match=expected):
         conv.ask(known_password=True)
+
+
+def test_an_invalid_backup_keep_is_explained_and_asked_again(session):
+    conv, fe = session(priority="high", preseed={Q.BACKUP_KEEP: "-2"}, user={Q.BACKUP_KEEP: ["7"]})
+    conv.ask(known_password=True)
+    assert fe.shown == [Q.INVALID, Q.BACKUP_KEEP]
+    assert "whole number from 1 to 1000" in fe.errors[0]
+    assert conv.get(Q.BACKUP_KEEP) == "7"
 
 
 def test_mismatched_passwords_are_explained_and_asked_again(session):

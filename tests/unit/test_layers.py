@@ -71,7 +71,11 @@ def offending(files: list[Path], forbidden: tuple[str, ...], root: Path = PROJEC
 
 TOOLING = ("scripts", "tasks.py")
 RUNTIME = ("matrix_synapse_setup",)
-RUNTIME_ENTRY_POINTS = ("scripts/matrix-synapse-setup", "scripts/maintscript-helper")
+RUNTIME_ENTRY_POINTS = (
+    "scripts/matrix-synapse-setup",
+    "scripts/maintscript-helper",
+    "scripts/apt-backup-hook",
+)
 
 
 def test_the_files_are_found():
