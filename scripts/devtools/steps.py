@@ -321,7 +321,7 @@ STANDIN = Path(__file__).resolve().parent / "synapse-standin"
 STANDIN_VERSION = "1.163.2+mss.systest"
 STANDIN_DEB = f"matrix-synapse-py3_{STANDIN_VERSION}_all.deb"
 # A newer version of the same stand-in (the same real Synapse inside): an upgrade of the
-# Synapse package, for the backup taken before it (tests/system/test_backup.py).
+# Synapse package, for the backup taken before it (tests/system/test_backup_booted.py).
 STANDIN_NEWER_VERSION = "1.163.3+mss.systest"
 
 
