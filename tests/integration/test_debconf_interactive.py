@@ -473,9 +473,10 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
     assert dc.get("db-port") == "5432"
 
 
-def test_an_upgrade_does_not_ask_the_backup_question_a_first_install_does(dc):
-    """Issue 14's backup-keep is new: an upgrade ("configure OLD-VERSION") asks nothing,
-    not even at priority low (the default, 3, holds); a first install asks it."""
+def test_an_upgrade_does_not_ask_the_new_questions_a_first_install_does(dc):
+    """Issue 14's admin-user and backup-keep are new: an upgrade ("configure OLD-VERSION")
+    asks nothing, not even at priority low (the defaults hold: no account, 3 dumps); a
+    first install asks them."""
     dc.preseed(
         db_host="localhost",
         db_port="5432",
@@ -497,6 +498,14 @@ def test_an_upgrade_does_not_ask_the_backup_question_a_first_install_does(dc):
     )
     assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     assert "Number of database dumps to keep:" not in upgrade.stdout
-    proc = converse(dc, [("Number of database dumps to keep:", "6")], script="config")
+    assert "admin account" not in upgrade.stdout
+    proc = converse(
+        dc,
+        [
+            (r"Name of the first server admin account \(empty for none\):", ""),
+            ("Number of database dumps to keep:", "6"),
+        ],
+        script="config",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert dc.get("backup-keep") == "6"
