@@ -37,6 +37,7 @@ def pty_run(root: Root, argv: list[str], plan: dict, env: dict, *, what: str):
 
 
 HOST_PROMPT = r"Host name of the PostgreSQL server for Synapse:"
+ADMIN_PROMPT = r"Name of the first server admin account \(empty for none\):"
 
 
 def password_steps(*pairs: tuple[str, str]) -> list[dict]:
@@ -134,6 +135,8 @@ def test_interactive_install(make_root, debs, suite):
             *password_steps((TYPED, TYPED + " typo")),
             {"expect": r"Passwords do not match", "send": None},
             *password_steps((TYPED, TYPED)),
+            # at medium priority the first admin account is asked too; none here
+            {"expect": ADMIN_PROMPT, "send": ""},
         ],
     }
     env = {"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": "medium"}
