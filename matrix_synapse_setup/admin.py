@@ -50,6 +50,7 @@ DEVICE_NAME = "matrix-synapse-setup"
 LOCALPART = re.compile(r"[a-z0-9._=/+-]{1,255}")
 PASSWORD_LIMIT = 512  # Synapse refuses longer passwords
 WAIT_SECONDS = 90  # how long a run waits for Synapse to answer
+MAX_ANSWER = 1 << 20  # bytes read of one answer: Synapse's are small
 
 REGISTRATION_TEXT = f"""\
 # Managed by matrix-synapse-setup: the shared secret that lets it (and
@@ -220,10 +221,10 @@ class Client:
             req.add_header("Authorization", f"Bearer {token}")
         try:
             with self.opener.open(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"{}")
+                return json.loads(resp.read(MAX_ANSWER) or b"{}")
         except urllib.error.HTTPError as err:
             try:
-                payload = json.loads(err.read() or b"{}")
+                payload = json.loads(err.read(MAX_ANSWER) or b"{}")
             except ValueError:
                 payload = {}
             raise HttpError(err.code, payload if isinstance(payload, dict) else {}) from None

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import messages, snippet, synapse_config
 from .errors import SetupError
-from .settings import Settings, is_local
+from .settings import Settings
 from .snippet import SNIPPET, SYNAPSE_USER
 
 OK, WARN, FAIL, SKIPPED = "ok", "warn", "fail", "skipped"
@@ -816,25 +816,16 @@ def client_url(config: dict[str, Any]) -> str | None:
 
 
 def get_versions(url: str, timeout: float) -> tuple[str | None, str | None]:
-    """(the newest client API version Synapse announces, None) or (None, why not)."""
-    import ssl
+    """(the newest client API version Synapse announces, None) or (None, why not).
+    Through :class:`admin.Client`: never a proxy, a certificate unchecked on loopback only."""
     import urllib.error
-    import urllib.parse
-    import urllib.request
 
-    handlers: list[Any] = [urllib.request.ProxyHandler({})]  # never through a proxy
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if url.startswith("https:") and is_local(host):
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # our own loopback listener's certificate
-        handlers.append(urllib.request.HTTPSHandler(context=context))
-    opener = urllib.request.build_opener(*handlers)
+    from .admin import Client, HttpError
+
     try:
-        with opener.open(url, timeout=timeout) as response:
-            body = json.loads(response.read(1 << 20))
-    except urllib.error.HTTPError as err:
-        return None, f"HTTP {err.code}"
+        body = Client(url, timeout).call("GET", "")
+    except HttpError as err:
+        return None, f"HTTP {err.status}"
     except urllib.error.URLError as err:
         return None, str(getattr(err.reason, "strerror", None) or err.reason)
     except (OSError, ValueError) as err:
