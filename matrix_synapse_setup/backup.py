@@ -482,54 +482,6 @@ def _snippet_path() -> Path:
 # --- restoring --------------------------------------------------------------------
 
 
-def _as_postgres(func: Callable[..., Any], *args: Any) -> Any:
-    """Run *func(*args)* in a forked child with the postgres uid (peer authentication on
-    the Unix socket); its JSON result, or its SetupError raised here."""
-    user = _postgres()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        status = 70
-        try:
-            os.close(read_fd)
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, 0)
-            os.dup2(null, 1)
-            os.environ.clear()
-            os.environ.update(
-                {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"}
-            )
-            if os.geteuid() != user.pw_uid:
-                os.setgroups([])
-                os.setgid(user.pw_gid)
-                os.setuid(user.pw_uid)
-            try:
-                reply = {"result": func(*args)}
-            except SetupError as err:
-                reply = {"error": err.message}
-            except Exception as err:  # noqa: BLE001 - reported to the parent
-                reply = {"error": f"{type(err).__name__}: {err}"}
-            data = json.dumps(reply).encode()
-            while data:
-                data = data[os.write(write_fd, data) :]
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        raise SetupError(messages.SUPERUSER_FAILED.format(reason="no answer")) from None
-    if "error" in reply:
-        raise SetupError(reply["error"])
-    return reply["result"]
-
-
 def _create_database(socket_dir: str, port: int, dbname: str, owner: str) -> str:
     """As postgres: CREATE DATABASE *dbname* as Synapse needs it, owned by *owner*; refuse
     a name that exists (nothing is ever overwritten)."""
@@ -550,6 +502,21 @@ def _create_database(socket_dir: str, port: int, dbname: str, owner: str) -> str
             raise SetupError(messages.RESTORE_EXISTS.format(dbname=dbname))
         ensure_database(conn, psycopg.sql, Settings(port=port, dbname=dbname, user=owner), False)
     return dbname
+
+
+def _create_database_answer(request: dict[str, Any]) -> dict[str, Any]:
+    """In the postgres child (:class:`provision.Superuser`): :func:`_create_database` for
+    *request*; ``{"result": name}`` or ``{"error": message}``."""
+    try:
+        return {
+            "result": _create_database(
+                request["socket_dir"], request["port"], request["dbname"], request["owner"]
+            )
+        }
+    except SetupError as err:
+        return {"error": err.message}
+    except Exception as err:  # noqa: BLE001 - reported to the parent
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def restore_name(dbname: str, now: datetime.datetime | None = None) -> str:
@@ -671,11 +638,23 @@ def set_debconf_db_name(dbname: str) -> bool:
 
 def restore_database(plan: RestorePlan) -> list[str]:
     """A new database from the dump, checked as Synapse's role; changes no file."""
-    from .provision import verify
+    from .provision import Superuser, verify
 
-    _as_postgres(
-        _create_database, plan.socket_dir, plan.settings.port, plan.new_dbname, plan.settings.user
+    child = Superuser.start(_postgres(), _create_database_answer)
+    returncode, output = child.run(
+        {
+            "socket_dir": plan.socket_dir,
+            "port": plan.settings.port,
+            "dbname": plan.new_dbname,
+            "owner": plan.settings.user,
+        }
     )
+    try:
+        reply = json.loads(output)
+    except ValueError:
+        raise SetupError(messages.SUPERUSER_FAILED.format(reason=f"exit {returncode}")) from None
+    if "error" in reply:
+        raise SetupError(reply["error"])
     lines = [f"database {plan.new_dbname}: created"]
     pg_restore(plan)
     lines.append(f"pg_restore {plan.dump.name}: ok")

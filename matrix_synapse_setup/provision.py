@@ -16,6 +16,7 @@ import json
 import os
 import pwd
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import diagnose, faults, messages
@@ -125,9 +126,10 @@ def _run_as_postgres(
 
 
 class Superuser:
-    """A forked child with the ``postgres`` uid that runs :func:`superuser.answer` for one
-    request.  A fork, not a new interpreter: no second Python start-up, and the request
-    (with the password) never leaves memory.  It can be started before the request is
+    """A forked child with the ``postgres`` uid that runs :func:`superuser.answer` (or
+    another *handler*: JSON request in, JSON-able answer out) for one request.  A fork,
+    not a new interpreter: no second Python start-up, and the request (with the password)
+    never leaves memory.  It can be started before the request is
     known (:meth:`early`): it drops its privileges and imports psycopg while the parent
     still decides, then waits; closed without a request, it exits having done nothing.
     The child cannot touch the maintainer script's debconf pipe (stdin, stdout, fd 3):
@@ -146,7 +148,11 @@ class Superuser:
             return None
 
     @classmethod
-    def start(cls, user: pwd.struct_passwd) -> Superuser:
+    def start(
+        cls,
+        user: pwd.struct_passwd,
+        handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Superuser:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"}
         for name in (
             "DPKG_MAINTSCRIPT_DEBUG",
@@ -164,7 +170,7 @@ class Superuser:
         if pid == 0:  # the child: never returns, never runs the parent's clean-ups
             os.close(request_w)
             os.close(answer_r)
-            os._exit(_child(user, env, request_r, answer_w))
+            os._exit(_child(user, env, request_r, answer_w, handler))
         os.close(request_r)
         os.close(answer_w)
         return cls(pid, request_w, answer_r)
@@ -195,7 +201,13 @@ class Superuser:
         os.waitpid(self.pid, 0)
 
 
-def _child(user: pwd.struct_passwd, env: dict[str, str], requests: int, answers: int) -> int:
+def _child(
+    user: pwd.struct_passwd,
+    env: dict[str, str],
+    requests: int,
+    answers: int,
+    handler: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> int:
     status = 70
     try:
         null = os.open(os.devnull, os.O_RDWR)
@@ -208,7 +220,8 @@ def _child(user: pwd.struct_passwd, env: dict[str, str], requests: int, answers:
             os.setgroups([])
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
-        from .superuser import answer
+        if handler is None:
+            from .superuser import answer as handler
 
         with contextlib.suppress(SetupError):  # if it fails, answer() says so
             import_psycopg()  # while the parent decides
@@ -216,7 +229,7 @@ def _child(user: pwd.struct_passwd, env: dict[str, str], requests: int, answers:
             data = pipe.read()
         if not data:
             return 0  # closed without a request
-        reply = json.dumps(answer(json.loads(data))).encode()
+        reply = json.dumps(handler(json.loads(data))).encode()
         while reply:
             reply = reply[os.write(answers, reply) :]
         status = 0
