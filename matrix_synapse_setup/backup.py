@@ -38,7 +38,7 @@ from typing import Any
 
 from . import messages
 from .errors import SetupError
-from .settings import Settings
+from .settings import Settings, without_libpq_variables
 
 BACKUP_DIR = Path("/var/backups/matrix-synapse-setup")
 # Where the postinst copies debconf's backup-keep for the hook (purged with the package).
@@ -292,8 +292,8 @@ def private_dir(directory: Path) -> None:
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """No PG* variable of the admin's shell steers our connections (as maint.py)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """No PG* variable of the admin's shell steers our connections."""
+    env = without_libpq_variables(dict(os.environ))
     env["LC_ALL"] = "C.UTF-8"
     env.update(extra or {})
     return env

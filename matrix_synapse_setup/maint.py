@@ -24,7 +24,7 @@ from . import conversation, locking, messages, snippet
 from .conversation import ABORT, IGNORE, KEEP_SQLITE, MIGRATE, RETRY, START_EMPTY, Conversation
 from .errors import SetupError, run
 from .services import child_fds, daemon_reload, restart_synapse
-from .settings import Settings, is_local
+from .settings import Settings, is_local, without_libpq_variables
 
 if TYPE_CHECKING:
     from . import synapse_config
@@ -49,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def drop_libpq_environment() -> None:
-    """libpq takes defaults from PG* variables (PGHOSTADDR, PGOPTIONS, PGSSLCERT,
-    PGSERVICE, ...).  Synapse, started by systemd, has none of them, so the checks made
-    here must not see those of the admin's shell either: they would connect otherwise
-    than Synapse will.  (The superuser child clears its whole environment.)"""
-    for name in [name for name in os.environ if name.startswith("PG")]:
+    """This process's checks see no PG* variable (:func:`settings.without_libpq_variables`).
+    (The superuser child clears its whole environment.)"""
+    clean = without_libpq_variables(dict(os.environ))
+    for name in [name for name in os.environ if name not in clean]:
         del os.environ[name]
 
 

@@ -50,6 +50,14 @@ MAX_PASSWORD_LENGTH = 1000
 _HOST_WITH_PORT_RE = re.compile(r"(.+):([0-9]+)\Z")
 
 
+def without_libpq_variables(env: dict[str, str]) -> dict[str, str]:
+    """*env* without the PG* variables libpq takes defaults from (PGHOSTADDR, PGOPTIONS,
+    PGSSLCERT, PGSERVICE, ...).  Synapse, started by systemd, has none of them, so what we
+    run must not see those of the admin's shell either: it would connect otherwise than
+    Synapse will."""
+    return {name: value for name, value in env.items() if not name.startswith("PG")}
+
+
 def is_local(host: str) -> bool:
     """True when *host* means the PostgreSQL cluster on this machine, which we provision:
     ``localhost``, a loopback address (127.0.0.1, ::1) or a Unix socket directory.

@@ -224,11 +224,15 @@ def test_the_hook_dumps_before_an_upgrade_and_ignores_everything_else(
 
 
 def test_a_remote_server_is_dumped_as_the_role_with_its_password_file(
-    cluster, synapse_db, tmp_path
+    cluster, synapse_db, tmp_path, monkeypatch
 ):
     """Remote mode: pg_dump logs in as Synapse's role over TCP; the password comes from
-    the password file (PGPASSFILE), never the command line."""
+    the password file (PGPASSFILE), never the command line.  The admin's own PG*
+    variables do not steer it (a service that does not exist would make it fail)."""
     from matrix_synapse_setup import snippet
+
+    monkeypatch.setenv("PGSERVICE", "no-such-service")
+    monkeypatch.setenv("PGSSLMODE", "require")  # the cluster has no TLS
 
     passfile = tmp_path / "database.pgpass"
     remote = Settings(
