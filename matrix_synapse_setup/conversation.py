@@ -392,22 +392,8 @@ class Conversation:
                 state["priority"][PASSWORD] = CRITICAL
                 state["reasked"] = True
                 continue
-            priority = state["priority"].get(PASSWORD, CRITICAL if state["again"] else default)
-            # The confirmation only goes with a password shown here.
-            shown = bool(state.get("shown")) and self.input(priority, PASSWORD_AGAIN)
-            if shown and not self.go():
-                self.fset(PASSWORD, "seen", "false")
-                state["priority"][PASSWORD] = priority
-                continue  # back from the confirmation: the password again
-            again = self.get(PASSWORD_AGAIN)
-            if (shown or again) and again != password:
-                if not self.show_error(MISMATCH):
-                    raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
-                self._forget_password()
-                state["priority"][PASSWORD] = CRITICAL
-                state["reasked"] = True
-                continue
-            return True
+            if self._confirmed(state, PASSWORD, PASSWORD_AGAIN, password, default):
+                return True
 
     def _admin_password_step(self, state: dict[str, Any]) -> bool:
         """The first admin account's password: needed to create the account, optional
@@ -418,8 +404,9 @@ class Conversation:
         if not user:
             return not state["backing"]
         created = admin.created_here(user, admin.read_record())
+        default = LOW if created else MEDIUM
         while True:
-            if not self._show(state, ADMIN_PASSWORD, LOW if created else MEDIUM):
+            if not self._show(state, ADMIN_PASSWORD, default):
                 return False
             password = self.get(ADMIN_PASSWORD)
             try:
@@ -435,19 +422,32 @@ class Conversation:
             if not password:
                 self.set(ADMIN_PASSWORD_AGAIN, "")
                 return True
-            again = self.get(ADMIN_PASSWORD_AGAIN)
-            shown = bool(state.get("shown")) and self.input(CRITICAL, ADMIN_PASSWORD_AGAIN)
-            if shown:
-                self.go()
-                again = self.get(ADMIN_PASSWORD_AGAIN)
-            if (shown or again) and again != password:
-                if not self.show_error(MISMATCH):
-                    raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
-                self._forget_password(ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN)
-                state["priority"][ADMIN_PASSWORD] = CRITICAL
-                state["reasked"] = True
-                continue
-            return True
+            if self._confirmed(state, ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN, password, default):
+                return True
+
+    def _confirmed(
+        self, state: dict[str, Any], question: str, again_question: str, password: str, default: str
+    ) -> bool:
+        """The confirmation of *password* (the answer to *question*, checked already),
+        asked only with a password shown here, at the password's priority.  True when
+        they match or there is nothing to compare (a preseed without the confirmation);
+        False to ask the password again: the user backed up from the confirmation, or
+        the two differ (said, both forgotten, asked again at critical priority)."""
+        priority = state["priority"].get(question, CRITICAL if state["again"] else default)
+        shown = bool(state.get("shown")) and self.input(priority, again_question)
+        if shown and not self.go():
+            self.fset(question, "seen", "false")
+            state["priority"][question] = priority
+            return False  # back from the confirmation: the password again
+        again = self.get(again_question)
+        if (shown or again) and again != password:
+            if not self.show_error(MISMATCH):
+                raise SetupError(messages.DEBCONF_PASSWORDS_DIFFER)
+            self._forget_password(question, again_question)
+            state["priority"][question] = CRITICAL
+            state["reasked"] = True
+            return False
+        return True
 
     def ask_admin_again(self, message: str) -> bool:
         """Synapse refused the admin account's answers: explain, and ask the account's

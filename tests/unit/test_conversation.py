@@ -479,6 +479,25 @@ def test_admin_passwords_that_differ_are_asked_again(session, no_record):
     assert fe.shown == [Q.MISMATCH, Q.ADMIN_PASSWORD, Q.ADMIN_PASSWORD_AGAIN]
 
 
+def test_backing_up_from_the_admin_confirmation_asks_the_password_again(session, no_record):
+    """As for the database's password: back from the confirmation is back to the
+    password, not a mismatch."""
+    conv, fe = session(
+        priority="medium",
+        preseed={Q.ADMIN_USER: "alice", Q.ADMIN_PASSWORD: "one", Q.ADMIN_PASSWORD_AGAIN: "two"},
+        user={Q.ADMIN_PASSWORD: ["three", "four"], Q.ADMIN_PASSWORD_AGAIN: [BACK, "four"]},
+    )
+    conv.ask(known_password=True)
+    assert conv.admin_answers() == ("alice", "four")
+    assert fe.shown == [
+        Q.MISMATCH,
+        Q.ADMIN_PASSWORD,
+        Q.ADMIN_PASSWORD_AGAIN,
+        Q.ADMIN_PASSWORD,
+        Q.ADMIN_PASSWORD_AGAIN,
+    ]
+
+
 def test_an_applied_admin_password_leaves_debconf(session):
     conv, fe = session(preseed={Q.ADMIN_PASSWORD: "s3cret", Q.ADMIN_PASSWORD_AGAIN: "s3cret"})
     conv.clear_admin_password()
