@@ -442,6 +442,37 @@ def test_going_back_from_the_confirmation_asks_the_password_again(dc, readline_g
     assert (dc.get("db-password"), dc.get("db-password-again")) == ("second", "second")
 
 
+def test_the_admin_password_is_asked_again_after_a_mismatch_and_after_going_back(
+    dc, readline_gnu
+):
+    """The admin account's password loop in debian/config, with the real debconf: two
+    different passwords are said and asked again; back from the confirmation is back to
+    the password."""
+    proc = converse(
+        dc,
+        [
+            ("Host name of the PostgreSQL server for Synapse:", type_("localhost")),
+            ("Password of the PostgreSQL role for Synapse:", ""),
+            (r"Name of the first server admin account \(empty for none\):", type_("alice")),
+            ("Password of the server admin account:", "one"),
+            ("Admin account password confirmation:", "two"),
+            (r"Passwords do not match[\s\S]*Password of the server admin account:", "three"),
+            ("Admin account password confirmation:", BACK, "raw"),
+            ("Password of the server admin account:", "four"),
+            ("Admin account password confirmation:", "four"),
+        ],
+        priority="medium",
+        env=readline_gnu,
+        script="config",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "<<no prompt" not in proc.stdout, proc.stdout
+    assert proc.stdout.count("Passwords do not match") == 1, proc.stdout
+    assert proc.stdout.count("Password of the server admin account:") == 3, proc.stdout
+    assert (dc.get("admin-user"), dc.get("admin-password")) == ("alice", "four")
+    assert dc.get("admin-password-again") == "four"
+
+
 def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, readline_gnu):
     # At medium priority the port, name and user (low) are not shown, nor the TLS
     # questions (local host): back from the password is the host.
