@@ -130,24 +130,28 @@ async def read_back(client: AsyncClient, room: str, expected: list[str]) -> None
     print(f"read back {len(seen)} messages in order")
 
 
+async def room_with(client: AsyncClient, name: str, bodies: list[str]) -> str:
+    """A new room named *name* with *bodies* sent and read back in order; its id."""
+    created = await client.room_create(name=name)
+    if not isinstance(created, RoomCreateResponse):
+        raise Failed(f"creating a room failed: {created}")
+    print(f"created room {created.room_id}")
+    await send(client, created.room_id, bodies)
+    await read_back(client, created.room_id, bodies)
+    return created.room_id
+
+
 async def chat(count: int, state: dict) -> None:
     user = "judge" + secrets.token_hex(4)
     password = secrets.token_urlsafe(18)
     register(user, password)
     client = await login(user, password)
+    bodies = [f"{user} message {i}" for i in range(count)]
     try:
-        created = await client.room_create(name=f"room of {user}")
-        if not isinstance(created, RoomCreateResponse):
-            raise Failed(f"creating a room failed: {created}")
-        print(f"created room {created.room_id}")
-        bodies = [f"{user} message {i}" for i in range(count)]
-        await send(client, created.room_id, bodies)
-        await read_back(client, created.room_id, bodies)
+        room = await room_with(client, f"room of {user}", bodies)
     finally:
         await client.close()
-    state["users"].append(
-        {"user": user, "password": password, "room": created.room_id, "messages": bodies}
-    )
+    state["users"].append({"user": user, "password": password, "room": room, "messages": bodies})
 
 
 async def recheck(count: int, state: dict) -> None:
@@ -191,13 +195,7 @@ async def passwd(state: dict) -> None:
 async def admin(user: str, password: str) -> None:
     client = await login(user, password)
     try:
-        created = await client.room_create(name=f"first room of {user}")
-        if not isinstance(created, RoomCreateResponse):
-            raise Failed(f"creating a room failed: {created}")
-        print(f"created room {created.room_id}")
-        bodies = [f"hello from the first admin {user}"]
-        await send(client, created.room_id, bodies)
-        await read_back(client, created.room_id, bodies)
+        await room_with(client, f"first room of {user}", [f"hello from the first admin {user}"])
         user_id = client.user_id
         info = http("GET", f"/_synapse/admin/v2/users/{user_id}", token=client.access_token)
         if info.get("admin") is not True:
