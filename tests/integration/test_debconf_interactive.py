@@ -442,9 +442,7 @@ def test_going_back_from_the_confirmation_asks_the_password_again(dc, readline_g
     assert (dc.get("db-password"), dc.get("db-password-again")) == ("second", "second")
 
 
-def test_the_admin_password_is_asked_again_after_a_mismatch_and_after_going_back(
-    dc, readline_gnu
-):
+def test_the_admin_password_is_asked_again_after_a_mismatch_and_after_going_back(dc, readline_gnu):
     """The admin account's password loop in debian/config, with the real debconf: two
     different passwords are said and asked again; back from the confirmation is back to
     the password."""
