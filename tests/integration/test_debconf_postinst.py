@@ -18,6 +18,7 @@ import re
 import stat
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -352,11 +353,12 @@ def test_remove_keeps_everything(site, cluster):
     assert site.get("db-name") == site.dbname
 
 
-def debconf_fds_of_the_superuser_child(helper_name: str) -> dict[str, object] | None:
-    """The superuser child of a running maintscript-helper (a process of the postgres
-    uid whose parent runs the helper): where its descriptors point, and where its
-    parent's debconf pipe is (fd 0 reads debconf's replies, fd 3 writes commands:
-    confmodule's DEBCONF_REDIR).  None while there is no such process."""
+def debconf_fds_of_the_superuser_child(helper_name: str, marker: str) -> dict[str, object] | None:
+    """The superuser child of a running maintscript-helper with *marker* (NAME=VALUE) in
+    its environment (a process of the postgres uid whose parent runs the helper): where
+    its descriptors point, and where its parent's debconf pipe is (fd 0 reads debconf's
+    replies, fd 3 writes commands: confmodule's DEBCONF_REDIR).  None while there is no
+    such process."""
     postgres = pwd.getpwnam("postgres").pw_uid
     for proc in Path("/proc").iterdir():
         try:
@@ -366,6 +368,8 @@ def debconf_fds_of_the_superuser_child(helper_name: str) -> dict[str, object] | 
             if (
                 uid != postgres
                 or helper_name.encode() not in Path(f"/proc/{ppid}/cmdline").read_bytes()
+                # this test's helper, not one in a system test's root running meanwhile
+                or marker.encode() not in Path(f"/proc/{ppid}/environ").read_bytes().split(b"\0")
             ):
                 continue
             fds = {fd.name: os.readlink(fd) for fd in (proc / "fd").iterdir()}
@@ -382,16 +386,20 @@ def test_the_superuser_child_holds_no_end_of_the_debconf_pipe(site, cluster):
     descriptor of it is the helper's debconf pipe.  Read in /proc while the child sits at
     its test-only pause point after creating the role (faults.py)."""
     pause = {"MSS_TEST_PAUSE_AT": "after-role-created", "MSS_TEST_PAUSE_SECONDS": "4"}
+    marker = f"MSS_TEST_THIS_RUN={uuid.uuid4()}"  # not a helper in a system test's root
     seen = None
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         run = pool.submit(
-            site.run, [str(ROOT / "debian" / "postinst"), "configure", ""], env=pause, check=False
+            site.run,
+            [str(ROOT / "debian" / "postinst"), "configure", ""],
+            env=pause | dict([marker.split("=", 1)]),
+            check=False,
         )
         deadline = time.monotonic() + 60
         while seen is None and not run.done() and time.monotonic() < deadline:
             # The role exists: the child is past its start (its dup2s), at the pause.
             if cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (site.user,)):
-                seen = debconf_fds_of_the_superuser_child("maintscript-helper")
+                seen = debconf_fds_of_the_superuser_child("maintscript-helper", marker)
             time.sleep(0.05)
         proc = run.result()
     assert seen is not None, f"no paused superuser child was seen:\n{proc.stderr}"
