@@ -615,9 +615,10 @@ class Doctor:
                 messages.DOCTOR_BACKUPS_UNREADABLE.format(path=directory),
                 messages.DOCTOR_FIX_RUN_AS_ROOT,
             )
-        fix = messages.DOCTOR_FIX_BACKUP.format(command=self.dump_command())
         if not dumps:
-            return Check(name, WARN, messages.DOCTOR_NO_BACKUP.format(path=directory), fix)
+            # A fresh install has none, and nothing is wrong: the hook makes the first
+            # before Synapse's first upgrade (the row would warn on every new server).
+            return Check(name, OK, messages.DOCTOR_NO_BACKUP.format(path=directory))
         mtime, newest = max(dumps)
         days = ((now if now is not None else time.time()) - mtime) / 86400
         detail = messages.DOCTOR_BACKUP.format(path=newest, days=days, count=len(dumps))
@@ -626,19 +627,9 @@ class Doctor:
                 name,
                 WARN,
                 detail + messages.DOCTOR_BACKUP_OLD.format(limit=BACKUP_MAX_AGE_DAYS),
-                fix,
+                messages.DOCTOR_FIX_BACKUP,
             )
         return Check(name, OK, detail)
-
-    def dump_command(self) -> str:
-        settings = self.settings()
-        dbname = settings.dbname if settings else "synapse"
-        target = f"{self.paths.backups}/{dbname}-manual-$(date +%Y%m%d%H%M%S).dump"
-        if settings is None or settings.local:
-            dump = f"runuser -u postgres -- pg_dump -Fc {dbname}"
-        else:
-            dump = f"pg_dump -Fc -h {settings.host} -p {settings.port} -U {settings.user} {dbname}"
-        return f"install -d -m 0700 {self.paths.backups} && (umask 077; {dump} >{target})"
 
     # -- all of them ------------------------------------------------------------------------
 

@@ -487,10 +487,15 @@ DOCTOR_FIX_DISK = (
     "free space on the filesystem of {path} (a dump before each Synapse upgrade needs it)"
 )
 DOCTOR_BACKUPS_UNREADABLE = "{path} cannot be read"
-DOCTOR_NO_BACKUP = "no backup yet (no *.dump in {path})"
+DOCTOR_NO_BACKUP = (
+    "none yet in {path}: the first is made before the next Synapse upgrade "
+    "(matrix-synapse-setup backup makes one now)"
+)
 DOCTOR_BACKUP = "newest of {count}: {path}, {days:.1f} day(s) old"
 DOCTOR_BACKUP_OLD = "; older than {limit} days"
-DOCTOR_FIX_BACKUP = "one is made before each Synapse upgrade; to make one now: {command}"
+DOCTOR_FIX_BACKUP = (
+    "one is made before each Synapse upgrade; to make one now: matrix-synapse-setup backup"
+)
 # --- backup and restore (issue 14) ---
 BACKUP_HOOK_INPUT = (
     "the apt hook did not get apt's package list (first line {first!r}): check that "
