@@ -2,9 +2,10 @@
 and the Synapse stand-in run as services, our package installed with apt.
 
 One booted root per suite: doctor on the healthy install (all ok, the backup row says
-there is no dump yet), again after `matrix-synapse-setup backup` made one, then each fault of issue 14 in turn, each
-undone before the next: Synapse stopped, the snippet unreadable by Synapse's user,
-another conf.d file winning Synapse's database, PostgreSQL stopped.
+there is no dump yet), again after `matrix-synapse-setup backup` made one, then each
+fault of issue 14 in turn, each undone before the next: Synapse stopped, the snippet
+unreadable by Synapse's user, another conf.d file winning Synapse's database,
+PostgreSQL stopped.
 """
 
 from __future__ import annotations
