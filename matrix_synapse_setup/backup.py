@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import pwd
 import re
@@ -506,17 +505,17 @@ def _create_database(socket_dir: str, port: int, dbname: str, owner: str) -> str
 
 def _create_database_answer(request: dict[str, Any]) -> dict[str, Any]:
     """In the postgres child (:class:`provision.Superuser`): :func:`_create_database` for
-    *request*; ``{"result": name}`` or ``{"error": message}``."""
+    *request*; ``{"result": name}`` or the error (:func:`superuser.error_answer`)."""
+    from .superuser import error_answer
+
     try:
         return {
             "result": _create_database(
                 request["socket_dir"], request["port"], request["dbname"], request["owner"]
             )
         }
-    except SetupError as err:
-        return {"error": err.message}
-    except Exception as err:  # noqa: BLE001 - reported to the parent
-        return {"error": f"{type(err).__name__}: {err}"}
+    except Exception as err:  # noqa: BLE001 - answered to the parent
+        return error_answer(err)
 
 
 def restore_name(dbname: str, now: datetime.datetime | None = None) -> str:
@@ -640,8 +639,7 @@ def restore_database(plan: RestorePlan) -> list[str]:
     """A new database from the dump, checked as Synapse's role; changes no file."""
     from .provision import Superuser, verify
 
-    child = Superuser.start(_postgres(), _create_database_answer)
-    returncode, output = child.run(
+    Superuser.start(_postgres(), _create_database_answer).ask(
         {
             "socket_dir": plan.socket_dir,
             "port": plan.settings.port,
@@ -649,12 +647,6 @@ def restore_database(plan: RestorePlan) -> list[str]:
             "owner": plan.settings.user,
         }
     )
-    try:
-        reply = json.loads(output)
-    except ValueError:
-        raise SetupError(messages.SUPERUSER_FAILED.format(reason=f"exit {returncode}")) from None
-    if "error" in reply:
-        raise SetupError(reply["error"])
     lines = [f"database {plan.new_dbname}: created"]
     pg_restore(plan)
     lines.append(f"pg_restore {plan.dump.name}: ok")

@@ -107,18 +107,7 @@ def _run_as_postgres(
         "password": settings.password,
         "tune": tune,
     }
-    returncode, output = child.run(request)
-    faults.follow_child(returncode)  # test-only crash injection
-    try:
-        answer = json.loads(output)
-    except ValueError:
-        raise SetupError(messages.SUPERUSER_FAILED.format(reason=f"exit {returncode}")) from None
-    if "error" in answer:
-        error = (ServerUnavailable if answer["error"]["retry"] else SetupError)(
-            answer["error"]["message"]
-        )
-        error.kind = answer["error"].get("kind")
-        raise error
+    answer = child.ask(request)
     if facts is not None:
         facts["other_databases"] = answer.get("other_databases", [])
         facts["tuning"] = answer.get("tuning")
@@ -175,7 +164,27 @@ class Superuser:
         os.close(answer_w)
         return cls(pid, request_w, answer_r)
 
-    def run(self, request: dict[str, Any]) -> tuple[int, bytes]:
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send *request*; the handler's answer, or the error it answered
+        (:func:`superuser.error_answer`) raised here: ServerUnavailable when a retry may
+        help, else SetupError."""
+        returncode, output = self._run(request)
+        faults.follow_child(returncode)  # test-only crash injection
+        try:
+            answer = json.loads(output)
+        except ValueError:
+            raise SetupError(
+                messages.SUPERUSER_FAILED.format(reason=f"exit {returncode}")
+            ) from None
+        if "error" in answer:
+            error = (ServerUnavailable if answer["error"]["retry"] else SetupError)(
+                answer["error"]["message"]
+            )
+            error.kind = answer["error"].get("kind")
+            raise error
+        return answer
+
+    def _run(self, request: dict[str, Any]) -> tuple[int, bytes]:
         """Send *request*; (the child's exit code, its JSON answer)."""
         self.used = True
         data = json.dumps(request).encode()

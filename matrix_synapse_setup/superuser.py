@@ -163,7 +163,14 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
             "other_databases": others,
             "tuning": tuned,
         }
-    except SetupError as err:
+    except Exception as err:  # noqa: BLE001 - answered to the parent
+        return error_answer(err)
+
+
+def error_answer(err: Exception) -> dict[str, Any]:
+    """*err* as a handler's answer, which :meth:`provision.Superuser.ask` raises again in
+    the parent.  An unexpected error is re-raised here when debugging."""
+    if isinstance(err, SetupError):
         return {
             "error": {
                 "message": err.message,
@@ -171,10 +178,7 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
                 "kind": err.kind,
             }
         }
-    except Exception as err:
-        if debugging():
-            raise
-        reason = f"{type(err).__name__}: {_reason(err)}"
-        return {
-            "error": {"message": messages.SUPERUSER_FAILED.format(reason=reason), "retry": False}
-        }
+    if debugging():
+        raise err
+    reason = f"{type(err).__name__}: {_reason(err)}"
+    return {"error": {"message": messages.SUPERUSER_FAILED.format(reason=reason), "retry": False}}
