@@ -1,6 +1,53 @@
-"""Make the in-tree package importable with Debian's /usr/bin/python3."""
+"""Make the in-tree package importable with Debian's /usr/bin/python3; order and group the
+tests for pytest-xdist (`invoke test` runs a pass with the system tests on several
+workers, tasks.py's MSS_TEST_WORKERS)."""
 
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# The unit and integration tests share the host (one throwaway cluster per session, the
+# host's process table, dist/): under --dist loadgroup they form one group, run in their
+# usual order by one worker, while the other workers take the system scenarios.
+HOST_GROUP = "host"
+# System scenario files by their scenarios' usual length, longest first (measured with
+# `--durations=0` on 3 workers: autopkgtest about 230 s, a migration 110 to 190 s, a
+# scenario with Synapse 50 to 130 s, one without 15 to 35 s): the long ones start first,
+# so that the run does not end with one of them alone on one worker.
+LONGEST_FIRST = (
+    "test_publish_autopkgtest.py",
+    "test_migration.py",
+    "test_backup_booted.py",
+    "test_unchanged.py",
+    "test_admin_booted.py",
+    "test_booted.py",
+    "test_publish.py",
+    "test_doctor_booted.py",
+    "test_security.py",
+    "test_scenarios.py",
+    "test_crash_safety.py",
+    "test_preconfigure.py",
+    "test_postgresql_settings.py",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    if "tests/system/" not in str(item.path):
+        return -1  # the host group first: it is the longest unit of work
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist") or not getattr(
+        config.option, "numprocesses", None
+    ):
+        return
+    items.sort(key=_rank)  # stable: the order within a file stays
+    for item in items:
+        if "tests/system/" not in str(item.path):
+            item.add_marker(pytest.mark.xdist_group(HOST_GROUP))
