@@ -240,6 +240,10 @@ def test(c, kind="", k=""):
         lint(c)  # the whole suite includes the lint gate (it builds the .deb first)
     elif "system" in kinds:
         build(c)
+    if "system" in kinds:
+        # The cached roots once, here: each xdist worker would otherwise build a missing
+        # one itself, at the same time as the others.
+        roots(c)
     select = f" -k {k!r}" if k else ""
     parallel = workers() if "system" in kinds else 1
     # Pass 1: everything selected, the integration tests against an English cluster.
