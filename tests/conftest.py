@@ -43,9 +43,7 @@ def _rank(item: pytest.Item) -> int:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist") or not getattr(
-        config.option, "numprocesses", None
-    ):
+    if not hasattr(config, "workerinput"):  # not an xdist worker (the workers collect)
         return
     items.sort(key=_rank)  # stable: the order within a file stays
     for item in items:
