@@ -154,8 +154,10 @@ def parse(text: str, *, where: str = str(SNIPPET)) -> dict[str, Any]:
     one.  "password" is the one written in the YAML (None when there is none)."""
     import yaml
 
+    from .yamlload import safe_load
+
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark else "somewhere"

@@ -46,12 +46,14 @@ def load(files: list[Path], texts: dict[Path, str] | None = None) -> tuple[dict,
     merges them; *texts* gives the text of a file instead of reading it."""
     import yaml
 
+    from .yamlload import safe_load
+
     merged: dict[str, Any] = {}
     origin: dict[str, Path] = {}
     for path in files:
         try:
             text = (texts or {}).get(path)
-            data = yaml.safe_load(path.read_text(encoding="utf-8") if text is None else text)
+            data = safe_load(path.read_text(encoding="utf-8") if text is None else text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             reason = getattr(err, "strerror", None) or type(err).__name__
             raise SetupError(
