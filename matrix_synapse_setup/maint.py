@@ -144,9 +144,11 @@ def postgresql_being_installed() -> list[str]:
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from .provision import ServerUnavailable
 
-    check_answers(conv)
-    with locking.exclusive(say):
-        done = unchanged(conv, conv.answers())
+    # ucfq (Perl) answers while the answers are checked: an unchanged run needs it.
+    with snippet.UcfQuery() as ucf:
+        check_answers(conv)
+        with locking.exclusive(say):
+            done = unchanged(conv, conv.answers(), ucf)
     if done:
         store_backup_keep(conv)
         admin_account(conv)  # takes the lock itself
@@ -240,13 +242,17 @@ def wanted(
     return settings, snippet.new_password_stamp(previous)
 
 
-def unchanged(conv: Conversation, answers: conversation.Answers) -> bool:
+def unchanged(
+    conv: Conversation, answers: conversation.Answers, ucf: snippet.UcfQuery | None = None
+) -> bool:
     """True when this run has nothing to change, and proved it: the answers are the
     installed snippet's values, writing the snippet, the password file and the drop-in
     would change nothing, and Synapse's role logs in to a database that is right
     (provision.quick_verify).  Then nothing is written, ucf is not called and nothing
     restarts (issue 11: every upgrade runs this).  False sends the run down the full
-    path, which inspects again, changes what must change and explains any failure."""
+    path, which inspects again, changes what must change and explains any failure.
+    *ucf*: ucfq's answer, asked before the lock was taken (snippet.UcfQuery: it does not
+    count if the file changed since)."""
     try:
         current = snippet.read()
         if current is None:
@@ -259,21 +265,16 @@ def unchanged(conv: Conversation, answers: conversation.Answers) -> bool:
     from .provision import quick_verify
 
     # The login (network and the server's work) runs while this thread renders.
-    # ucfq (a Perl program) runs meanwhile too.
     proof: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: proof.update(steps=quick_verify(settings)))
     worker.start()
-    ucf_box: dict[str, snippet.UcfState] = {}
-    asker = threading.Thread(target=lambda: ucf_box.update(state=snippet.ucf_state()))
-    asker.start()
     try:
         text = snippet.render(settings, password_set=stamp)
-        asker.join()
-        on_disk = snippet.installed(text, settings, ucf=ucf_box.get("state"))
+        state = ucf.state() if ucf is not None else None
+        on_disk = snippet.installed(text, settings, ucf=state)
     except SetupError:
         on_disk = False
     finally:
-        asker.join()
         worker.join()
     if not on_disk or proof.get("steps") is None:
         return False

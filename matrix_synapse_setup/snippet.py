@@ -405,13 +405,25 @@ class UcfState:
     unedited: bool  # the file exists with the checksum ucf recorded when it wrote it
 
 
-def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
-    """ucfq's answer for *path*: ``FILE:PACKAGE:EXISTS:CHANGED``.  *state_dir*: ucf's
-    (tests only)."""
+def _ucfq(path: Path, state_dir: Path | None) -> list[str]:
     where = ["--state-dir", str(state_dir)] if state_dir else []
+    return ["ucfq", *where, "--with-colons", str(path)]
+
+
+def _ucf_answer(returncode: int, output: str) -> UcfState:
+    """ucfq's ``FILE:PACKAGE:EXISTS:CHANGED``, read."""
+    fields = output.strip().rsplit(":", 3)
+    if returncode or len(fields) != 4:
+        return UcfState(registered=False, unedited=False)
+    _, package, exists, changed = fields
+    return UcfState(registered=package == PACKAGE, unedited=(exists, changed) == ("Yes", "No"))
+
+
+def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
+    """ucfq's answer for *path*.  *state_dir*: ucf's (tests only)."""
     try:
         proc = subprocess.run(
-            ["ucfq", *where, "--with-colons", str(path)],
+            _ucfq(path, state_dir),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -419,11 +431,65 @@ def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
         )
     except FileNotFoundError:
         return UcfState(registered=False, unedited=False)
-    fields = proc.stdout.strip().rsplit(":", 3)
-    if proc.returncode or len(fields) != 4:
-        return UcfState(registered=False, unedited=False)
-    _, package, exists, changed = fields
-    return UcfState(registered=package == PACKAGE, unedited=(exists, changed) == ("Yes", "No"))
+    return _ucf_answer(proc.returncode, proc.stdout)
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes whenever the file's content may have: inode (our writes and ucf's
+    rename a new file in), size and change time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns)
+
+
+class UcfQuery:
+    """ucf_state(*path*), started now in the background and read later (issue 11: ucfq is
+    a Perl program, and an unchanged run would otherwise wait for it).  Its answer counts
+    only for the file it looked at: if the file was replaced or written since the query
+    started, :meth:`state` says "not unedited", which sends the run down the full path
+    (never the other way round).  A file absent when it starts is not asked about (an
+    unchanged run needs the file).  Use it as a context manager: a query nobody read is
+    stopped and reaped."""
+
+    def __init__(self, path: Path = SNIPPET, state_dir: Path | None = None) -> None:
+        self.path = path
+        self.before = _identity(path)
+        self.proc: subprocess.Popen[str] | None = None
+        if self.before is None:
+            return
+        try:
+            self.proc = subprocess.Popen(
+                _ucfq(path, state_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except FileNotFoundError:
+            self.proc = None
+
+    def state(self) -> UcfState:
+        if self.proc is None:
+            return UcfState(registered=False, unedited=False)
+        output, _ = self.proc.communicate()
+        found = _ucf_answer(self.proc.returncode, output)
+        if _identity(self.path) != self.before:
+            return UcfState(registered=found.registered, unedited=False)
+        return found
+
+    def __enter__(self) -> UcfQuery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _is(path: Path, text: str, owner: Ownership) -> bool:

@@ -192,6 +192,36 @@ def test_ucf_state_comes_from_ucfq(tmp_path):
     assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, False)
 
 
+def test_an_early_ucf_query_counts_only_for_the_file_it_saw(tmp_path):
+    # The real ucf, ucfr and ucfq, as above; the query starts before the run takes its
+    # lock (maint.postinst_configure), so a file written meanwhile must not count.
+    state, new, path = tmp_path / "ucf", tmp_path / "new.yaml", tmp_path / "database.yaml"
+    state.mkdir()
+    new.write_text("a: 1\n")
+    run = {"check": True, "stdin": subprocess.DEVNULL, "capture_output": True}
+    subprocess.run(["ucf", "--state-dir", str(state), str(new), str(path)], **run)
+    subprocess.run(["ucfr", "--state-dir", str(state), snippet.PACKAGE, str(path)], **run)
+    with snippet.UcfQuery(path, state_dir=state) as query:
+        assert query.state() == snippet.UcfState(True, True)
+    with snippet.UcfQuery(path, state_dir=state) as query:
+        # Replaced by the same bytes (as an atomic write does) after the query began.
+        (tmp_path / "same.tmp").write_text("a: 1\n")
+        os.replace(tmp_path / "same.tmp", path)
+        assert query.state() == snippet.UcfState(True, False)
+    with snippet.UcfQuery(path, state_dir=state) as query:
+        os.utime(path)  # written in place (new times), same size
+        assert query.state() == snippet.UcfState(True, False)
+    with snippet.UcfQuery(tmp_path / "absent.yaml", state_dir=state) as query:
+        assert query.proc is None
+        assert query.state() == snippet.UcfState(False, False)
+    with snippet.UcfQuery(path, state_dir=state) as query:  # nobody reads it
+        proc = query.proc
+    assert proc is not None
+    assert proc.returncode is not None  # reaped
+    assert proc.stdout is not None
+    assert proc.stdout.closed
+
+
 def test_the_runtime_dropin_of_older_versions_goes_unless_edited(tmp_path):
     dropin = tmp_path / "matrix-synapse.service.d" / "matrix-synapse-setup.conf"
     assert snippet.remove_runtime_dropin(dropin) is None
