@@ -52,7 +52,15 @@ goals: fresh <= 0.5 x, unchanged <= 0.8 x), and writes build/bench-scripts-<suit
 It asserts nothing, but every sample must succeed (dpkg exit 0; ours: the snippet and the
 database exist; the anchor: its generated file and database exist), or the bench stops.
 
+--against OLD.deb compares two builds of ours instead, for a change to the unchanged path
+whose effect is smaller than the spread between roots (one root's disk and cluster are
+not the next one's): in ONE booted root, OLD.deb and the built .deb are installed in
+turn (`dpkg -i`, which must take the unchanged path: "Nothing to change"), and after each
+install --per unchanged `dpkg-reconfigure -fnoninteractive` runs are timed; --runs such
+rounds.  It prints both medians and min, and the ratio new/old.
+
     scripts/bench_scripts.py [--suite bookworm|trixie] [--runs N] [--keep DIR]
+    scripts/bench_scripts.py --against OLD.deb [--suite S] [--runs N] [--per N]
 """
 
 from __future__ import annotations
@@ -346,6 +354,48 @@ def sample(layers: BenchLayers, pkg: Package, number: int, keep: Path | None) ->
     return {"fresh": fresh, "unchanged": unchanged, "floor": floor, "database": facts}
 
 
+# --- two builds of ours, in one root (--against) ----------------------------------------
+
+
+def compare(layers: BenchLayers, pkg: Package, old: Path, rounds: int, per: int) -> dict:
+    """Unchanged reconfigure times of OLD and of the built .deb, alternating in one root."""
+    root = layers.booted("bench-against")
+    builds = {"old": old, "new": pkg.deb}
+    times: dict[str, list[float]] = {key: [] for key in builds}
+    try:
+        for key, deb in builds.items():
+            root.put_file(deb, f"{DEPS_IN_ROOT}/{key}.deb")
+        pkg.preseed(root)
+        root.ok(["dpkg", "-i", f"{DEPS_IN_ROOT}/old.deb"], what="old", env=NONINTERACTIVE)
+        for number in range(rounds):
+            for key in builds:
+                argv = ["dpkg", "-i", f"{DEPS_IN_ROOT}/{key}.deb"]
+                out = root.ok(argv, what=f"installing {key}", env=NONINTERACTIVE).output
+                if "Nothing to change" not in out:
+                    raise BenchFailed(f"{key}: the install did not take the unchanged path\n{out}")
+                for _ in range(per):
+                    seconds, output, code = timed(
+                        root, ["dpkg-reconfigure", "-fnoninteractive", pkg.name]
+                    )
+                    if code or "Nothing to change" not in output:
+                        raise BenchFailed(f"{key}: unchanged reconfigure: exit {code}\n{output}")
+                    times[key].append(seconds)
+            old_s, new_s = (statistics.median(times[key]) for key in builds)
+            say(f"round {number + 1}/{rounds}: old {old_s:.3f} s, new {new_s:.3f} s (medians)")
+    finally:
+        root.stop()
+    return {key: stats(got) | {"n": len(got)} for key, got in times.items()}
+
+
+def report_against(result: dict, old: Path, new: Path) -> None:
+    print()
+    print(f"Unchanged dpkg-reconfigure, two builds of ours in one booted {result['suite']} root")
+    for key, deb in (("old", old), ("new", new)):
+        row = result[key]
+        print(f"{key}: {deb.name}: median {span(row)}, {row['n']} runs")
+    print(f"new/old (medians): {result['new']['median'] / result['old']['median']:.2f}x")
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -458,6 +508,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=6, help="samples of each package")
     parser.add_argument("--warmup", type=int, default=1, help="samples of each, not counted")
     parser.add_argument("--keep", metavar="DIR", help="keep each sample's dpkg output in DIR")
+    parser.add_argument("--against", metavar="OLD.deb", help="compare with an older build")
+    parser.add_argument("--per", type=int, default=3, help="--against: runs per install")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (booted roots: unshare, nsenter, cgroups)")
@@ -473,6 +525,11 @@ def main() -> int:
         anchor = build_anchor(workdir)
         layers = BenchLayers(args.suite, workdir, ours, anchor)
         pkgs = packages(ours, anchor)
+        if args.against:
+            old = Path(args.against).resolve()
+            result = compare(layers, pkgs[0], old, args.runs, args.per) | {"suite": args.suite}
+            report_against(result, old, ours)
+            return 0
         load_start = load_average()
         samples = measure(layers, pkgs, args.runs, args.warmup, keep)
         result = {
