@@ -5,9 +5,6 @@ real Synapse are in tests/system/test_admin.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +29,7 @@ def test_an_empty_name_means_no_account():
     assert admin.validate_user("") == ""
 
 
-def test_checking_the_answers_loads_no_http_client():
+def test_checking_the_answers_loads_no_http_client(fresh_python):
     """Every postinst checks admin-user and admin-password (issue 11: an unchanged run
     pays only for what it uses); only a request to Synapse needs ssl and urllib."""
     code = (
@@ -43,10 +40,7 @@ def test_checking_the_answers_loads_no_http_client():
         "admin.Client('http://127.0.0.1:8008')\n"
         "print(sorted({'ssl', 'urllib.request', 'http.client'} & set(sys.modules)))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
+    out = fresh_python(code).splitlines()
     assert out == ["[]", "['http.client', 'ssl', 'urllib.request']"]
 
 

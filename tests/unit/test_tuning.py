@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -490,18 +488,14 @@ def test_our_file_sorts_before_an_admins_files():
         assert sorted([theirs, tuning.DROPIN_NAME], key=str.encode)[0] == tuning.DROPIN_NAME
 
 
-def test_tuning_stays_import_light():
+def test_tuning_stays_import_light(fresh_python):
     code = (
         "import sys, matrix_synapse_setup.tuning\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
         "heavy = {'psycopg', 'jinja2', 'yaml', 'psycopg2'} & loaded\n"
         "print(sorted(heavy))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert fresh_python(code).strip() == "[]"
 
 
 # --- maint.tuned_as_answered: may an unchanged run skip the full path? -------------------
