@@ -142,6 +142,23 @@ def postgresql_being_installed() -> list[str]:
 
 
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
+    from .provision import Superuser
+
+    # A first install (no snippet yet) provisions: its superuser child starts before
+    # the answers are checked, so that psycopg's import, in the child, is done on the
+    # other core by the time the plan is carried out (issue 11).  Other runs start one
+    # in apply(), when they get there.  (Forking on an unchanged run does not pay: a
+    # child that imported Jinja2 for the render made it about 18 ms slower, not faster,
+    # the fork's copy-on-write costing more than the import it took away.)
+    early = Superuser.early() if not snippet.SNIPPET.exists() else None
+    try:
+        return _postinst_configure(conv, deferred, early)
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _postinst_configure(conv: Conversation, deferred: bool, early: Any) -> int:
     from .provision import ServerUnavailable
 
     # ucfq (Perl) answers while the answers are checked: an unchanged run needs it.
@@ -167,7 +184,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
         answers = conv.answers()
         try:
             with locking.exclusive(say):
-                apply(conv, answers)
+                apply(conv, answers, early)
             store_backup_keep(conv)
             admin_account(conv)
             return 0
@@ -378,13 +395,16 @@ def refuse_another_database(
     )
 
 
-def apply(conv: Conversation, answers: conversation.Answers) -> None:
-    """Decide a plan (inspect, validate), print it, then carry it out step by step."""
+def apply(conv: Conversation, answers: conversation.Answers, early: Any = None) -> None:
+    """Decide a plan (inspect, validate), print it, then carry it out step by step.
+    *early*: a superuser child started before (see postinst_configure), used if unused."""
     from .provision import Superuser
 
-    # The superuser part's child starts now: it imports psycopg while we decide, and
-    # does nothing unless the plan is carried out.
-    child = Superuser.early() if is_local(answers.host) else None
+    # The superuser part's child starts now, unless one is waiting already: it imports
+    # psycopg while we decide, and does nothing unless the plan is carried out.
+    child = early if early is not None and not early.used else None
+    if child is None and is_local(answers.host):
+        child = Superuser.early()
     try:
         plan = decide(conv, answers)
         say("plan: " + "; ".join(plan.describe()))
