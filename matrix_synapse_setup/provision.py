@@ -221,7 +221,10 @@ def _child(
     try:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 3):
-            os.dup2(null, fd)
+            # Outside a maintainer script fd 3 may be one of our own pipes (then it
+            # was free: debconf's is fd 3 only under the confmodule).
+            if fd not in (requests, answers):
+                os.dup2(null, fd)
         # No PG* variable of the admin's shell may steer the superuser connection.
         os.environ.clear()
         os.environ.update(env)
