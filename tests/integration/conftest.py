@@ -4,10 +4,12 @@ The server's language comes from the environment: ``MSS_PG_LC_MESSAGES`` (such
 as ``fr_FR.UTF-8``; unset or empty: English) becomes the cluster's
 ``lc_messages``, and this process's own LC_MESSAGES (not its children's), so
 that libpq's client-side messages are translated too.  ``invoke test`` runs the
-suite once in English and once in French (issue 12): every error must be
-classified the same way in both.  The French run repeats only the tests that use
-the cluster, and checks first that both sides really speak French, so it cannot
-silently be an English one.
+suite once in English and once in French: every error must be classified the
+same way in both.  The French run repeats only the tests marked
+``server_language``, those that rely on the error classifier
+(tests/unit/test_server_language_marks.py checks that each of them is marked), and
+checks first that both sides really speak French, so it cannot silently be an
+English one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from scripts.devtools.pgcluster import free_port, psycopg, throwaway_cluster
 
 LC_MESSAGES_ENV = "MSS_PG_LC_MESSAGES"
+SERVER_LANGUAGE = "server_language"  # the mark of the tests the French run repeats
 # What a failed password login says in English (the server's text), and words that
 # prove another language: in the server's text for that failure, and in libpq's own
 # text for a refused TCP connection ("Is the server running on that host ...").
@@ -39,16 +42,16 @@ def lc_messages() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A translated run repeats only the tests that talk to the cluster: the others (the
-    package's contents, the repository, reproducible builds, the templates' French) see
-    no server message, and already ran in the English pass."""
+    """A translated run repeats only the tests whose outcome depends on the server's
+    language: those marked ``server_language`` (a failure classified and advised).
+    The others see no server message, or none that they read, and already ran in the
+    English pass."""
     if server_language() is None:
         return
     keep, drop = [], []
     for item in items:
-        uses = getattr(item, "fixturenames", ())
         in_here = "tests/integration/" in str(item.path)
-        (drop if in_here and "cluster" not in uses else keep).append(item)
+        (drop if in_here and not item.get_closest_marker(SERVER_LANGUAGE) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -264,6 +264,7 @@ def _as_remote(settings: Settings) -> Settings:
     return Remote(**{f: getattr(settings, f) for f in settings.__dataclass_fields__})
 
 
+@pytest.mark.server_language
 def test_every_refusal_of_the_hook_names_the_override(cluster, synapse_db, tmp_path, monkeypatch):
     """A server that does not answer (here: nothing on that port) is refused with the
     connection's own explanation, and the override on a line of its own."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -69,6 +71,7 @@ def test_bad_name_is_one_clear_line_without_traceback(cluster, names, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.server_language
 def test_stopped_server_message_and_debug_traceback(names, tmp_path, cluster):
     args = common(cluster, names, tmp_path)
     args[args.index("--port") + 1] = "1"

@@ -311,6 +311,7 @@ def test_an_invalid_preseed_fails_the_postinst_with_one_clear_line(dc, preseed, 
     assert dc.files_written() == []
 
 
+@pytest.mark.server_language
 def test_a_valid_preseed_passes_the_check_and_goes_on_to_the_server(dc):
     # The other side of the test above: the same run with valid answers gets past the
     # check, to the server (none here: an answer to the failure question ends it).
@@ -403,6 +404,7 @@ def test_running_config_twice_changes_nothing(dc):
     assert before == after
 
 
+@pytest.mark.server_language
 def test_helper_output_never_reaches_the_debconf_pipe(dc):
     # The helper talks debconf on the postinst's pipe (the confmodule moved its stdout
     # to fd 3); anything it printed there would be taken for a debconf command and

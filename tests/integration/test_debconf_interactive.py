@@ -284,6 +284,7 @@ def synapse_on_sqlite(dc, users: int) -> None:
     conn.close()
 
 
+@pytest.mark.server_language
 def test_synapse_data_on_sqlite_is_asked_about_by_the_postinst_at_high_priority(dc):
     # Only the helper can look into Synapse's database: the question is the postinst's,
     # asked before the server is contacted (none answers here).
@@ -299,6 +300,7 @@ def test_synapse_data_on_sqlite_is_asked_about_by_the_postinst_at_high_priority(
     assert "sqlite-data" not in (ROOT / "debian" / "config").read_text()
 
 
+@pytest.mark.server_language
 def test_an_empty_sqlite_database_asks_nothing(dc):
     synapse_on_sqlite(dc, users=0)
     dc.preseed(db_port=str(free_port()))

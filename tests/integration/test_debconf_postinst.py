@@ -187,6 +187,7 @@ def test_a_root_certificate_added_by_hand_is_kept(site, cluster):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.server_language
 def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, cluster):
     site.preseed(db_port=str(free_port()))
     # dpkg exports DPKG_MAINTSCRIPT_DEBUG=0 to maintainer scripts: not a debug request
@@ -201,6 +202,7 @@ def test_server_unavailable_aborts_noninteractive_and_writes_nothing(site, clust
     assert not site.snippet.exists()
 
 
+@pytest.mark.server_language
 def test_ignore_writes_no_snippet(site, cluster):
     password = "pre seeded 'pass' \\ word"
     site.preseed(db_port=str(free_port()), db_password=password)
@@ -217,6 +219,7 @@ def test_ignore_writes_no_snippet(site, cluster):
     assert site.get("db-password") == ""
 
 
+@pytest.mark.server_language
 def test_a_preseeded_retry_that_nobody_can_change_aborts(site, cluster):
     # Non-interactive, the failure question is not shown: retrying would loop for
     # ever (the run's 120 s timeout would fail this test).
@@ -471,6 +474,7 @@ def interactive_postinst(site, tmp_path, steps, priority="high"):
     )
 
 
+@pytest.mark.server_language
 def test_interactive_retry_then_abort_when_the_server_is_down(site, cluster, tmp_path):
     site.preseed(db_port=str(free_port()))
     proc = interactive_postinst(

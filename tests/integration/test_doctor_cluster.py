@@ -159,6 +159,7 @@ def test_a_remote_server_without_checked_tls(cluster, provisioned, etc, sslmode,
     assert "verify-full" in rows["tls"].fix
 
 
+@pytest.mark.server_language
 def test_a_server_that_does_not_answer_fails_and_skips_what_needs_it(
     cluster, provisioned, etc, capsys
 ):
@@ -185,6 +186,7 @@ def test_a_server_that_does_not_answer_fails_and_skips_what_needs_it(
     assert "1.0 GiB" in rows["backup disk"]["detail"]  # the database's size is not known
 
 
+@pytest.mark.server_language
 @pytest.mark.parametrize("fault", ["wrong password", "no such database"])
 def test_a_refused_login_and_a_missing_database_are_told_apart(cluster, provisioned, etc, fault):
     settings = Settings(

@@ -26,6 +26,9 @@ from matrix_synapse_setup.provision import ServerUnavailable, provision, verify
 from matrix_synapse_setup.settings import Settings
 from scripts.devtools.pgcluster import free_port
 
+# Every test here is about the classifier: the French pass repeats them all.
+pytestmark = pytest.mark.server_language
+
 psycopg = import_psycopg()
 sql = psycopg.sql
 

@@ -204,6 +204,7 @@ def test_half_done_state_is_finished_by_a_rerun(cluster, names):
     assert cluster.can_login(dbname, user, "s3cret-Pass")
 
 
+@pytest.mark.server_language
 def test_stopped_server_is_a_retryable_clear_error(cluster, names, tmp_path):
     dbname, user = names
     settings = Settings(host="localhost", port=1, dbname=dbname, user=user, password="x")
@@ -213,6 +214,7 @@ def test_stopped_server_is_a_retryable_clear_error(cluster, names, tmp_path):
     assert "Traceback" not in str(info.value)
 
 
+@pytest.mark.server_language
 def test_remote_mode_verifies_only(cluster, names):
     # A remote server is any host that is not this machine: here, the cluster reached at
     # this machine's own non-loopback address (127.x would be the local cluster).
@@ -238,6 +240,7 @@ def test_remote_mode_verifies_only(cluster, names):
     ]
 
 
+@pytest.mark.server_language
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "socket"])
 def test_every_local_address_provisions_the_local_cluster(cluster, names, host):
     dbname, user = names
@@ -271,6 +274,7 @@ def test_remote_mode_missing_database_is_named(cluster, names):
         verify(remote)
 
 
+@pytest.mark.server_language
 def test_remote_mode_wrong_password_is_refused(cluster, names):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
@@ -279,6 +283,7 @@ def test_remote_mode_wrong_password_is_refused(cluster, names):
         verify(remote)
 
 
+@pytest.mark.server_language
 def test_remote_mode_with_tls_verify_full(cluster, names):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
@@ -299,6 +304,7 @@ def test_remote_mode_with_tls_verify_full(cluster, names):
     assert tls_step.detail.startswith("TLSv1.") and "sslmode verify-full" in tls_step.detail
 
 
+@pytest.mark.server_language
 def test_remote_mode_verify_full_checks_the_host_name(cluster, names):
     # The cluster's certificate names localhost and 127.0.0.1 only.  Reached at this
     # machine's other address, with the right CA: verify-ca passes (the chain is good),
@@ -324,6 +330,7 @@ def test_remote_mode_verify_full_checks_the_host_name(cluster, names):
     assert cluster.remote_address in refused.value.message
 
 
+@pytest.mark.server_language
 def test_remote_mode_tls_with_an_unknown_ca_is_refused(cluster, names, tmp_path):
     dbname, user = names
     run(cluster, local(cluster, dbname, user, password="pw"))
