@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402
 from scripts.devtools import harness, roots, steps  # noqa: E402
+from scripts.devtools.layers import chain as layer_chain  # noqa: E402
 
 DATA_VERSION = "1"  # bump when the way the data set is made changes
 SERVER_NAME = "mss.test"  # the stand-in's
@@ -105,10 +106,8 @@ def say(text: str) -> None:
 class Layers:
     def __init__(self, suite: str, workdir: Path) -> None:
         self.suite = suite
-        say(f"extracting the cached {suite} root (scripts/devtools/roots.py) ...")
-        self.lower = harness.extract(roots.build(suite, quiet=True))
-        say("making the PostgreSQL layer ...")
-        self.postgresql = steps.postgresql_layer(suite, self.lower, workdir)
+        say(f"the cached {suite} root and its PostgreSQL layer (scripts/devtools/layers.py) ...")
+        self.postgresql, self.lower = layer_chain(suite, "postgresql")
         self.debs = [tasks.deb_path(), steps.standin_deb(workdir)]
 
     def layers(self) -> list[Path]:
@@ -129,7 +128,7 @@ class Layers:
         return root
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.lower, ignore_errors=True)
+        """Nothing of the layers to remove: they are cached in build/cache for the next run."""
 
     def synapse_facts(self) -> tuple[str, int]:
         """(version, schema version) of the root's Synapse, read from the lower layer."""

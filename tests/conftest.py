@@ -13,21 +13,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # host's process table, dist/): under --dist loadgroup they form one group, run in their
 # usual order by one worker, while the other workers take the system scenarios.
 HOST_GROUP = "host"
-# System scenario files by their scenarios' usual length, longest first (measured with
-# `--durations=0` on 3 workers: autopkgtest about 230 s, a migration 110 to 190 s, a
-# scenario with Synapse 50 to 130 s, one without 15 to 35 s): the long ones start first,
-# so that the run does not end with one of them alone on one worker.
+# System test files by the length of their scenarios and journeys, longest first (as
+# build/test-results/durations.txt shows them after `invoke test`): the long ones start
+# first, so that the run does not end with one of them alone on one worker.
 LONGEST_FIRST = (
     "test_publish_autopkgtest.py",
     "test_migration.py",
-    "test_backup_booted.py",
-    "test_unchanged.py",
-    "test_admin_booted.py",
     "test_booted.py",
-    "test_publish.py",
-    "test_doctor_booted.py",
-    "test_security.py",
+    "test_unchanged.py",
     "test_scenarios.py",
+    "test_backup_booted.py",
+    "test_admin_booted.py",
+    "test_publish.py",
+    "test_security.py",
     "test_crash_safety.py",
     "test_preconfigure.py",
     "test_postgresql_settings.py",
@@ -49,3 +47,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/system/" not in str(item.path):
             item.add_marker(pytest.mark.xdist_group(HOST_GROUP))
+        elif item.cls is not None and item.get_closest_marker("journey") is not None:
+            # A journey's steps share one root: one worker runs them, in order; the two
+            # releases' journeys are two groups.  No "]" at the end of a group's name:
+            # xdist (3.1) takes "name@group" for a group only if the "@" comes after the
+            # last "]" (a test parameter may hold an "@").
+            suite = item.callspec.params.get("suite", "") if hasattr(item, "callspec") else ""
+            item.add_marker(pytest.mark.xdist_group(f"{item.parent.nodeid}-{suite}"))

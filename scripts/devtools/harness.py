@@ -1,8 +1,9 @@
 """System-test harness: a throwaway Debian root per scenario, in its own namespaces.
 
-A cached root (roots.py) is extracted once per test session per release into a read-only
-lower directory; each scenario gets an overlay with its own writable layer, mounted inside
-a private mount namespace, and runs with new PID, network, IPC and UTS namespaces too.
+A cached root (roots.py), extracted once, and the cached layers on it (layers.py) are the
+read-only lower directories; each scenario gets an overlay with its own writable layer on
+top of them, mounted inside a private mount namespace, and runs with new PID, network, IPC
+and UTS namespaces too.
 Two kinds of root, with the same API (run, ok, fails, check, read, write, exists, put_file,
 fail, label; `booted` tells them apart):
 
@@ -48,16 +49,6 @@ KEY_LINE = re.compile(r"matrix-synapse-setup[^_]|[Ee]rror|E: |Traceback|FATAL|re
 KEEP = os.environ.get("MSS_KEEP_ROOTS") == "1"  # keep a failed scenario's files to debug
 
 
-def extract(tarball: Path) -> Path:
-    """Extract a cached root into a fresh temporary directory (the overlays' lower layer)."""
-    lower = Path(tempfile.mkdtemp(prefix=f"mss-lower-{tarball.name.split('.')[0]}-"))
-    subprocess.run(
-        ["tar", "--zstd", "-xpf", str(tarball), "--numeric-owner", "-C", str(lower)],
-        check=True,
-    )
-    return lower
-
-
 @dataclass
 class Result:
     command: str
@@ -83,12 +74,16 @@ class Root:
 
     booted = False  # no init system: see BootedRoot
 
-    def __init__(self, scenario: str, suite: str, lower: Path | list[Path]) -> None:
+    def __init__(
+        self, scenario: str, suite: str, lower: Path | list[Path], base: Path | None = None
+    ) -> None:
         self.scenario = scenario
         self.suite = suite
         # Overlay lower layers, top first: e.g. [a layer with postgresql installed, the base].
         self.lowers = lower if isinstance(lower, list) else [lower]
-        self.dir = Path(tempfile.mkdtemp(prefix=f"mss-{suite}-{scenario}-"))
+        # BASE: where the root's files go (the temporary directory by default); a root
+        # kept as a layer (keep_as_layer) should be made on the layer's file system.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"mss-{suite}-{scenario}-", dir=base))
         self.upper = self.dir / "upper"
         self.merged = self.dir / "root"
         self.holder: subprocess.Popen | None = None
@@ -410,8 +405,10 @@ class BootedRoot(Root):
 
     booted = True
 
-    def __init__(self, scenario: str, suite: str, lower: Path | list[Path]) -> None:
-        super().__init__(scenario, suite, lower)
+    def __init__(
+        self, scenario: str, suite: str, lower: Path | list[Path], base: Path | None = None
+    ) -> None:
+        super().__init__(scenario, suite, lower, base)
         self.boots = 0
         self.cgroup: Path | None = None
         self.console = self.dir / "console.log"

@@ -345,18 +345,3 @@ def standin_deb(workdir: Path, version: str = STANDIN_VERSION) -> Path:
     cmd = ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)]
     subprocess.run(cmd, check=True, capture_output=True)
     return deb
-
-
-def postgresql_layer(suite: str, lower: Path, workdir: Path) -> Path:
-    """An overlay layer holding `apt-get install postgresql` (offline, from the root's
-    cache) with its cluster stopped cleanly, at WORKDIR/postgresql-layer-SUITE."""
-    root = Root("postgresql-layer", suite, lower)
-    dest = workdir / f"postgresql-layer-{suite}"
-    with root:
-        install_postgresql(root)
-        root.ok(
-            "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main stop",
-            what="stopping the cluster for the layer",
-        )
-        root.keep_as_layer(dest)
-    return dest

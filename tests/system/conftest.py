@@ -14,20 +14,27 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from scripts.devtools import harness, roots, steps
+from scripts.devtools import harness, layers, steps
 from scripts.devtools.builds import older_build
 
 PROJECT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("MSS_SYSTEM_FULL") == "1"
 FULL_SUITE = "trixie"
 SMOKE_MARK = "smoke"
+JOURNEY_MARK = "journey"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{SMOKE_MARK}: system scenario run on every release")
+    config.addinivalue_line(
+        "markers",
+        f"{JOURNEY_MARK}: the tests of this class are the steps of one journey on one root "
+        "per release, in order; after a failure the later steps are errors, not runs",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -85,69 +92,103 @@ def old_deb(workdir: Path, debs) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lowers() -> Iterator[Callable[[str], Path]]:
-    """suite -> the cached root, extracted once per session (the overlays' lower layer)."""
-    made: dict[str, Path] = {}
-
-    def get(suite: str) -> Path:
-        if suite not in made:
-            made[suite] = harness.extract(roots.build(suite, quiet=True))
-        return made[suite]
-
-    yield get
-    for path in made.values():
-        shutil.rmtree(path, ignore_errors=True)
+def lowers() -> Callable[[str, str | None], list[Path]]:
+    """(suite, layer) -> the lower layers of a root that starts from that cached layer
+    (layers.SPECS; None: the bare root), top first; built once and kept in build/cache."""
+    return layers.chain
 
 
-@pytest.fixture(scope="session")
-def postgresql_layers(lowers, workdir) -> Callable[[str], Path]:
-    """suite -> an overlay layer holding `apt-get install postgresql` done once per session
-    (offline, from the root's cache) with its cluster stopped cleanly; scenarios that have
-    PostgreSQL before our package start from it instead of installing it each time."""
-    made: dict[str, Path] = {}
-
-    def get(suite: str) -> Path:
-        if suite not in made:
-            made[suite] = steps.postgresql_layer(suite, lowers(suite), workdir)
-        return made[suite]
-
-    return get
+def _synapse_layer(layer: str | None) -> bool:
+    while layer is not None:
+        if layer == "synapse":
+            return True
+        layer = layers.SPECS[layer].below
+    return False
 
 
-@pytest.fixture
-def make_root(request, lowers, postgresql_layers, debs) -> Iterator[Callable[..., harness.Root]]:
-    """make_root(suite, postgresql=False, booted=False) -> a started root with the .debs in
-    harness.DEBS.  With postgresql=True, PostgreSQL is installed (as by `apt-get install
-    postgresql`) and its cluster runs.  With booted=True, a real systemd is the root's PID 1
-    (harness.BootedRoot): the cluster is then postgresql@VER-main, enabled and started at
-    boot.  Stopped afterwards."""
-    started: list[harness.Root] = []
-    scenario = request.node.originalname.removeprefix("test_")
+class RootMaker:
+    """make(suite, ...) -> a started root with the .debs in harness.DEBS; stop() stops
+    every root it made.  For one scenario (make_root) or one journey (journey_root)."""
 
-    def make(suite: str, postgresql: bool = False, booted: bool = False) -> harness.Root:
-        layers = [lowers(suite)]
-        if postgresql:
-            layers.insert(0, postgresql_layers(suite))
+    def __init__(self, scenario: str, lowers, debs) -> None:
+        self.scenario = scenario
+        self.lowers = lowers
+        self.debs = debs
+        self.started: list[harness.Root] = []
+
+    def __call__(
+        self,
+        suite: str,
+        postgresql: bool = False,
+        booted: bool = False,
+        layer: str | None = None,
+        synapse_started: bool = True,
+    ) -> harness.Root:
+        layer = layer or ("postgresql" if postgresql else None)
         kind = harness.BootedRoot if booted else harness.Root
-        root = kind(scenario, suite, layers)
-        started.append(root)
-        for path in debs.values():
+        root = kind(self.scenario, suite, self.lowers(suite, layer))
+        self.started.append(root)
+        for path in self.debs.values():
             root.put_file(path, f"{harness.DEBS}/{path.name}")
         root.__enter__()
-        if postgresql and booted:
+        if layer is not None and booted:
             steps.check_cluster_booted(root)
-        elif postgresql:
+        elif layer is not None:
             root.ok(
                 "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main start",
                 what="starting the PostgreSQL cluster",
             )
+        if _synapse_layer(layer) and booted:
+            steps.synapse_up(root, "Synapse starts at boot (on SQLite, from the layer)")
+        elif _synapse_layer(layer) and synapse_started:
+            root.ok(["invoke-rc.d", "matrix-synapse", "start"], what="starting Synapse")
+            steps.synapse_up(root, "Synapse starts (on SQLite, from the layer)")
         return root
 
-    yield make
-    failed = bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed)
-    for root in started:
-        root.failed = failed
-        root.stop()
+    def stop(self, failed: bool) -> None:
+        for root in self.started:
+            root.failed = failed
+            root.stop()
+
+
+@pytest.fixture
+def make_root(request, lowers, debs) -> Iterator[RootMaker]:
+    """make_root(suite, postgresql=False, booted=False, layer=None, synapse_started=True)
+    -> a started root with the .debs in harness.DEBS.  With postgresql=True, PostgreSQL is
+    installed (as by `apt-get install postgresql`) and its cluster runs.  layer= starts from
+    another cached layer (layers.SPECS): "synapse" (Synapse laid out by its stand-in and
+    running on SQLite; synapse_started=False leaves it stopped where no init system runs),
+    "synapse-data" (with a user, a room and messages).  With booted=True, a real systemd is
+    the root's PID 1 (harness.BootedRoot): the cluster is then postgresql@VER-main, and
+    Synapse's unit, enabled and started at boot.  Stopped afterwards."""
+    maker = RootMaker(request.node.originalname.removeprefix("test_"), lowers, debs)
+    yield maker
+    maker.stop(bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed))
+
+
+# --- journeys: the steps of a test class share one root, in order --------------------------
+
+
+def journey_key(item: pytest.Item) -> tuple[str, str] | None:
+    """(the class's node id, the release) of a journey's step; None for another test."""
+    if item.cls is None or item.get_closest_marker(JOURNEY_MARK) is None:
+        return None
+    suite = getattr(item, "callspec", None) and item.callspec.params.get("suite")
+    return item.parent.nodeid if item.parent else item.cls.__name__, str(suite)
+
+
+# journey -> the step that failed first (in this process: a journey runs on one worker).
+BROKEN: dict[tuple[str, str], str] = {}
+JOURNEYS_STARTED: set[tuple[str, str]] = set()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    key = journey_key(item)
+    if key is not None and key in BROKEN:
+        pytest.fail(
+            f"journey {key[0]} on {key[1]} stopped at {BROKEN[key]}: this step did not run",
+            pytrace=False,
+        )
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -155,3 +196,25 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+    key = journey_key(item)
+    if key is not None and report.failed and key not in BROKEN:
+        BROKEN[key] = f"{item.name} ({report.when})"
+
+
+@pytest.fixture(scope="class")
+def journey_root(request, lowers, debs, suite) -> Iterator[RootMaker]:
+    """make_root for a journey (a test class marked journey): its roots live until the
+    class's last step.  The class parametrizes `suite` with scope="class"."""
+    key = (request.node.nodeid, str(suite))
+    if key in JOURNEYS_STARTED:  # its steps were not run together: they would not share
+        pytest.fail(f"journey {key[0]} on {key[1]}: its root was asked for twice", False)
+    JOURNEYS_STARTED.add(key)
+    maker = RootMaker(request.cls.__name__.removeprefix("Test").lower(), lowers, debs)
+    yield maker
+    maker.stop(key in BROKEN)
+
+
+@pytest.fixture(scope="class")
+def journey() -> SimpleNamespace:
+    """What a journey's steps hand on to the later ones (a PID, a hash, a password)."""
+    return SimpleNamespace()

@@ -59,9 +59,7 @@ def reconfigure(root: Root, password: str, what: str, says: str, meaning: str) -
 @pytest.mark.smoke
 @suites
 def test_first_admin_account(make_root, debs, suite):
-    root = make_root(suite, postgresql=True, booted=True)
-    steps.apt_install(root, debs["synapse"], what="installing Synapse (stand-in package)")
-    steps.synapse_up(root, "Synapse runs on SQLite before our package")
+    root = make_root(suite, booted=True, layer="synapse")  # Synapse runs, on SQLite
     root.ok(["rm", "-f", TEST_SECRET], what="no registration secret, as upstream ships it")
     hs = root.read("/etc/matrix-synapse/homeserver.yaml")
     root.check(

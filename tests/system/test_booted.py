@@ -1,7 +1,8 @@
 """The package under a real service manager: systemd is PID 1 of the scenario's root.
 
-Each test boots a throwaway root (harness.BootedRoot: the same cached root and PostgreSQL
-layer as test_scenarios.py, but /lib/systemd/system is in charge), on trixie and bookworm
+A journey (conftest.py: the steps of TestUnderSystemd share one root, in order) boots a
+throwaway root per release (harness.BootedRoot: the same cached root and PostgreSQL layer
+as test_scenarios.py, but /lib/systemd/system is in charge), on trixie and bookworm
 (quick mode: see conftest.py).  PostgreSQL runs as postgresql@VER-main, started at boot;
 the Synapse stand-in's maintainer scripts enable and start matrix-synapse.service as
 upstream's do (deb-systemd-helper, deb-systemd-invoke), and Synapse tells systemd it is
@@ -16,9 +17,9 @@ import pytest
 from scripts.devtools import steps
 from scripts.devtools.harness import Root
 from scripts.devtools.steps import ADVERSARIAL, SYNAPSE_UNIT
+from tests.system import doctor_checks
 
 SUITES = ["trixie", "bookworm"]
-suites = pytest.mark.parametrize("suite", SUITES)
 smoke = pytest.mark.smoke
 NEW_PASSWORD = "r0tated 'under' systemd \\ $HOME %s :@ ßø"
 THIRD_PASSWORD = "third-password-refused-restart"
@@ -70,12 +71,31 @@ def install_synapse_then_us(root: Root, debs, password: str) -> None:
 
 
 @smoke
-@suites
-def test_restart_on_change(make_root, debs, suite):
+@pytest.mark.journey
+@pytest.mark.parametrize("suite", SUITES, scope="class")
+class TestUnderSystemd:
+    """One booted root per release, its steps in order: Synapse arrives and moves to
+    PostgreSQL, its password rotates (restart_on_change); it boots in the right order
+    (boot_order); doctor judges the install and each fault (doctor_checks.py)."""
+
+    @pytest.fixture(scope="class")
+    def root(self, journey_root, suite) -> Root:
+        return journey_root(suite, postgresql=True, booted=True)
+
+    def test_restart_on_change(self, root, debs):
+        restart_on_change(root, debs)
+
+    def test_boot_order(self, root):
+        boot_order(root)
+
+    def test_doctor_on_a_booted_install(self, root):
+        doctor_checks.doctor_on_a_healthy_install(root)
+
+
+def restart_on_change(root: Root, debs) -> None:
     """Synapse under systemd moves to PostgreSQL when our package arrives; a new password
     through dpkg-reconfigure restarts its unit and it works; the same answers again
     restart nothing; a policy-rc.d refusing restarts is honoured."""
-    root = make_root(suite, postgresql=True, booted=True)
     install_synapse_then_us(root, debs, ADVERSARIAL)
     steps.synapse_chats(root)
     steps.synapse_on_postgresql(root)
@@ -136,13 +156,9 @@ def test_restart_on_change(make_root, debs, suite):
     steps.synapse_recheck(root)
 
 
-@suites
-def test_boot_order(make_root, debs, suite):
+def boot_order(root: Root) -> None:
     """After a reboot systemd starts PostgreSQL's cluster first and Synapse after it (our
     drop-in), so Synapse comes up on the first try and its users are still there."""
-    root = make_root(suite, postgresql=True, booted=True)
-    install_synapse_then_us(root, debs, ADVERSARIAL)
-    steps.synapse_chats(root)
     root.check(root.exists(DROPIN), "our package orders Synapse (drop-in)", DROPIN, "absent")
     after = steps.unit_properties(root, SYNAPSE_UNIT, "After")["After"].split()
     root.check(

@@ -14,7 +14,8 @@ database must be as Synapse needs it, ucf must know the snippet as it is, no tem
 may be left in conf.d, and a row written before the crash must still be there.
 
 Synapse is laid out by its stand-in package (its user and group make the files' ownership
-real) but not started: policy-rc.d refuses it, since only the database matters here.
+real; the cached layer, scripts/devtools/layers.py) but not running: policy-rc.d refuses to
+start it, since only the database matters here.
 Like test_migration.py's killed scenarios, none is in the smoke subset: quick mode runs them
 on trixie, MSS_SYSTEM_FULL=1 on bookworm too.
 """
@@ -152,10 +153,10 @@ def synapse_connects(root: Root, sql: str | None = None) -> dict:
 
 
 def with_synapse_laid_out(make_root, debs, suite: str) -> Root:
-    """A root with PostgreSQL running and Synapse's stand-in installed but not started."""
-    root = make_root(suite, postgresql=True)
+    """A root with PostgreSQL running and Synapse's stand-in installed (the cached layer:
+    its SQLite database made, no user in it) but not running, and not to be started."""
+    root = make_root(suite, layer="synapse", synapse_started=False)
     steps.policy_rc_d(root, deny_synapse=("start", "restart", "try-restart"))
-    steps.apt_install(root, debs["synapse"], what="laying Synapse out (stand-in, not started)")
     return root
 
 

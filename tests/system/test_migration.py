@@ -1,8 +1,9 @@
 """An existing Synapse on SQLite moves to PostgreSQL (issue 10), under a real systemd.
 
-Each scenario boots a throwaway root with systemd as PID 1 (harness, booted mode), installs
-the Synapse stand-in (the real Synapse from PyPI, upstream's unit), lets a real Matrix client
-(judge.py) register a user, make a room and send messages on SQLite, then installs our .deb
+Each scenario boots a throwaway root with systemd as PID 1 (harness, booted mode) on the
+cached layer where the Synapse stand-in (the real Synapse from PyPI, upstream's unit) is
+installed and a real Matrix client (judge.py) registered a user, made a room and sent
+messages on SQLite (scripts/devtools/layers.py, synapse-data), then installs our .deb
 with apt.  The judge then logs in again with the same password and reads every message:
 nothing else proves that the data moved.  The port tool is the real synapse_port_db of that
 Synapse; the only fake is a failing wrapper around it in the fault scenario, which stands in
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.devtools import steps
+from scripts.devtools import layers, steps
 from scripts.devtools.harness import DEBS, Root
 from scripts.devtools.steps import SNIPPET
 
@@ -24,20 +25,22 @@ HOMESERVER_DB = "/var/lib/matrix-synapse/homeserver.db"
 SIGNING_KEY = "/etc/matrix-synapse/mss.test.signing.key"
 PORT_TOOL = "/opt/venvs/matrix-synapse/bin/synapse_port_db"
 BACKUPS = "/var/backups/matrix-synapse-setup"
-CONFD = "/etc/matrix-synapse/conf.d"
 CRASH = "MSS_TEST_CRASH_AT"  # migration.CRASH_ENV
-FAST_UPDATES = "background_updates: {sleep_duration_ms: 1, min_batch_size: 100}\n"
 
 
-def synapse_on_sqlite_with_data(make_root, debs, suite: str, messages: int = 10) -> Root:
-    """A booted root where Synapse runs on SQLite and holds a user, a room and messages."""
-    root = make_root(suite, postgresql=True, booted=True)
-    # Test-only: Synapse finishes the background updates of a new database in seconds
-    # rather than minutes (a Synapse used for a while has none pending).
-    root.write(f"{CONFD}/zz-test-background-updates.yaml", FAST_UPDATES)
-    steps.apt_install(root, debs["synapse"], what="installing Synapse (stand-in), on SQLite")
-    steps.synapse_chats(root, messages=messages)
+def synapse_on_sqlite_with_data(make_root, debs, suite: str) -> Root:
+    """A booted root where Synapse runs on SQLite and holds a user, a room and messages:
+    the cached layer synapse-data (scripts/devtools/layers.py), which also makes Synapse
+    finish its background updates in seconds (a Synapse used for a while has none
+    pending)."""
+    root = make_root(suite, booted=True, layer="synapse-data")
     root.check(root.exists(HOMESERVER_DB), "Synapse runs on SQLite", HOMESERVER_DB, "absent")
+    root.check(
+        root.exists(layers.FAST_UPDATES_FILE),
+        "Synapse does its background updates fast (test-only)",
+        layers.FAST_UPDATES_FILE,
+        "absent",
+    )
     return root
 
 

@@ -21,6 +21,8 @@ from scripts.devtools.steps import ADVERSARIAL, SNIPPET
 
 SUITES = ["trixie", "bookworm"]
 suites = pytest.mark.parametrize("suite", SUITES)
+# A journey (conftest.py): one root per release for all the steps of a class.
+suites_per_journey = pytest.mark.parametrize("suite", SUITES, scope="class")
 smoke = pytest.mark.smoke
 LOCAL_DB = {"encoding": "UTF8", "collate": "C", "ctype": "C", "owner": "synapse"}
 
@@ -126,8 +128,7 @@ TYPED = 'he said "let\'s go" and left'
 def test_interactive_install(make_root, debs, suite):
     """A person answers the debconf prompts (readline frontend on a pty): a password with
     quotes and spaces, a mismatched confirmation first, then the right one."""
-    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
-    with_synapse(root, debs)
+    root = make_root(suite, layer="synapse")  # Synapse runs on SQLite before us
     plan = {
         "timeout": 120,
         "steps": [
@@ -163,12 +164,26 @@ def test_interactive_install(make_root, debs, suite):
 # --- 3 ---------------------------------------------------------------------------------
 
 
-@suites
-def test_synapse_before_us(make_root, debs, suite):
+@pytest.mark.journey
+@suites_per_journey
+class TestSynapseBeforeUsThenPurged:
+    """Synapse runs (on SQLite) before us; then our package is removed and purged with
+    purge-database."""
+
+    @pytest.fixture(scope="class")
+    def root(self, journey_root, suite) -> Root:
+        return journey_root(suite, layer="synapse")  # Synapse runs on SQLite before us
+
+    def test_synapse_before_us(self, root, debs):
+        synapse_before_us(root, debs)
+
+    def test_remove_and_purge_drop_db(self, root):
+        remove_and_purge(root, purge_database=True)
+
+
+def synapse_before_us(root: Root, debs) -> None:
     """Synapse is installed and running (on SQLite) before us: we switch it to PostgreSQL,
     restart it, and never touch homeserver.yaml."""
-    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
-    with_synapse(root, debs)
     steps.synapse_up(root, "Synapse runs on SQLite before our package")
     before_pid = steps.synapse_pid(root)
     hs_before = root.ok(["sha256sum", "/etc/matrix-synapse/homeserver.yaml"], what="hash").output
@@ -220,16 +235,31 @@ NEW_PASSWORD = "n3w 'secret' with \\ and $PATH %d :@ ßø"
 
 
 @smoke
-@suites
-def test_reconfigure(make_root, debs, suite):
+@pytest.mark.journey
+@suites_per_journey
+class TestLifeCycle:
+    """One root per release, its steps in order: an older version installed by a person who
+    answered everything, upgraded (upgrade); the password rotated, then the same answers
+    (reconfigure); removed, then purged without purge-database (remove_and_purge)."""
+
+    @pytest.fixture(scope="class")
+    def root(self, journey_root, suite) -> Root:
+        return journey_root(suite, layer="synapse")  # Synapse runs on SQLite before us
+
+    def test_upgrade(self, root, debs, old_deb):
+        upgrade(root, debs, old_deb)
+
+    def test_reconfigure(self, root):
+        reconfigure(root)
+
+    def test_remove_and_purge_keep_db(self, root):
+        remove_and_purge(root, purge_database=False)
+
+
+def reconfigure(root: Root) -> None:
     """dpkg-reconfigure with a new password: role and snippet rotate together, Synapse
     restarts and works, the old password no longer logs in.  The same answers again
-    change nothing and restart nothing."""
-    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
-    with_synapse(root, debs)
-    steps.preseed(root, db_password=ADVERSARIAL)
-    steps.apt_install(root, debs["current"])
-    steps.synapse_chats(root)
+    change nothing and restart nothing.  Installed with ADVERSARIAL, Synapse chatted."""
     pid = steps.synapse_pid(root)
 
     # dpkg-reconfigure asks everything (priority low).
@@ -280,13 +310,10 @@ def test_reconfigure(make_root, debs, suite):
 # --- 5 ---------------------------------------------------------------------------------
 
 
-@suites
-def test_upgrade(make_root, debs, old_deb, suite):
+def upgrade(root: Root, debs, old_deb) -> None:
     """Upgrade from an older build, installed by a person who answered every question:
     the upgrade asks nothing (at priority low; a prompt would block the pty until the
     timeout), keeps the password and the snippet; Synapse and its data still work."""
-    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
-    with_synapse(root, debs)
     root.put_file(old_deb, f"{DEBS}/{old_deb.name}")
     # The older version installed by a person who answered every question (priority low).
     plan = {"timeout": 120, "steps": all_answers(ADVERSARIAL)}
@@ -461,17 +488,10 @@ def test_wrong_collation_refused(make_root, debs, suite):
 # --- 8 ---------------------------------------------------------------------------------
 
 
-@suites
-@pytest.mark.parametrize("purge_database", [False, True], ids=["keep-db", "drop-db"])
-def test_remove_and_purge(make_root, debs, suite, purge_database):
+def remove_and_purge(root: Root, purge_database: bool) -> None:
     """remove keeps config and database; purge removes our snippet, ucf registration and
-    debconf answers, and drops database and role only with purge-database, after a dump."""
-    root = make_root(suite, postgresql=True)  # only test_fresh_install pulls it in with us
-    with_synapse(root, debs)
-    steps.preseed(root, db_password=ADVERSARIAL)
-    steps.apt_install(root, debs["current"])
-    steps.synapse_chats(root)
-
+    debconf answers, and drops database and role only with purge-database, after a dump.
+    Installed, Synapse chatted on PostgreSQL."""
     root.ok(
         ["apt-get", "remove", "-y", "matrix-synapse-setup"],
         what="apt remove",
@@ -553,7 +573,7 @@ HERE_ADDR, DB_ADDR = "10.231.7.1", "10.231.7.2"
 def test_remote_server(make_root, debs, suite):
     """PostgreSQL reachable only over TCP at another address (its own network namespace
     behind a veth pair, no local cluster): verify only, then Synapse connects there."""
-    root = make_root(suite, postgresql=True)
+    root = make_root(suite, layer="synapse")  # Synapse runs on SQLite before us
     version = pg_version(root)
     root.ok(["pg_dropcluster", "--stop", version, "main"], what="removing the local cluster")
     root.add_netns("dbnet", HERE_ADDR, DB_ADDR)
@@ -587,7 +607,6 @@ def test_remote_server(make_root, debs, suite):
         "TEMPLATE template0 OWNER synapse"
     )
 
-    with_synapse(root, debs)
     steps.preseed(root, db_host=DB_ADDR, db_password="remote pw", db_sslmode="prefer")
     steps.apt_install(root, debs["current"])
     args = steps.check_snippet(root, password="remote pw", group="matrix-synapse", host=DB_ADDR)

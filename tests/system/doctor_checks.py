@@ -1,24 +1,21 @@
-"""matrix-synapse-setup doctor on a real install: systemd is PID 1 of the root, PostgreSQL
-and the Synapse stand-in run as services, our package installed with apt.
+"""matrix-synapse-setup doctor on a real install: the checks of a step of the journey under
+systemd (test_booted.py: systemd is PID 1 of the root, PostgreSQL and the Synapse stand-in
+run as services, our package installed with apt).  Not a test module itself.
 
-One booted root per suite: doctor on the healthy install (all ok, the backup row says
-there is no dump yet), again after `matrix-synapse-setup backup` made one, then each
-fault of issue 14 in turn, each undone before the next: Synapse stopped, the snippet
-unreadable by Synapse's user, another conf.d file winning Synapse's database,
-PostgreSQL stopped.
+doctor on the healthy install (all ok, the backup row says there is no dump yet), again
+after `matrix-synapse-setup backup` made one, then each fault in turn, each undone before
+the next: Synapse stopped, the snippet unreadable by Synapse's user, another conf.d file
+winning Synapse's database, PostgreSQL stopped.
 """
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from scripts.devtools import steps
 from scripts.devtools.harness import Root
-from scripts.devtools.steps import ADVERSARIAL, SNIPPET, SYNAPSE_UNIT
+from scripts.devtools.steps import SNIPPET, SYNAPSE_UNIT
 
-SUITES = ["trixie", "bookworm"]
 OTHER = "/etc/matrix-synapse/conf.d/zz-other.yaml"
 ROWS = [
     "snippet",
@@ -65,22 +62,8 @@ def expect(root: Root, what: str, code: int, rows: dict, wanted: dict[str, str],
     )
 
 
-def install_synapse_then_us(root: Root, debs) -> None:
-    """As test_booted.py: the stand-in enables and starts Synapse's unit, our package moves
-    it to PostgreSQL and restarts it."""
-    steps.apt_install(root, debs["synapse"], what="installing Synapse (stand-in package)")
-    steps.synapse_up(root, "Synapse runs on SQLite before our package")
-    steps.preseed(root, db_password=ADVERSARIAL)
-    steps.apt_install(root, debs["current"])
-    steps.synapse_up(root, "Synapse runs on PostgreSQL after our package")
-
-
-@pytest.mark.smoke
-@pytest.mark.parametrize("suite", SUITES)
-def test_doctor_on_a_booted_install(make_root, debs, suite):
-    root = make_root(suite, postgresql=True, booted=True)
-    install_synapse_then_us(root, debs)
-
+def doctor_on_a_healthy_install(root: Root) -> None:
+    """Our package installed, Synapse on PostgreSQL under systemd, no dump made yet."""
     # Healthy, no dump yet (none is made before Synapse's first upgrade): all ok.
     code, rows, out = doctor(root, "doctor on a fresh install")
     expect(root, "fresh install: every row ok", 0, rows, {}, out)
