@@ -24,6 +24,10 @@ PACKAGE = "matrix-synapse-setup"
 PYTHON = "/usr/bin/python3"
 RUFF = ROOT / ".venv" / "bin" / "ruff"
 TEST_KINDS = ("unit", "integration", "system")
+# Each pass's JUnit file, and the durations report made from them.
+RESULTS = BUILD / "test-results"
+# Which system tests a changed file touches (`invoke test --changed`).
+TOUCHES = ROOT / "tests" / "system" / "touches.toml"
 # The integration tests' second pass: the language of the cluster's messages
 # (tests/integration/conftest.py reads it; empty means English).
 PG_LC_MESSAGES_ENV = "MSS_PG_LC_MESSAGES"
@@ -221,37 +225,105 @@ def lint(c):
     )
 
 
+def changed_files(base: str) -> list[str]:
+    """Files that differ from the merge base of HEAD and BASE: committed since, staged,
+    unstaged and untracked (not ignored)."""
+
+    def git(*args: str) -> list[str]:
+        out = subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True)
+        return [line for line in out.stdout.decode().split("\0") if line]
+
+    try:
+        [fork] = git("merge-base", "-z", "HEAD", base) or [""]
+        fork = fork.strip()
+        changed = git("diff", "-z", "--name-only", fork)
+        changed += git("ls-files", "-z", "--others", "--exclude-standard")
+    except (subprocess.CalledProcessError, ValueError) as err:
+        raise Exit(
+            f"cannot tell what changed since {base!r} (git: {err}): give --changed=BRANCH"
+        ) from None
+    return sorted(set(changed))
+
+
+def system_tests_for(changed: list[str]) -> list[str]:
+    """The system test files that CHANGED touches, through tests/system/touches.toml: a file
+    no pattern there names counts as touching them all; a changed system test file runs
+    itself (["self"])."""
+    import fnmatch
+    import tomllib
+
+    with open(TOUCHES, "rb") as fh:
+        touches: dict[str, list[str]] = tomllib.load(fh)["touches"]
+    every = sorted(p.name for p in (ROOT / "tests" / "system").glob("test_*.py"))
+    chosen: set[str] = set()
+    for path in changed:
+        hits = [tests for pattern, tests in touches.items() if fnmatch.fnmatchcase(path, pattern)]
+        if not hits:
+            print(f"--changed: {path} is not in {TOUCHES.relative_to(ROOT)}: every system test")
+            return every
+        for tests in hits:
+            if tests == ["*"]:
+                tests = every
+            elif tests == ["self"]:  # a system test file: itself
+                tests = [Path(path).name] if (ROOT / path).exists() else []
+            chosen.update(tests)
+    unknown = chosen - set(every)
+    if unknown:
+        raise Exit(f"{TOUCHES.relative_to(ROOT)} names missing tests: {', '.join(sorted(unknown))}")
+    return sorted(chosen)
+
+
 @task(
     help={
         "kind": "comma-separated subset of unit,integration,system (default: all)",
         "k": "only tests matching this pytest -k expression",
+        "changed": "the inner loop: unit and integration tests, and only the system tests "
+        "that the files changed since this branch (default main) touch; no lint gate",
     },
+    optional=["changed"],
 )
-def test(c, kind="", k=""):
+def test(c, kind="", k="", changed=None):
     """Run the whole suite: lint gate, unit, integration, system (or --kind to choose).
-    The integration tests run twice: with PostgreSQL's messages in English, then in French."""
+    The integration tests run twice: with PostgreSQL's messages in English, then the
+    tests marked server_language in French.  Each pass writes a JUnit file to
+    build/test-results/; the end prints the slowest tests and the system tests' time per
+    release (scripts/devtools/durations.py)."""
     kinds = [x for x in kind.split(",") if x] or list(TEST_KINDS)
     unknown = set(kinds) - set(TEST_KINDS)
     if unknown:
         raise Exit(
             f"unknown test kind(s) {', '.join(sorted(unknown))}: use {', '.join(TEST_KINDS)}"
         )
-    if not kind:
+    paths = [f"tests/{x}" for x in kinds]
+    if changed is not None:
+        base = changed if isinstance(changed, str) and changed else "main"
+        files = changed_files(base)
+        print(f"--changed: {len(files)} file(s) differ from {base}: {' '.join(files) or '-'}")
+        chosen = system_tests_for(files) if "system" in kinds else []
+        paths = [p for p in paths if p != "tests/system"]
+        paths += [f"tests/system/{name}" for name in chosen]
+        if not chosen:
+            kinds = [x for x in kinds if x != "system"]
+    elif not kind:
         lint(c)  # the whole suite includes the lint gate (it builds the .deb first)
-    elif "system" in kinds:
-        build(c)
     if "system" in kinds:
-        # The cached roots once, here: each xdist worker would otherwise build a missing
-        # one itself, at the same time as the others.
+        build(c)
+        # The cached roots and layers once, here: each xdist worker would otherwise build
+        # a missing one itself, at the same time as the others.
         roots(c)
+        layers(c)
     select = f" -k {k!r}" if k else ""
     parallel = workers() if "system" in kinds else 1
     # Pass 1: everything selected, the integration tests against an English cluster.
-    # Pass 2 (issue 12): the integration tests again, against a cluster (and a libpq)
-    # speaking French: every error must be classified and advised the same way.
-    passes = [("English", [f"tests/{x}" for x in kinds], "")]
+    # Pass 2: the integration tests whose outcome depends on the server's language again,
+    # against a cluster (and a libpq) speaking French: every error must be classified
+    # and advised the same way.
+    passes = [("English", paths, "")]
     if "integration" in kinds:
         passes.append(("French", ["tests/integration"], FRENCH))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in RESULTS.glob("*.xml"):
+        old.unlink()
     failed: list[str] = []
     for number, (language, paths, lc_messages) in enumerate(passes, 1):
         name = f"test pass {number} of {len(passes)}"
@@ -261,10 +333,11 @@ def test(c, kind="", k=""):
             what += f"; PostgreSQL in {language} ({PG_LC_MESSAGES_ENV}={lc_messages})"
         print(f"=== {name}: {what} ===", flush=True)
         spread = ""
-        if parallel > 1 and "tests/system" in paths:
+        if parallel > 1 and any(p.startswith("tests/system") for p in paths):
             spread = f" -n {parallel} --dist loadgroup"
+        junit = RESULTS / f"pass-{number}-{language.lower()}.xml"
         result = c.run(
-            f"{PYTHON} -m pytest {' '.join(paths)}{select}{spread}",
+            f"{PYTHON} -m pytest {' '.join(paths)}{select}{spread} --junitxml={junit}",
             echo=True,
             warn=True,
             pty=False,
@@ -283,6 +356,7 @@ def test(c, kind="", k=""):
             failed.append(name)
         elif result.exited:  # interrupted, internal or usage error: stop here
             raise Exit(f"{name}: pytest exit {result.exited}", code=result.exited)
+    c.run(f"{PYTHON} -m scripts.devtools.durations {RESULTS}", echo=True, warn=True)
     if failed:
         raise Exit(f"tests failed in {' and '.join(failed)}", code=1)
 
@@ -472,6 +546,25 @@ def roots(c, suite=None, force=False, dry_run=False):
 
 @task(
     help={
+        "suite": "bookworm or trixie (repeatable; default: both)",
+        "dry_run": "say what would be built",
+    },
+    iterable=["suite"],
+)
+def layers(c, suite=None, dry_run=False):
+    """Build or refresh the system tests' cached layers on those roots (build/cache/layers/:
+    PostgreSQL installed; Synapse laid out and started once; Synapse with a user, a room and
+    messages in SQLite), keyed by their inputs (scripts/devtools/layers.py)."""
+    args = [PYTHON, "-m", "scripts.devtools.layers"]
+    for name in suite or []:
+        args += ["--suite", name]
+    if dry_run:
+        args.append("--dry-run")
+    c.run(shlex.join(args), echo=True)
+
+
+@task(
+    help={
         "from_repo": "upgrade from the version in this apt repository (default: this tree "
         "built with a lower version)",
         "from_suite": "the suite of --from-repo (default: stable)",
@@ -500,3 +593,4 @@ ns.add_task(rebuild)
 ns.add_task(autopkgtest)
 ns.add_task(piuparts)
 ns.add_task(roots)
+ns.add_task(layers)
