@@ -98,9 +98,10 @@ def lowers() -> Callable[[str, str | None], list[Path]]:
     return layers.chain
 
 
-def _synapse_layer(layer: str | None) -> bool:
+def _includes(layer: str | None, name: str) -> bool:
+    """Whether a root on LAYER has what layer NAME made (it is LAYER or below it)."""
     while layer is not None:
-        if layer == "synapse":
+        if layer == name:
             return True
         layer = layers.SPECS[layer].below
     return False
@@ -131,16 +132,16 @@ class RootMaker:
         for path in self.debs.values():
             root.put_file(path, f"{harness.DEBS}/{path.name}")
         root.__enter__()
-        if layer is not None and booted:
+        if _includes(layer, "postgresql") and booted:
             steps.check_cluster_booted(root)
-        elif layer is not None:
+        elif _includes(layer, "postgresql"):
             root.ok(
                 "pg_ctlcluster $(pg_lsclusters -h | cut -d' ' -f1) main start",
                 what="starting the PostgreSQL cluster",
             )
-        if _synapse_layer(layer) and booted:
+        if _includes(layer, "synapse") and booted:
             steps.synapse_up(root, "Synapse starts at boot (on SQLite, from the layer)")
-        elif _synapse_layer(layer) and synapse_started:
+        elif _includes(layer, "synapse") and synapse_started:
             root.ok(["invoke-rc.d", "matrix-synapse", "start"], what="starting Synapse")
             steps.synapse_up(root, "Synapse starts (on SQLite, from the layer)")
         return root
