@@ -234,13 +234,13 @@ def changed_files(base: str) -> list[str]:
         return [line for line in out.stdout.decode().split("\0") if line]
 
     try:
-        [fork] = git("merge-base", "-z", "HEAD", base) or [""]
-        fork = fork.strip()
+        fork = "".join(git("merge-base", "HEAD", base)).strip()
         changed = git("diff", "-z", "--name-only", fork)
         changed += git("ls-files", "-z", "--others", "--exclude-standard")
-    except (subprocess.CalledProcessError, ValueError) as err:
+    except subprocess.CalledProcessError as err:
         raise Exit(
-            f"cannot tell what changed since {base!r} (git: {err}): give --changed=BRANCH"
+            f"cannot tell what changed since {base!r}: `{shlex.join(err.cmd)}` failed "
+            f"(exit {err.returncode}); give --changed=BRANCH with a branch or commit that exists"
         ) from None
     return sorted(set(changed))
 
