@@ -9,6 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.system import journeys  # importable once the project is on the path
+
 # The unit and integration tests share the host (one throwaway cluster per session, the
 # host's process table, dist/): under --dist loadgroup they form one group, run in their
 # usual order by one worker, while the other workers take the system scenarios.
@@ -47,10 +49,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/system/" not in str(item.path):
             item.add_marker(pytest.mark.xdist_group(HOST_GROUP))
-        elif item.cls is not None and item.get_closest_marker("journey") is not None:
+        elif (journey := journeys.key(item)) is not None:
             # A journey's steps share one root: one worker runs them, in order; the two
             # releases' journeys are two groups.  No "]" at the end of a group's name:
             # xdist (3.1) takes "name@group" for a group only if the "@" comes after the
             # last "]" (a test parameter may hold an "@").
-            suite = item.callspec.params.get("suite", "") if hasattr(item, "callspec") else ""
-            item.add_marker(pytest.mark.xdist_group(f"{item.parent.nodeid}-{suite}"))
+            item.add_marker(pytest.mark.xdist_group("-".join(journey)))

@@ -14,27 +14,22 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from scripts.devtools import harness, layers, steps
 from scripts.devtools.builds import older_build
+from tests.system import journeys
 
 PROJECT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("MSS_SYSTEM_FULL") == "1"
 FULL_SUITE = "trixie"
 SMOKE_MARK = "smoke"
-JOURNEY_MARK = "journey"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{SMOKE_MARK}: system scenario run on every release")
-    config.addinivalue_line(
-        "markers",
-        f"{JOURNEY_MARK}: the tests of this class are the steps of one journey on one root "
-        "per release, in order; after a failure the later steps are errors, not runs",
-    )
+    journeys.register(config)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -167,29 +162,9 @@ def make_root(request, lowers, debs) -> Iterator[RootMaker]:
     maker.stop(bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed))
 
 
-# --- journeys: the steps of a test class share one root, in order --------------------------
+# --- journeys: the steps of a test class share one root, in order (journeys.py) -----------
 
-
-def journey_key(item: pytest.Item) -> tuple[str, str] | None:
-    """(the class's node id, the release) of a journey's step; None for another test."""
-    if item.cls is None or item.get_closest_marker(JOURNEY_MARK) is None:
-        return None
-    suite = getattr(item, "callspec", None) and item.callspec.params.get("suite")
-    return item.parent.nodeid if item.parent else item.cls.__name__, str(suite)
-
-
-# journey -> the step that failed first (in this process: a journey runs on one worker).
-BROKEN: dict[tuple[str, str], str] = {}
-JOURNEYS_STARTED: set[tuple[str, str]] = set()
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    key = journey_key(item)
-    if key is not None and key in BROKEN:
-        pytest.fail(
-            f"journey {key[0]} on {key[1]} stopped at {BROKEN[key]}: this step did not run",
-            pytrace=False,
-        )
+pytest_runtest_setup = journeys.pytest_runtest_setup
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -197,25 +172,14 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
-    key = journey_key(item)
-    if key is not None and report.failed and key not in BROKEN:
-        BROKEN[key] = f"{item.name} ({report.when})"
+    journeys.record(item, report)
 
 
 @pytest.fixture(scope="class")
 def journey_root(request, lowers, debs, suite) -> Iterator[RootMaker]:
     """make_root for a journey (a test class marked journey): its roots live until the
     class's last step.  The class parametrizes `suite` with scope="class"."""
-    key = (request.node.nodeid, str(suite))
-    if key in JOURNEYS_STARTED:  # its steps were not run together: they would not share
-        pytest.fail(f"journey {key[0]} on {key[1]}: its root was asked for twice", False)
-    JOURNEYS_STARTED.add(key)
+    key = journeys.claim(request.node.nodeid, suite)
     maker = RootMaker(request.cls.__name__.removeprefix("Test").lower(), lowers, debs)
     yield maker
-    maker.stop(key in BROKEN)
-
-
-@pytest.fixture(scope="class")
-def journey() -> SimpleNamespace:
-    """What a journey's steps hand on to the later ones (a PID, a hash, a password)."""
-    return SimpleNamespace()
+    maker.stop(journeys.broken(key))
