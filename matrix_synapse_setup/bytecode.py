@@ -45,7 +45,7 @@ def refresh(package: Path | None = None) -> list[str]:
     package = package or Path(__file__).resolve().parent
     compiled = []
     try:
-        for path in sorted(package.glob("*.py")):
+        for path in sorted(package.rglob("*.py")):
             source = path.read_bytes()
             cached = importlib.util.cache_from_source(str(path))
             if _current(source, cached, importlib.util.MAGIC_NUMBER, importlib.util.source_hash):

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from matrix_synapse_setup.provision import provision, verify  # noqa: E402
-from matrix_synapse_setup.settings import Settings  # noqa: E402
+from matrix_synapse_setup.core.settings import Settings  # noqa: E402
+from matrix_synapse_setup.postgres.provision import provision, verify  # noqa: E402
 from scripts.devtools.pgcluster import throwaway_cluster  # noqa: E402
 
 
@@ -59,8 +59,12 @@ def main() -> int:
         report("provision, fresh (create role + db)", timed(fresh, args.repeat))
         report("provision, second run (unchanged)", timed(fresh, args.repeat))
         report("verify only (remote mode path)", timed(lambda i: verify(settings(i)), args.repeat))
-    cold = [sys.executable, "-c", "from matrix_synapse_setup.pg import import_psycopg;"
-            "import matrix_synapse_setup.provision; import_psycopg()"]  # fmt: skip
+    cold = [
+        sys.executable,
+        "-c",
+        "from matrix_synapse_setup.postgres.queries import import_psycopg;"
+        "import matrix_synapse_setup.postgres.provision; import_psycopg()",
+    ]
     report(
         "helper cold start (python3 + imports)",
         timed(lambda i: subprocess.run(cold, cwd=ROOT, check=True), args.repeat),

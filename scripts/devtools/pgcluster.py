@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from matrix_synapse_setup.pg import import_psycopg
+from matrix_synapse_setup.postgres.queries import import_psycopg
 
 psycopg = import_psycopg()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup import backup
-from matrix_synapse_setup.errors import SetupError, run
-from matrix_synapse_setup.pg import import_psycopg
-from matrix_synapse_setup.provision import provision
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.commands import backup
+from matrix_synapse_setup.core.errors import SetupError, run
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.provision import provision
+from matrix_synapse_setup.postgres.queries import import_psycopg
 
 psycopg = import_psycopg()
 sql = psycopg.sql
@@ -229,7 +229,7 @@ def test_a_remote_server_is_dumped_as_the_role_with_its_password_file(
     """Remote mode: pg_dump logs in as Synapse's role over TCP; the password comes from
     the password file (PGPASSFILE), never the command line.  The admin's own PG*
     variables do not steer it (a service that does not exist would make it fail)."""
-    from matrix_synapse_setup import snippet
+    from matrix_synapse_setup.files import snippet
 
     monkeypatch.setenv("PGSERVICE", "no-such-service")
     monkeypatch.setenv("PGSSLMODE", "require")  # the cluster has no TLS

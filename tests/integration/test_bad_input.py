@@ -49,8 +49,8 @@ from typing import Any
 
 import pytest
 
-from matrix_synapse_setup import messages
-from matrix_synapse_setup.settings import SSLMODES
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.settings import SSLMODES
 from scripts.devtools.pgcluster import free_port, psycopg
 from tests.integration.old_server import old_server
 from tests.integration.test_debconf import ROOT

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def admin(*args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
-    code = "import sys; from matrix_synapse_setup.cli import main; sys.exit(main())"
+    code = "import sys; from matrix_synapse_setup.commands.cli import main; sys.exit(main())"
     return subprocess.run(
         ["/usr/bin/python3", "-c", code, *args],
         input=stdin,

@@ -46,6 +46,7 @@ def test_prerm_removes_our_bytecode_on_remove_only(control):
     assert (
         case.index("remove)")
         < case.index("rm -rf /usr/share/matrix-synapse-setup/matrix_synapse_setup/__pycache__")
+        < case.index("/usr/share/matrix-synapse-setup/matrix_synapse_setup/*/__pycache__")
         < case.index("esac")
     )
     assert "upgrade" not in case[: case.index("esac")]
@@ -102,7 +103,7 @@ def test_helper_and_package_are_installed_where_the_scripts_look(control):
     assert line.startswith("-rwxr-xr-x root/root")
     for module in ("conversation.py", "snippet.py", "maint.py"):
         assert f"/usr/share/matrix-synapse-setup/matrix_synapse_setup/{module}" in files
-    assert "/matrix_synapse_setup/templates/database.yaml.j2" in files
+    assert "/matrix_synapse_setup/files/templates/database.yaml.j2" in files
 
 
 def test_the_apt_backup_hook_is_a_conffile_and_its_program_is_installed(control):
@@ -114,7 +115,7 @@ def test_the_apt_backup_hook_is_a_conffile_and_its_program_is_installed(control)
     hook = "/usr/share/matrix-synapse-setup/apt-backup-hook"
     line = next(x for x in files.splitlines() if x.endswith("." + hook))
     assert line.startswith("-rwxr-xr-x root/root")
-    assert "/usr/share/matrix-synapse-setup/matrix_synapse_setup/backup.py" in files
+    assert "/usr/share/matrix-synapse-setup/matrix_synapse_setup/commands/backup.py" in files
     templates = (out / "templates").read_text()
     assert "Template: matrix-synapse-setup/backup-keep\n" in templates
     assert "matrix-synapse-setup/backup-keep" in (out / "config").read_text()

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup import doctor, snippet
-from matrix_synapse_setup.doctor import FAIL, OK, SKIPPED, WARN, Doctor, Paths
-from matrix_synapse_setup.provision import provision
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.commands import doctor
+from matrix_synapse_setup.commands.doctor import FAIL, OK, SKIPPED, WARN, Doctor, Paths
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.postgres.provision import provision
 from scripts.devtools.pgcluster import free_port
 
 PASSWORD = "doctor's pass:word \\ ü"

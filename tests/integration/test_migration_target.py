@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_synapse_setup import migration
-from matrix_synapse_setup.errors import SetupError
-from matrix_synapse_setup.pg import import_psycopg
-from matrix_synapse_setup.provision import connect_as_role, provision
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.provision import connect_as_role, provision
+from matrix_synapse_setup.postgres.queries import import_psycopg
+from matrix_synapse_setup.synapse import porting as migration
 
 PORT_TABLE = (
     "CREATE TABLE port_from_sqlite3 (table_name varchar(100) NOT NULL UNIQUE,"
@@ -92,7 +92,7 @@ def test_a_finished_target_is_never_again_taken_for_a_port(target):
 
 
 def test_a_missing_port_tool_changes_nothing(target, tmp_path, monkeypatch):
-    from matrix_synapse_setup.synapse_config import SqliteFacts
+    from matrix_synapse_setup.synapse.config import SqliteFacts
 
     monkeypatch.setattr(migration, "PORT_TOOLS", (tmp_path / "synapse_port_db",))
     switched = []

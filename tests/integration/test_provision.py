@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_synapse_setup.errors import SetupError
-from matrix_synapse_setup.pg import import_psycopg
-from matrix_synapse_setup.provision import ServerUnavailable, changed, provision, verify
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.provision import ServerUnavailable, changed, provision, verify
+from matrix_synapse_setup.postgres.queries import import_psycopg
 
 psycopg = import_psycopg()
 sql = psycopg.sql

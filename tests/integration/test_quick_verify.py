@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from matrix_synapse_setup.provision import Superuser, provision, quick_verify, verify
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.provision import Superuser, provision, quick_verify, verify
 
 
 def local(cluster, dbname, user, password="s3cret-Pass") -> Settings:

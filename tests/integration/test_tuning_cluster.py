@@ -18,7 +18,7 @@ import pwd
 
 import pytest
 
-from matrix_synapse_setup import tuning
+from matrix_synapse_setup.postgres import tuning
 from scripts.devtools.pgcluster import throwaway_cluster
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_synapse_setup import backup
+from matrix_synapse_setup.commands import backup
 from scripts.devtools import steps
 from scripts.devtools.harness import DEBS, Root
 from scripts.devtools.steps import NONINTERACTIVE

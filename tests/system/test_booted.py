@@ -24,7 +24,7 @@ smoke = pytest.mark.smoke
 NEW_PASSWORD = "r0tated 'under' systemd \\ $HOME %s :@ ßø"
 THIRD_PASSWORD = "third-password-refused-restart"
 DROPIN = "/usr/lib/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
-# What versions before 0.5.0 wrote at run time (matrix_synapse_setup/snippet.py).
+# What versions before 0.5.0 wrote at run time (matrix_synapse_setup/files/snippet.py).
 RUNTIME_DROPIN = "/etc/systemd/system/matrix-synapse.service.d/matrix-synapse-setup.conf"
 
 
@@ -201,7 +201,7 @@ def retire_the_runtime_dropin(root: Root) -> None:
     """The configure of an upgrade from 0.4.0 (dpkg's call: postinst configure 0.4.0)
     removes the drop-in that version wrote into /etc, and systemd stops loading it; an
     edited one is the admin's and stays."""
-    from matrix_synapse_setup import snippet
+    from matrix_synapse_setup.files import snippet
 
     postinst = ["/var/lib/dpkg/info/matrix-synapse-setup.postinst", "configure", "0.4.0"]
     env = ["env", "DEBIAN_FRONTEND=noninteractive"]

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from matrix_synapse_setup import admin
-from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.postinst import admin
 
 
 @pytest.mark.parametrize("name", ["alice", "a", "bob.smith", "x_y=z-1/2+3", "0day"])
@@ -34,7 +34,7 @@ def test_checking_the_answers_loads_no_http_client(fresh_python):
     pays only for what it uses); only a request to Synapse needs ssl and urllib."""
     code = (
         "import sys\n"
-        "from matrix_synapse_setup import admin\n"
+        "from matrix_synapse_setup.postinst import admin\n"
         "admin.validate_user('alice'); admin.validate_password('s3cret')\n"
         "print(sorted({'ssl', 'urllib.request', 'http.client'} & set(sys.modules)))\n"
         "admin.Client('http://127.0.0.1:8008')\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup import backup
-from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.commands import backup
+from matrix_synapse_setup.core.errors import SetupError
 
 # apt's hook input, version 3, as apt's pkgDPkgPM::SendPkgsInfo (apt-pkg/deb/dpkgpm.cc)
 # writes it: "VERSION 3", the configuration as key=value lines (shortened here), an empty

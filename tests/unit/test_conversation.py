@@ -20,9 +20,10 @@ from pathlib import Path
 import debconf
 import pytest
 
-from matrix_synapse_setup import conversation as cv
-from matrix_synapse_setup import maint, messages
-from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.dpkg import debconf as cv
+from matrix_synapse_setup.postinst import main as maint
 
 PRIORITIES = ["low", "medium", "high", "critical"]
 TEMPLATES_FILE = Path(__file__).resolve().parents[2] / "debian" / "matrix-synapse-setup.templates"
@@ -436,7 +437,7 @@ def test_only_templates_the_helper_shows_are_overridden(session):
 
 @pytest.fixture
 def no_record(tmp_path, monkeypatch):
-    from matrix_synapse_setup import admin
+    from matrix_synapse_setup.postinst import admin
 
     monkeypatch.setattr(admin, "RECORD", tmp_path / "admin.json")
     return admin.RECORD

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_synapse_setup import diagnose
+from matrix_synapse_setup.postgres import diagnose
 
 # How far a connection got (diagnose's ranks of libpq's connection states).
 NOT_CONNECTED, CONNECTED = 0, diagnose._CONNECTED

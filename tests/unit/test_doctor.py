@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup import doctor, snippet
-from matrix_synapse_setup.doctor import FAIL, OK, SKIPPED, WARN, Check, Doctor, Paths
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.commands import doctor
+from matrix_synapse_setup.commands.doctor import FAIL, OK, SKIPPED, WARN, Check, Doctor, Paths
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.files import snippet
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="gives files to another user (chown)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix_synapse_setup import errors
+from matrix_synapse_setup.core import errors
 
 
 def _fail(exc: BaseException):

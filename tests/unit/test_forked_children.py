@@ -13,7 +13,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 SUPERUSER_CHECK = """
 import os, pwd
-from matrix_synapse_setup.provision import Superuser
+from matrix_synapse_setup.postgres.provision import Superuser
 
 assert not os.path.exists("/proc/self/fd/3"), "fd 3 must be free for this check"
 child = Superuser.start(pwd.getpwuid(os.geteuid()), handler=lambda request: {"got": request})

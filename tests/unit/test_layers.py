@@ -84,7 +84,7 @@ def test_the_files_are_found():
     assert {"tasks.py", "scripts/bench.py", "scripts/publish_root.py"} <= tooling
     assert {"scripts/devtools/pgcluster.py", "scripts/devtools/roots.py"} <= tooling
     assert set(RUNTIME_ENTRY_POINTS) <= tooling  # found by their python shebang
-    assert "matrix_synapse_setup/cli.py" in {
+    assert "matrix_synapse_setup/commands/cli.py" in {
         str(f.relative_to(PROJECT)) for f in python_files(*RUNTIME)
     }
 

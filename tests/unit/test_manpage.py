@@ -1,6 +1,6 @@
 """The manual page documents the admin command's real parser: every command and option.
 
-The commands and options come from matrix_synapse_setup.cli.build_parser() (options hidden
+The commands and options come from matrix_synapse_setup.commands.cli.build_parser() (options hidden
 with argparse.SUPPRESS are internal and left out); the page is read as roff: the tags of
 its .TP items under COMMANDS and OPTIONS, and its SYNOPSIS blocks (.SY ... .YS).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup.cli import build_parser
+from matrix_synapse_setup.commands.cli import build_parser
 
 PAGE = Path(__file__).resolve().parents[2] / "debian" / "matrix-synapse-setup.8"
 OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
@@ -109,7 +109,7 @@ def test_every_exit_status_of_the_command_is_documented():
     documented = {tag.strip() for tag in tags(SECTIONS["EXIT STATUS"])}
     # errors.run: 0, SetupError's default 1, 130 on Control-C; argparse and "no
     # command": 2.
-    from matrix_synapse_setup.errors import EXIT_FAILURE
+    from matrix_synapse_setup.core.errors import EXIT_FAILURE
 
     assert documented == {"0", str(EXIT_FAILURE), "2", "130"}
 

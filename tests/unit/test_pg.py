@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup.pg import saslprep, scram_matches
+from matrix_synapse_setup.postgres.queries import saslprep, scram_matches
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_plain_psycopg_import_fails_when_ldconfig_has_not_run():
 
 def test_our_loader_imports_psycopg_before_ldconfig_has_run():
     code = STALE_CACHE + (
-        "from matrix_synapse_setup.pg import import_psycopg\n"
+        "from matrix_synapse_setup.postgres.queries import import_psycopg\n"
         "pg = import_psycopg()\n"
         "print(pg.pq.version() >= 140000, pg.pq.__impl__)\n"
         "assert ctypes.util.find_library('pq') is None  # the fallback was for the import only\n"
@@ -52,8 +52,8 @@ def test_missing_libpq_is_a_clear_error():
         "import ctypes, ctypes.util, sys\n"
         "ctypes.util.find_library = lambda name: None\n"
         "ctypes.CDLL = lambda *a, **k: (_ for _ in ()).throw(OSError('gone'))\n"
-        "from matrix_synapse_setup.errors import run\n"
-        "from matrix_synapse_setup.pg import import_psycopg\n"
+        "from matrix_synapse_setup.core.errors import run\n"
+        "from matrix_synapse_setup.postgres.queries import import_psycopg\n"
         "sys.exit(run(import_psycopg))\n"
     )
     result = python(code)

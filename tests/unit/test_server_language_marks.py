@@ -1,7 +1,7 @@
 """Every integration test that relies on the error classifier carries the mark
 `server_language`: `invoke test` repeats only those against a French cluster.
 
-The classifier (matrix_synapse_setup/diagnose.py) tells a failed connection's kind by
+The classifier (matrix_synapse_setup/postgres/diagnose.py) tells a failed connection's kind by
 SQLSTATE and connection state, never by text; its callers turn the kind into advice from
 messages.py.  A test relies on it when its source, or a module-level helper, constant
 or parametrize list it refers to (followed through the module), does any of:
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup import messages
+from matrix_synapse_setup.core import messages
 
 PROJECT = Path(__file__).resolve().parents[2]
 MARK = "server_language"
@@ -42,7 +42,7 @@ REGEX_JOINS = re.compile(r"\[\\s\\S\]\*|\.\*|\\.")
 def advice_messages() -> set[str]:
     """Names in messages.py that a runtime function also naming a diagnose constant uses."""
     names: set[str] = set()
-    for path in sorted((PROJECT / "matrix_synapse_setup").glob("*.py")):
+    for path in sorted((PROJECT / "matrix_synapse_setup").rglob("*.py")):
         for func in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue

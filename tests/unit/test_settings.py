@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup.errors import SetupError
-from matrix_synapse_setup.settings import Settings, validate_name, validate_port
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings, validate_name, validate_port
 
 
 @pytest.mark.parametrize("name", ["synapse", "_s", "matrix_synapse_2", "a" * 63])
@@ -72,7 +72,7 @@ def test_control_characters_in_a_password_are_refused():
 
 
 def test_no_repr_shows_the_password():
-    from matrix_synapse_setup.conversation import Answers
+    from matrix_synapse_setup.dpkg.debconf import Answers
 
     answers = Answers("localhost", "5432", "synapse", "synapse", "s3cr3t-pw", "prefer", False)
     settings = Settings.from_answers(**answers.settings_answers())
@@ -148,7 +148,7 @@ def test_the_shell_copies_agree_on_what_is_local(script, host):
     # each has a shell copy of is_local, with the same "SCRIPT is-local HOST" interface.
     import subprocess
 
-    from matrix_synapse_setup.settings import is_local
+    from matrix_synapse_setup.core.settings import is_local
 
     path = Path(__file__).resolve().parents[2] / "debian" / script
     proc = subprocess.run(["sh", str(path), "is-local", host], check=False, capture_output=True)

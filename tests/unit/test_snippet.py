@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matrix_synapse_setup import snippet
-from matrix_synapse_setup.errors import SetupError
-from matrix_synapse_setup.settings import Settings
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.files import snippet
 
 ADVERSARIAL_PASSWORDS = [
     "it's",
@@ -267,7 +267,7 @@ def test_a_new_password_stamp_differs_from_the_one_in_the_file():
 
 
 def test_versions_before_the_static_dropin_are_told_by_dpkg():
-    from matrix_synapse_setup import maint
+    from matrix_synapse_setup.postinst import main as maint
 
     assert maint._older_than("0.4.0", maint.STATIC_DROPIN_SINCE)
     assert maint._older_than("0.5.0~systest1", "0.5.0") and not maint._older_than("0.5.0", "0.5.0~")

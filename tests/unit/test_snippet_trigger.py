@@ -5,7 +5,9 @@ import stat
 
 import pytest
 
-from matrix_synapse_setup import maint, services, snippet
+from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.postinst import main as maint
+from matrix_synapse_setup.synapse import service as services
 
 TEXT = """\
 database:

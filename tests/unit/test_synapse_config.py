@@ -4,8 +4,9 @@ import sqlite3
 
 import pytest
 
-from matrix_synapse_setup import migration, synapse_config
-from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.synapse import config as synapse_config
+from matrix_synapse_setup.synapse import porting as migration
 
 SQLITE = "database:\n  name: sqlite3\n  args: {database: /var/lib/matrix-synapse/homeserver.db}\n"
 POSTGRES = "database:\n  name: psycopg2\n  args: {host: localhost, dbname: synapse}\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup import tuning
+from matrix_synapse_setup.postgres import tuning
 
 GiB = 1024**3
 MiB = 1024**2
@@ -490,7 +490,7 @@ def test_our_file_sorts_before_an_admins_files():
 
 def test_tuning_stays_import_light(fresh_python):
     code = (
-        "import sys, matrix_synapse_setup.tuning\n"
+        "import sys, matrix_synapse_setup.postgres.tuning\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
         "heavy = {'psycopg', 'jinja2', 'yaml', 'psycopg2'} & loaded\n"
         "print(sorted(heavy))\n"
@@ -512,8 +512,8 @@ class Answers:
 
 
 def test_tuned_as_answered(tmp_path, monkeypatch):
-    from matrix_synapse_setup import maint
-    from matrix_synapse_setup.settings import Settings
+    from matrix_synapse_setup.core.settings import Settings
+    from matrix_synapse_setup.postinst import main as maint
 
     settings = Settings(port=5432, dbname="synapse", user="synapse", password="pw")
     cluster = a_cluster(tmp_path / "a")

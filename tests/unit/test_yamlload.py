@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from matrix_synapse_setup import snippet, yamlload
-from matrix_synapse_setup.errors import SetupError
+from matrix_synapse_setup.core import yamlload
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.files import snippet
 
 TEXTS = [
     "database:\n  name: psycopg2\n  args: {user: synapse, port: 5432, host: '::1'}\n",

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import locking, messages, snippet
-from .errors import SetupError, run
-from .provision import DEFAULT_SOCKET_DIR, changed, provision, verify
-from .settings import SSLMODES, Settings, is_local
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError, run
+from matrix_synapse_setup.core.settings import SSLMODES, Settings, is_local
+from matrix_synapse_setup.files import lock as locking
+from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.postgres.provision import DEFAULT_SOCKET_DIR, changed, provision, verify
 
 FIELDS = ("host", "port", "dbname", "user", "sslmode", "sslrootcert")
 
@@ -83,7 +85,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Move a Synapse that runs on SQLite to PostgreSQL (what the postinst does when the
     answer is "migrate"), for an admin who chose "keep-sqlite" or wants to retry."""
-    from . import migration, synapse_config
+    from matrix_synapse_setup.synapse import config as synapse_config
+    from matrix_synapse_setup.synapse import porting as migration
 
     state = synapse_config.inspect()
     if state is None or state.sqlite is None:
@@ -117,7 +120,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings, state: Any, text: str) -> int:
-    from . import migration
+    from matrix_synapse_setup.synapse import porting as migration
 
     for step in provision(settings, socket_dir=args.socket_dir):
         print(step)
@@ -153,7 +156,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_admin(args: argparse.Namespace) -> int:
     """Create the first admin account (what the postinst does with admin-user and
     admin-password), or change its password: for a Synapse that was not running then."""
-    from . import admin, conversation
+    from matrix_synapse_setup.dpkg import debconf as conversation
+    from matrix_synapse_setup.postinst import admin
 
     answers = None
     user = args.user
@@ -201,7 +205,7 @@ def _debconf() -> Any:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import doctor
+    from matrix_synapse_setup.commands import doctor
 
     return doctor.main(as_json=args.json)
 
@@ -210,14 +214,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from . import backup
+    from matrix_synapse_setup.commands import backup
 
     print(backup.backup_now(socket_dir=args.socket_dir))
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from . import backup
+    from matrix_synapse_setup.commands import backup
 
     plan = backup.plan_restore(Path(args.file).absolute(), socket_dir=args.socket_dir)
     for number, line in enumerate(plan.describe(), 1):

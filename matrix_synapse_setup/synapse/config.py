@@ -16,8 +16,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from . import messages
-from .errors import SetupError
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
 
 ETC = Path("/etc/matrix-synapse")
 HOMESERVER = ETC / "homeserver.yaml"
@@ -46,7 +46,7 @@ def load(files: list[Path], texts: dict[Path, str] | None = None) -> tuple[dict,
     merges them; *texts* gives the text of a file instead of reading it."""
     import yaml
 
-    from .yamlload import safe_load
+    from matrix_synapse_setup.core.yamlload import safe_load
 
     merged: dict[str, Any] = {}
     origin: dict[str, Path] = {}
@@ -218,7 +218,7 @@ def client_listener(config: dict[str, Any]) -> str | None:
     """The base URL of the first HTTP listener of *config* (merged) that serves the client
     API: at a loopback address when it listens on every address or on one, else at its
     first address.  None when there is none on a TCP port."""
-    from .settings import is_local
+    from matrix_synapse_setup.core.settings import is_local
 
     for listener in config.get("listeners") or []:
         if not isinstance(listener, dict) or listener.get("type", "http") != "http":

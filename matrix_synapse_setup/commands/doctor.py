@@ -23,10 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import messages, snippet, synapse_config
-from .errors import SetupError
-from .settings import Settings
-from .snippet import SNIPPET, SYNAPSE_USER
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.files.snippet import SNIPPET, SYNAPSE_USER
+from matrix_synapse_setup.synapse import config as synapse_config
 
 OK, WARN, FAIL, SKIPPED = "ok", "warn", "fail", "skipped"
 EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}
@@ -410,7 +412,7 @@ class Doctor:
         if facts is None:
             detail, fix = self._facts_error or ("?", "")
             return Check(name, FAIL, detail, fix)
-        from .pg import MIN_SERVER_VERSION, version_text
+        from matrix_synapse_setup.postgres.queries import MIN_SERVER_VERSION, version_text
 
         version = version_text(facts["version"])
         where = facts["where"]
@@ -432,7 +434,7 @@ class Doctor:
         facts = self._need_server(name)
         if isinstance(facts, Check):
             return facts
-        from .provision import NEEDED
+        from matrix_synapse_setup.postgres.provision import NEEDED
 
         wrong = [key for key, value in NEEDED.items() if facts[key] != value]
         size = synapse_config.human_size(facts["size"])
@@ -711,8 +713,8 @@ SELECT current_setting('server_version_num'),
 
 def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple | None]:
     """(facts, None), or (None, (detail, fix)) when the login as Synapse's role fails."""
-    from . import libpq
-    from .provision import role_params
+    from matrix_synapse_setup.postgres import libpq
+    from matrix_synapse_setup.postgres.provision import role_params
 
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
@@ -766,8 +768,8 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
 def connect_failure(err: Exception, settings: Settings, where: str) -> tuple[str, str]:
     """(detail, fix) of a failed login as Synapse's role, classified as the package's other
     checks classify it (by SQLSTATE and connection state, in any language)."""
-    from . import diagnose
-    from .provision import connect_error
+    from matrix_synapse_setup.postgres import diagnose
+    from matrix_synapse_setup.postgres.provision import connect_error
 
     error = connect_error(err, settings)
     reason = _reason(err)
@@ -791,7 +793,7 @@ def connect_failure(err: Exception, settings: Settings, where: str) -> tuple[str
 
 
 def _reason(err: Exception) -> str:
-    from .diagnose import reason_text
+    from matrix_synapse_setup.postgres.diagnose import reason_text
 
     return reason_text(str(err)) or type(err).__name__
 
@@ -811,7 +813,7 @@ def get_versions(url: str, timeout: float) -> tuple[str | None, str | None]:
     Through :class:`admin.Client`: never a proxy, a certificate unchecked on loopback only."""
     import urllib.error
 
-    from .admin import Client, HttpError
+    from matrix_synapse_setup.postinst.admin import Client, HttpError
 
     try:
         body = Client(url, timeout).call("GET", "")
@@ -831,7 +833,7 @@ def get_versions(url: str, timeout: float) -> tuple[str | None, str | None]:
 
 
 def main(*, as_json: bool = False, paths: Paths | None = None) -> int:
-    from .maint import drop_libpq_environment
+    from matrix_synapse_setup.postinst.main import drop_libpq_environment
 
     drop_libpq_environment()  # connect as Synapse does, not with the admin's PG* defaults
     rows = Doctor(paths).run()

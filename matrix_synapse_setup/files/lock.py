@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import messages
-from .errors import SetupError
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
 
 LOCK = Path("/run/lock/matrix-synapse-setup.lock")
 WAIT_ENV = "MATRIX_SYNAPSE_SETUP_LOCK_WAIT"

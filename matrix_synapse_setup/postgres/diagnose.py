@@ -18,7 +18,7 @@ import select
 import socket
 from typing import Any
 
-from . import libpq
+from matrix_synapse_setup.postgres import libpq
 
 # libpq's ConnStatusType (libpq-fe.h) -> how far a connection got, in wire order:
 # STARTED (connecting), MADE (connected), SSL_STARTUP (TLS handshake),

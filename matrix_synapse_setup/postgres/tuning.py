@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .provision import Step
+    from matrix_synapse_setup.postgres.provision import Step
 
 # Sorts before any name an admin is likely to give (letters, or "10-"...), so that
 # the admin's own conf.d files win over ours; see the module docstring.
@@ -553,7 +553,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def ensure(path: Path, text: str) -> Step:
     """Put *text* (from render()) in the drop-in *path* when it differs."""
-    from .provision import CHANGED, CREATED, UNCHANGED, Step
+    from matrix_synapse_setup.postgres.provision import CHANGED, CREATED, UNCHANGED, Step
 
     try:
         before = path.read_text(encoding="utf-8")
@@ -571,7 +571,7 @@ def ensure(path: Path, text: str) -> Step:
 
 def remove(path: Path) -> Step:
     """Remove the drop-in *path* (and a leftover temporary file of ours)."""
-    from .provision import CHANGED, UNCHANGED, Step
+    from matrix_synapse_setup.postgres.provision import CHANGED, UNCHANGED, Step
 
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         leftover.unlink(missing_ok=True)

@@ -20,14 +20,25 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import conversation, locking, messages, snippet
-from .conversation import ABORT, IGNORE, KEEP_SQLITE, MIGRATE, RETRY, START_EMPTY, Conversation
-from .errors import SetupError, run
-from .services import child_fds, daemon_reload, restart_synapse
-from .settings import Settings, is_local, without_libpq_variables
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError, run
+from matrix_synapse_setup.core.settings import Settings, is_local, without_libpq_variables
+from matrix_synapse_setup.dpkg import debconf as conversation
+from matrix_synapse_setup.dpkg.debconf import (
+    ABORT,
+    IGNORE,
+    KEEP_SQLITE,
+    MIGRATE,
+    RETRY,
+    START_EMPTY,
+    Conversation,
+)
+from matrix_synapse_setup.files import lock as locking
+from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.synapse.service import child_fds, daemon_reload, restart_synapse
 
 if TYPE_CHECKING:
-    from . import synapse_config
+    from matrix_synapse_setup.synapse import config as synapse_config
 
 # Imported where they are used (migration, synapse_config, provision, psycopg, jinja2):
 # a maintainer script pays only for what its path needs (issue 11).
@@ -142,7 +153,7 @@ def postgresql_being_installed() -> list[str]:
 
 
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
-    from .provision import Superuser
+    from matrix_synapse_setup.postgres.provision import Superuser
 
     # A first install (no snippet yet) provisions: its superuser child starts before
     # the answers are checked, so that psycopg's import, in the child, is done on the
@@ -159,7 +170,7 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
 
 
 def _postinst_configure(conv: Conversation, deferred: bool, early: Any) -> int:
-    from .provision import ServerUnavailable
+    from matrix_synapse_setup.postgres.provision import ServerUnavailable
 
     # ucfq (Perl) answers while the answers are checked: an unchanged run needs it.
     with snippet.UcfQuery() as ucf:
@@ -213,7 +224,7 @@ def store_backup_keep(conv: Conversation) -> None:
     """The apt hook runs outside debconf: it reads backup-keep (checked by check_answers)
     from a small file (backup.KEEP_FILE), written only when the answer changed, and only
     by a run that succeeded (a refused or ignored run changes nothing)."""
-    from . import backup
+    from matrix_synapse_setup.commands import backup
 
     backup.store_keep(conv.get(conversation.BACKUP_KEEP).strip() or str(backup.DEFAULT_KEEP))
 
@@ -279,7 +290,7 @@ def unchanged(
         return False  # the full path says what is wrong
     if stamp != current.get("password_set") or not snippet.same_values(current, settings):
         return False
-    from .provision import quick_verify
+    from matrix_synapse_setup.postgres.provision import quick_verify
 
     # The login (network and the server's work) runs while this thread renders.
     proof: dict[str, Any] = {}
@@ -337,7 +348,7 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
         say(messages.SNIPPET_IGNORED.format(reason=err.message))
         current = None
     # A Synapse on SQLite with data, when our snippet does not exist yet: ask what to do.
-    from . import synapse_config
+    from matrix_synapse_setup.synapse import config as synapse_config
 
     state = None if snippet.SNIPPET.exists() else synapse_config.inspect()
     synapse = state if state is not None and state.sqlite is not None else None
@@ -375,7 +386,7 @@ def refuse_another_database(
 ) -> None:
     """Synapse already uses a PostgreSQL database that another file names: writing our
     snippet must not point it at a different one (its data would seem gone)."""
-    from . import synapse_config
+    from matrix_synapse_setup.synapse import config as synapse_config
 
     args = database.args
     theirs = (
@@ -398,7 +409,7 @@ def refuse_another_database(
 def apply(conv: Conversation, answers: conversation.Answers, early: Any = None) -> None:
     """Decide a plan (inspect, validate), print it, then carry it out step by step.
     *early*: a superuser child started before (see postinst_configure), used if unused."""
-    from .provision import Superuser
+    from matrix_synapse_setup.postgres.provision import Superuser
 
     # The superuser part's child starts now, unless one is waiting already: it imports
     # psycopg while we decide, and does nothing unless the plan is carried out.
@@ -415,7 +426,7 @@ def apply(conv: Conversation, answers: conversation.Answers, early: Any = None) 
 
 
 def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
-    from .provision import changed, provision
+    from matrix_synapse_setup.postgres.provision import changed, provision
 
     settings = plan.settings
     facts: dict[str, Any] = {}
@@ -466,7 +477,7 @@ def tune_request(conv: Conversation, settings: Settings) -> dict[str, Any] | Non
     conf.d.  The template's default (yes) holds for a cluster that serves only Synapse:
     one that holds other databases is tuned only when an admin said yes (preseeded or
     answered), or when it was tuned before."""
-    from . import tuning
+    from matrix_synapse_setup.postgres import tuning
 
     cluster = tuning.cluster_for_port(settings.port)
     if cluster is None:
@@ -495,7 +506,7 @@ def report_tuning(conv: Conversation, request: dict[str, Any], answer: dict[str,
     if answer.get("error"):
         say(messages.TUNING_FAILED.format(path=path, reason=answer["error"]))
         return
-    from .provision import Step
+    from matrix_synapse_setup.postgres.provision import Step
 
     say(str(Step(**answer["step"])))
     if answer.get("refused"):
@@ -510,7 +521,7 @@ def report_tuning(conv: Conversation, request: dict[str, Any], answer: dict[str,
 def tuned_as_answered(conv: Conversation, settings: Settings) -> bool:
     """True when tune() would change nothing (reads only; for an unchanged run).  A
     cluster never tuned because it serves other databases: as answered too."""
-    from . import tuning
+    from matrix_synapse_setup.postgres import tuning
 
     cluster = tuning.cluster_for_port(settings.port)
     if cluster is None:
@@ -532,7 +543,7 @@ def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
         snippet.install(conv, plan.text, plan.settings, owner)
 
     say(sqlite.describe())
-    from . import migration
+    from matrix_synapse_setup.synapse import porting as migration
 
     result = migration.migrate(sqlite, plan.settings, plan.synapse.config, switch, say=say)
     for step in result.steps:
@@ -557,7 +568,7 @@ def admin_account(conv: Conversation) -> None:
     user, password = conv.admin_answers()
     if not user:
         return
-    from . import admin
+    from matrix_synapse_setup.postinst import admin
 
     record = admin.read_record()
     if not password and admin.created_here(user, record):

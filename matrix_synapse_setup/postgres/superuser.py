@@ -1,6 +1,6 @@
 """The part of provisioning that runs with the ``postgres`` uid.
 
-Run by :func:`matrix_synapse_setup.provision.provision` in a forked child
+Run by :func:`matrix_synapse_setup.postgres.provision.provision` in a forked child
 that dropped to the ``postgres`` uid (the same interpreter: no second Python to
 start).  It takes one request (the password travels in memory, never on a
 command line), connects as ``postgres`` over the Unix socket with peer
@@ -12,11 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import diagnose, messages
-from .errors import SetupError, debugging
-from .faults import fault
-from .pg import import_psycopg, scram_matches
-from .provision import (
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError, debugging
+from matrix_synapse_setup.core.faults import fault
+from matrix_synapse_setup.core.settings import (
+    Settings,
+    validate_name,
+    validate_password,
+    validate_port,
+)
+from matrix_synapse_setup.postgres import diagnose
+from matrix_synapse_setup.postgres.provision import (
     CHANGED,
     CREATED,
     DATABASE_QUERY,
@@ -27,7 +33,7 @@ from .provision import (
     check_database,
     check_version,
 )
-from .settings import Settings, validate_name, validate_password, validate_port
+from matrix_synapse_setup.postgres.queries import import_psycopg, scram_matches
 
 
 def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
@@ -136,7 +142,7 @@ def tune(conn: Any, request: dict[str, Any] | None, others: list[str]) -> dict[s
     failure there is reported, never a failure of the provisioning."""
     if request is None:
         return None
-    from . import tuning
+    from matrix_synapse_setup.postgres import tuning
 
     try:
         return tuning.apply(conn, request, others)

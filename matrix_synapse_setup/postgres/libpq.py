@@ -1,8 +1,8 @@
 """The few libpq calls we make below psycopg, through ctypes.
 
-Two users: :mod:`matrix_synapse_setup.diagnose` (a connection attempt whose error
+Two users: :mod:`matrix_synapse_setup.postgres.diagnose` (a connection attempt whose error
 must carry its SQLSTATE, which psycopg does not give for a failed login) and the
-check of an unchanged run (:func:`matrix_synapse_setup.provision.quick_verify`):
+check of an unchanged run (:func:`matrix_synapse_setup.postgres.provision.quick_verify`):
 one connection as Synapse's role and one query, without importing psycopg, whose
 import costs more than the whole check (about 60 ms of a 30 ms check).
 

@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import messages
-from .errors import SetupError
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
 
 SECRET_FILE = Path("/etc/matrix-synapse/conf.d/registration.secret")
 REGISTRATION_SNIPPET = Path("/etc/matrix-synapse/conf.d/registration.yaml")
@@ -86,7 +86,7 @@ def read_record(path: Path | None = None) -> dict[str, str]:
 
 
 def write_record(record: dict[str, str], path: Path | None = None) -> None:
-    from .snippet import Ownership, write_atomic
+    from matrix_synapse_setup.files.snippet import Ownership, write_atomic
 
     path = path or RECORD
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ class Target:
 
 def client_url(config: dict[str, Any]) -> str | None:
     """Synapse's client API on this machine (synapse_config.client_listener)."""
-    from .synapse_config import client_listener
+    from matrix_synapse_setup.synapse.config import client_listener
 
     return client_listener(config)
 
@@ -136,7 +136,7 @@ def inspect(config: dict[str, Any]) -> Target:
 
 
 def effective_config() -> dict[str, Any]:
-    from . import synapse_config
+    from matrix_synapse_setup.synapse import config as synapse_config
 
     merged, _ = synapse_config.load(synapse_config.config_files())
     return merged
@@ -145,7 +145,7 @@ def effective_config() -> dict[str, Any]:
 def ensure_secret(conv: Any = None) -> bool:
     """Generate the shared secret and the snippet naming it, once.  True when Synapse
     must restart to read them."""
-    from . import snippet
+    from matrix_synapse_setup.files import snippet
 
     owner = snippet.ownership()
     changed = False
@@ -200,7 +200,7 @@ class Client:
         import urllib.parse
         import urllib.request
 
-        from .settings import is_local
+        from matrix_synapse_setup.core.settings import is_local
 
         self.url = url
         self.timeout = timeout
@@ -319,7 +319,7 @@ def ensure(
 ) -> Outcome:
     """Create the admin account *user*, or change its password; see the module's text.
     *restart*, *installed*, *running*: services' functions (parameters for tests)."""
-    from . import services
+    from matrix_synapse_setup.synapse import service as services
 
     installed = installed or services.synapse_installed
     running = running or services.synapse_running
@@ -413,7 +413,7 @@ def _apply(
 def _synapse_user_exists() -> bool:
     import pwd
 
-    from .snippet import SYNAPSE_USER
+    from matrix_synapse_setup.files.snippet import SYNAPSE_USER
 
     try:
         pwd.getpwnam(SYNAPSE_USER)

@@ -16,8 +16,8 @@ import re
 import stat
 import unicodedata
 
-from . import messages
-from .errors import SetupError
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # Modes that check the server's certificate: they need a root certificate file.

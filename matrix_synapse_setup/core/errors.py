@@ -2,7 +2,7 @@
 
 Every failure we can explain is raised as :class:`SetupError` with a message
 that says what is wrong and how to fix it (the texts live in
-:mod:`matrix_synapse_setup.messages`).  :func:`run` turns it into one or two
+:mod:`matrix_synapse_setup.core.messages`).  :func:`run` turns it into one or two
 lines on stderr and a non-zero exit; a traceback is shown only when
 ``DPKG_MAINTSCRIPT_DEBUG`` is set, for errors we did not foresee too.
 """

@@ -25,9 +25,9 @@ import unicodedata
 from collections.abc import Iterator
 from types import ModuleType
 
-from . import messages
-from .errors import SetupError
-from .libpq import LIBPQ_SONAME
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.postgres.libpq import LIBPQ_SONAME
 
 MIN_SERVER_VERSION = 140000
 

@@ -1,9 +1,9 @@
 """Bring PostgreSQL to the state Synapse needs, then prove Synapse can use it.
 
 Local mode (``localhost``, a loopback address or a socket directory: see
-:func:`matrix_synapse_setup.settings.is_local`): the superuser part runs in a
+:func:`matrix_synapse_setup.core.settings.is_local`): the superuser part runs in a
 child process with the ``postgres`` uid, over the Unix socket with peer
-authentication (see :mod:`matrix_synapse_setup.superuser`).  Both modes then
+authentication (see :mod:`matrix_synapse_setup.postgres.superuser`).  Both modes then
 verify, as the role, to the host and port the configuration will name:
 exactly what Synapse will do.  Every step inspects first and reports what it did.
 """
@@ -19,11 +19,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import diagnose, faults, messages
-from .diagnose import reason_text
-from .errors import SetupError, debugging
-from .pg import MIN_SERVER_VERSION, import_psycopg, version_text
-from .settings import Settings
+from matrix_synapse_setup.core import faults, messages
+from matrix_synapse_setup.core.errors import SetupError, debugging
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres import diagnose
+from matrix_synapse_setup.postgres.diagnose import reason_text
+from matrix_synapse_setup.postgres.queries import MIN_SERVER_VERSION, import_psycopg, version_text
 
 DEFAULT_SOCKET_DIR = "/var/run/postgresql"
 CONNECT_TIMEOUT = 10
@@ -233,7 +234,7 @@ def _child(
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
         if handler is None:
-            from .superuser import answer as handler
+            from matrix_synapse_setup.postgres.superuser import answer as handler
 
         with contextlib.suppress(SetupError):  # if it fails, answer() says so
             import_psycopg()  # while the parent decides
@@ -274,7 +275,7 @@ def hba_line(settings: Settings, client: str | None) -> str:
 
 def connect_error(err: Exception, settings: Settings) -> SetupError:
     """Map a failed connection as the role to the message an admin needs: by SQLSTATE
-    and connection state (see :mod:`matrix_synapse_setup.diagnose`), never by text."""
+    and connection state (see :mod:`matrix_synapse_setup.postgres.diagnose`), never by text."""
     found = diagnose.diagnose(role_params(settings), timeout=CONNECT_TIMEOUT)
     fields = {
         "host": settings.host,
@@ -419,9 +420,9 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
     probe table is created in a transaction that is rolled back).
     *show_certificate*: also say which certificate the server presented.
 
-    Through libpq directly (:mod:`matrix_synapse_setup.libpq`): nothing here needs
+    Through libpq directly (:mod:`matrix_synapse_setup.postgres.libpq`): nothing here needs
     psycopg, whose import would cost more than the whole check."""
-    from . import libpq
+    from matrix_synapse_setup.postgres import libpq
 
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
@@ -475,7 +476,7 @@ def quick_verify(settings: Settings) -> list[Step] | None:
     role exactly as Synapse connects (host, port, TLS mode and CA file, password), the
     server's version, the database's encoding, collation, ctype and owner, the role not
     a superuser, and its right to create tables, in one connection and one query,
-    through libpq directly (see :mod:`matrix_synapse_setup.libpq`).
+    through libpq directly (see :mod:`matrix_synapse_setup.postgres.libpq`).
 
     Two proofs differ from the full path's, and why that is enough here: the right to
     create tables is read (``has_schema_privilege``) rather than tried with a table
@@ -484,7 +485,7 @@ def quick_verify(settings: Settings) -> list[Step] | None:
     (with pg_hba.conf's ``trust`` a wrong password would pass, as it does for Synapse).
     None when anything is not as it should be: the caller then takes the full path,
     which provisions, verifies and explains."""
-    from . import libpq
+    from matrix_synapse_setup.postgres import libpq
 
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:

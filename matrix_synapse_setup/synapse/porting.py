@@ -39,12 +39,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import faults, messages, services
-from .errors import SetupError
-from .pg import import_psycopg
-from .provision import CHANGED, OK, Step, connect_as_role
-from .settings import Settings
-from .synapse_config import SqliteFacts, table_counts
+from matrix_synapse_setup.core import faults, messages
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.provision import CHANGED, OK, Step, connect_as_role
+from matrix_synapse_setup.postgres.queries import import_psycopg
+from matrix_synapse_setup.synapse import service as services
+from matrix_synapse_setup.synapse.config import SqliteFacts, table_counts
 
 PORT_TOOLS = (
     Path("/opt/venvs/matrix-synapse/bin/synapse_port_db"),  # upstream's matrix-synapse-py3

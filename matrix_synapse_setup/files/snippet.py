@@ -32,14 +32,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import messages
-from .errors import SetupError
-from .faults import fault, ucf_wrapper_dir
-from .services import child_fds, say
-from .settings import Settings
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.faults import fault, ucf_wrapper_dir
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.synapse.service import child_fds, say
 
 if TYPE_CHECKING:
-    from .conversation import Conversation
+    from matrix_synapse_setup.dpkg.debconf import Conversation
 
 SNIPPET = Path("/etc/matrix-synapse/conf.d/database.yaml")
 # The role's password, in libpq's password file format, named by the snippet's
@@ -154,7 +154,7 @@ def parse(text: str, *, where: str = str(SNIPPET)) -> dict[str, Any]:
     one.  "password" is the one written in the YAML (None when there is none)."""
     import yaml
 
-    from .yamlload import safe_load
+    from matrix_synapse_setup.core.yamlload import safe_load
 
     try:
         data = safe_load(text)

@@ -21,8 +21,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import messages, settings
-from .errors import SetupError
+from matrix_synapse_setup.core import messages, settings
+from matrix_synapse_setup.core.errors import SetupError
 
 PKG = "matrix-synapse-setup"
 HOST = f"{PKG}/db-host"
@@ -139,13 +139,15 @@ class Answers:
 
 
 def _validate_admin_user(value: str) -> object:
-    from . import admin
+    from matrix_synapse_setup.postinst import admin
 
     return admin.validate_user(value)
 
 
 def _validate_backup_keep(value: str) -> object:
-    from .backup import validate_keep  # only when asked: the postinst pays for what it uses
+    from matrix_synapse_setup.commands.backup import (
+        validate_keep,  # only when asked: the postinst pays for what it uses
+    )
 
     return validate_keep(value)
 
@@ -398,7 +400,7 @@ class Conversation:
     def _admin_password_step(self, state: dict[str, Any]) -> bool:
         """The first admin account's password: needed to create the account, optional
         for the one this package created (empty keeps its password)."""
-        from . import admin
+        from matrix_synapse_setup.postinst import admin
 
         user = self.get(ADMIN_USER).strip()
         if not user:

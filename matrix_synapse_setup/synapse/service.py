@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import messages
+from matrix_synapse_setup.core import messages
 
 UNIT = "matrix-synapse.service"
 SYNAPSE_UNITS = (

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import messages
-from .errors import SetupError
-from .settings import Settings, without_libpq_variables
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings, without_libpq_variables
 
 BACKUP_DIR = Path("/var/backups/matrix-synapse-setup")
 # Where the postinst copies debconf's backup-keep for the hook (purged with the package).
@@ -212,7 +212,8 @@ def our_database(
     """Synapse's database when it is the one our snippet names (Synapse's effective setting,
     homeserver.yaml and conf.d merged as Synapse merges them); None otherwise (no snippet,
     SQLite, another file's database)."""
-    from . import snippet, synapse_config
+    from matrix_synapse_setup.files import snippet
+    from matrix_synapse_setup.synapse import config as synapse_config
 
     path = snippet_path or snippet.SNIPPET
     if not path.exists():
@@ -232,7 +233,7 @@ def our_database(
 
 
 def passfile_of(snippet_path: Path | None = None) -> str | None:
-    from . import snippet
+    from matrix_synapse_setup.files import snippet
 
     with contextlib.suppress(SetupError):
         found = snippet.read(snippet_path or snippet.SNIPPET)
@@ -247,7 +248,7 @@ def passfile_of(snippet_path: Path | None = None) -> str | None:
 def database_size(settings: Settings) -> tuple[int, int]:
     """(pg_database_size of Synapse's database, the server's major version), as Synapse's
     role."""
-    from .provision import connect_as_role
+    from matrix_synapse_setup.postgres.provision import connect_as_role
 
     with connect_as_role(settings) as conn:
         (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -299,7 +300,7 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _postgres() -> pwd.struct_passwd:
-    from .provision import _postgres_user
+    from matrix_synapse_setup.postgres.provision import _postgres_user
 
     return _postgres_user()
 
@@ -406,7 +407,7 @@ def dump(
 
 
 def _human(size: int) -> str:
-    from .synapse_config import human_size
+    from matrix_synapse_setup.synapse.config import human_size
 
     return human_size(size)
 
@@ -453,7 +454,7 @@ def hook(
 
 
 def hook_main() -> int:
-    from .errors import run
+    from matrix_synapse_setup.core.errors import run
 
     text = sys.stdin.read()
     return run(lambda: hook(text), prog="matrix-synapse-setup")
@@ -473,7 +474,7 @@ def backup_now(*, directory: Path = BACKUP_DIR, socket_dir: str = DEFAULT_SOCKET
 
 
 def _snippet_path() -> Path:
-    from . import snippet
+    from matrix_synapse_setup.files import snippet
 
     return snippet.SNIPPET
 
@@ -484,8 +485,8 @@ def _snippet_path() -> Path:
 def _create_database(socket_dir: str, port: int, dbname: str, owner: str) -> str:
     """As postgres: CREATE DATABASE *dbname* as Synapse needs it, owned by *owner*; refuse
     a name that exists (nothing is ever overwritten)."""
-    from .pg import import_psycopg
-    from .superuser import ensure_database
+    from matrix_synapse_setup.postgres.queries import import_psycopg
+    from matrix_synapse_setup.postgres.superuser import ensure_database
 
     psycopg = import_psycopg()
     with psycopg.connect(
@@ -506,7 +507,7 @@ def _create_database(socket_dir: str, port: int, dbname: str, owner: str) -> str
 def _create_database_answer(request: dict[str, Any]) -> dict[str, Any]:
     """In the postgres child (:class:`provision.Superuser`): :func:`_create_database` for
     *request*; ``{"result": name}`` or the error (:func:`superuser.error_answer`)."""
-    from .superuser import error_answer
+    from matrix_synapse_setup.postgres.superuser import error_answer
 
     try:
         return {
@@ -521,7 +522,7 @@ def _create_database_answer(request: dict[str, Any]) -> dict[str, Any]:
 def restore_name(dbname: str, now: datetime.datetime | None = None) -> str:
     """OLD_restored_YYYYMMDDtHHMMSS, a valid name (at most 63 characters)."""
     suffix = "_restored_" + stamp(now).lower().rstrip("z")
-    from .settings import validate_name
+    from matrix_synapse_setup.core.settings import validate_name
 
     return validate_name("database", dbname[: 63 - len(suffix)] + suffix)
 
@@ -637,7 +638,7 @@ def set_debconf_db_name(dbname: str) -> bool:
 
 def restore_database(plan: RestorePlan) -> list[str]:
     """A new database from the dump, checked as Synapse's role; changes no file."""
-    from .provision import Superuser, verify
+    from matrix_synapse_setup.postgres.provision import Superuser, verify
 
     Superuser.start(_postgres(), _create_database_answer).ask(
         {
@@ -656,7 +657,8 @@ def restore_database(plan: RestorePlan) -> list[str]:
 
 def switch(plan: RestorePlan) -> list[str]:
     """The snippet (ucf) and debconf name the new database; Synapse restarts if it ran."""
-    from . import services, snippet
+    from matrix_synapse_setup.files import snippet
+    from matrix_synapse_setup.synapse import service as services
 
     new = dataclasses.replace(plan.settings, dbname=plan.new_dbname)
     current = snippet.read() or {}

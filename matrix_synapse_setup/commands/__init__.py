@@ -1,0 +1,1 @@
+"""The admin command, matrix-synapse-setup: one module per command."""

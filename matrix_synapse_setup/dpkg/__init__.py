@@ -1,0 +1,1 @@
+"""Debian's machinery: the debconf conversation, ucf, dpkg-query and triggers."""

@@ -1,0 +1,1 @@
+"""Synapse: its effective configuration, its service, its HTTP client, porting its SQLite data."""
