@@ -3,7 +3,7 @@
 dh_python3 would byte-compile the package in the postinst (py3compile) and remove the
 byte-code in the prerm (py3clean).  dpkg-reconfigure runs both, so every reconfigure
 and upgrade started three more Python interpreters, which cost more than all of our
-own work (issue 11).  Instead, the entry points (``maintscript-helper`` and
+own work.  Instead, the entry points (``maintscript-helper`` and
 ``matrix-synapse-setup``) call :func:`refresh` before they import anything else of
 ours, and Python's own imports write no byte-code (``sys.dont_write_bytecode``).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Benchmark of the SQLite -> PostgreSQL migration (issue 10); `invoke bench`, as root.
+"""Benchmark of the SQLite -> PostgreSQL migration; `invoke bench`, as root.
 
 In a booted system-test root (scripts/devtools/harness.BootedRoot, with PostgreSQL and the
 Synapse stand-in, which is the real Synapse from PyPI), Synapse serves a homeserver.db of

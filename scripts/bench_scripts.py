@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Maintainer-script time of our package against dbconfig-common (issue 11), as root.
+"""Maintainer-script time of our package against dbconfig-common, as root.
 
 Two steps are timed, side by side in one run, alternating ours / anchor / ours / anchor:
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Synapse's throughput on our PostgreSQL against its default SQLite (issue 11), as root.
+"""Synapse's throughput on our PostgreSQL against its default SQLite, as root.
 
 Each round boots fresh system-test roots (scripts/devtools/harness.BootedRoot, the layers of
 scripts/bench_migration.py), one at a time, and measures the real Synapse (the stand-in

@@ -1,4 +1,4 @@
-"""``matrix-synapse-setup doctor``: what is wrong, in one table (issue 14).
+"""``matrix-synapse-setup doctor``: what is wrong, in one table.
 
 Every check is read-only and bounded in time, and independent of the others: one that
 fails (or breaks) never hides the rest.  A check that needs something another check
@@ -12,11 +12,14 @@ monitoring.  Secrets are never printed: the password is only handed to libpq.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import grp
 import json
 import math
 import os
 import pwd
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -25,15 +28,19 @@ from typing import Any
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
-from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.files import snippet
-from matrix_synapse_setup.files.snippet import SNIPPET, SYNAPSE_USER
+from matrix_synapse_setup.core.paths import BACKUP_DIR, SNIPPET, SYNAPSE_USER
+from matrix_synapse_setup.core.settings import Settings, drop_libpq_environment
+from matrix_synapse_setup.files import atomic, snippet
+from matrix_synapse_setup.postgres import diagnose, libpq
+from matrix_synapse_setup.postgres.diagnose import reason_of
+from matrix_synapse_setup.postgres.provision import connect_error, role_params
+from matrix_synapse_setup.postgres.queries import MIN_SERVER_VERSION, NEEDED, version_text
 from matrix_synapse_setup.synapse import config as synapse_config
+from matrix_synapse_setup.synapse.client import Client, HttpError
 
 OK, WARN, FAIL, SKIPPED = "ok", "warn", "fail", "skipped"
 EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}
-# Where the pre-upgrade dumps go (*.dump, 0600): written by the backup hook of issue 14.
-BACKUP_DIR = Path("/var/backups/matrix-synapse-setup")
+# The pre-upgrade dumps of the apt hook (commands/backup.py), in BACKUP_DIR.
 BACKUP_GLOB = "*.dump"
 BACKUP_MAX_AGE_DAYS = 30
 MIN_FREE_BYTES = 1 << 30  # without the database's size: 1 GiB
@@ -113,8 +120,6 @@ def render_json(checks: list[Check]) -> str:
 
 
 def _groups(entry: pwd.struct_passwd) -> set[int]:
-    import grp
-
     return {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
 
 
@@ -144,7 +149,7 @@ def unreadable_by(path: Path, user: str) -> str | None:
 
 
 def describe_owner(st: os.stat_result) -> str:
-    return snippet.Ownership(st.st_uid, st.st_gid, st.st_mode & 0o7777).describe()
+    return atomic.Ownership(st.st_uid, st.st_gid, st.st_mode & 0o7777).describe()
 
 
 # --- the checks ------------------------------------------------------------------------
@@ -234,7 +239,7 @@ class Doctor:
                 messages.DOCTOR_SNIPPET_MISSING.format(path=path),
                 messages.DOCTOR_FIX_RECONFIGURE,
             )
-        owner = snippet.ownership(user)
+        owner = atomic.ownership(user)
         names, mode = owner.describe().split()
         want = f"chown {names} {path} && chmod {mode} {path}"
         try:
@@ -338,7 +343,7 @@ class Doctor:
             entry = pwd.getpwnam(user)
         except KeyError:
             entry = None
-        wanted = snippet.passfile_ownership(user)
+        wanted = atomic.passfile_ownership(user)
         names = wanted.describe().split()[0]
         fix = messages.DOCTOR_FIX_OWNERSHIP.format(
             command=f"chown {names} {path} && chmod 0600 {path}"
@@ -412,8 +417,6 @@ class Doctor:
         if facts is None:
             detail, fix = self._facts_error or ("?", "")
             return Check(name, FAIL, detail, fix)
-        from matrix_synapse_setup.postgres.queries import MIN_SERVER_VERSION, version_text
-
         version = version_text(facts["version"])
         where = facts["where"]
         if facts["version"] < MIN_SERVER_VERSION:
@@ -434,8 +437,6 @@ class Doctor:
         facts = self._need_server(name)
         if isinstance(facts, Check):
             return facts
-        from matrix_synapse_setup.postgres.provision import NEEDED
-
         wrong = [key for key, value in NEEDED.items() if facts[key] != value]
         size = synapse_config.human_size(facts["size"])
         if wrong:
@@ -569,8 +570,6 @@ class Doctor:
     # -- 6. backups ---------------------------------------------------------------------
 
     def check_backup_disk(self) -> Check:
-        import shutil
-
         name = "backup disk"
         directory = self.paths.backups
         existing = directory
@@ -713,9 +712,6 @@ SELECT current_setting('server_version_num'),
 
 def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple | None]:
     """(facts, None), or (None, (detail, fix)) when the login as Synapse's role fails."""
-    from matrix_synapse_setup.postgres import libpq
-    from matrix_synapse_setup.postgres.provision import role_params
-
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
         where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
@@ -734,7 +730,7 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
             rows = conn.query(FACTS_QUERY)
         except libpq.Error as err:  # logged in, but the query failed (or took too long)
             return None, (
-                messages.DOCTOR_QUERY_FAILED.format(where=where, reason=_reason(err)),
+                messages.DOCTOR_QUERY_FAILED.format(where=where, reason=reason_of(err)),
                 messages.DOCTOR_FIX_QUERY_FAILED,
             )
     if len(rows) != 1:
@@ -768,11 +764,8 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
 def connect_failure(err: Exception, settings: Settings, where: str) -> tuple[str, str]:
     """(detail, fix) of a failed login as Synapse's role, classified as the package's other
     checks classify it (by SQLSTATE and connection state, in any language)."""
-    from matrix_synapse_setup.postgres import diagnose
-    from matrix_synapse_setup.postgres.provision import connect_error
-
     error = connect_error(err, settings)
-    reason = _reason(err)
+    reason = reason_of(err)
     if error.kind == diagnose.UNREACHABLE:
         fix = (
             messages.DOCTOR_FIX_START_POSTGRESQL
@@ -792,12 +785,6 @@ def connect_failure(err: Exception, settings: Settings, where: str) -> tuple[str
     ), error.message
 
 
-def _reason(err: Exception) -> str:
-    from matrix_synapse_setup.postgres.diagnose import reason_text
-
-    return reason_text(str(err)) or type(err).__name__
-
-
 # --- Synapse's client API ---------------------------------------------------------------------
 
 
@@ -810,10 +797,8 @@ def client_url(config: dict[str, Any]) -> str | None:
 
 def get_versions(url: str, timeout: float) -> tuple[str | None, str | None]:
     """(the newest client API version Synapse announces, None) or (None, why not).
-    Through :class:`admin.Client`: never a proxy, a certificate unchecked on loopback only."""
-    import urllib.error
-
-    from matrix_synapse_setup.postinst.admin import Client, HttpError
+    Through :class:`client.Client`: never a proxy, a certificate unchecked on loopback only."""
+    import urllib.error  # the HTTP client's, loaded with it
 
     try:
         body = Client(url, timeout).call("GET", "")
@@ -833,9 +818,12 @@ def get_versions(url: str, timeout: float) -> tuple[str | None, str | None]:
 
 
 def main(*, as_json: bool = False, paths: Paths | None = None) -> int:
-    from matrix_synapse_setup.postinst.main import drop_libpq_environment
-
     drop_libpq_environment()  # connect as Synapse does, not with the admin's PG* defaults
     rows = Doctor(paths).run()
     print(render_json(rows) if as_json else render_table(rows), end="", flush=True)
     return exit_code(rows)
+
+
+def command(args: argparse.Namespace) -> int:
+    """``matrix-synapse-setup doctor [--json]``."""
+    return main(as_json=args.json)

@@ -1,3 +1,4 @@
-"""Shared vocabulary: errors, user-facing messages, settings and their validators, step
-reports, fault points for tests.  Imports nothing else of ours.
+"""Shared vocabulary: the package's names and places, errors, user-facing messages and
+where they go, the answers and their validators, step reports, YAML, fault points for
+tests.  Imports nothing else of ours.
 """

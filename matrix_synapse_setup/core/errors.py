@@ -14,6 +14,8 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from matrix_synapse_setup.core.paths import PACKAGE
+
 EXIT_FAILURE = 1
 
 
@@ -39,7 +41,7 @@ def debugging() -> bool:
     return os.environ.get("DPKG_MAINTSCRIPT_DEBUG", "") not in ("", "0")
 
 
-def run(main: Callable[[], int | None], *, prog: str = "matrix-synapse-setup") -> int:
+def run(main: Callable[[], int | None], *, prog: str = PACKAGE) -> int:
     """Call *main* and map every failure to a short message and an exit code."""
     try:
         return main() or 0

@@ -34,16 +34,6 @@ from pathlib import Path
 ENV = "MSS_TEST_CRASH_AT"
 PAUSE_ENV = "MSS_TEST_PAUSE_AT"
 PAUSE_SECONDS_ENV = "MSS_TEST_PAUSE_SECONDS"
-POINTS = (
-    "after-role-created",
-    "after-password-changed",
-    "after-database-created",
-    "before-rename",
-    "during-ucf",
-    "after-first-phase",
-    "after-stop",
-    "after-final-port",
-)
 
 
 def armed(name: str) -> bool:

@@ -164,7 +164,6 @@ DEFERRED = (
     "{packages} is not configured yet: the database is set up when dpkg has configured it "
     "(trigger matrix-synapse-setup-provision)."
 )
-SNIPPET_LOADED = "Read the database settings in use from {path} (edited by hand)."
 SNIPPET_IGNORED = "warning: {reason} Its values are not used as the current answers."
 RESTART_FAILED = (
     "warning: restarting Synapse failed ({reason}): check 'systemctl status "
@@ -303,7 +302,7 @@ TUNING_REFUSED = (
 )
 TUNING_FAILED = "note: the PostgreSQL settings for Synapse ({path}) were not applied: {reason}."
 
-# --- the first admin account (issue 14) ---------------------------------------------
+# --- the first admin account -------------------------------------------------------
 BAD_ADMIN_USER = (
     "The admin account name {value!r} is not allowed: give the local part of its Matrix ID "
     "only (alice for @alice:example.org), with lower-case letters, digits and . _ = - / +."
@@ -370,7 +369,7 @@ DEBCONF_UNAVAILABLE = (
     "Cannot read debconf's answers ({reason}): run this as root, or give --user and "
     "--password-file."
 )
-# --- doctor (issue 14) ---
+# --- doctor ---
 # A row's detail says what was found (one line); its fix, shown when the row is not ok,
 # says what to do.
 DOCTOR_SUMMARY = "overall: {status} ({ok} ok, {warn} warn, {fail} fail, {skipped} skipped)"
@@ -496,7 +495,7 @@ DOCTOR_BACKUP_OLD = "; older than {limit} days"
 DOCTOR_FIX_BACKUP = (
     "one is made before each Synapse upgrade; to make one now: matrix-synapse-setup backup"
 )
-# --- backup and restore (issue 14) ---
+# --- backup and restore ---
 BACKUP_HOOK_INPUT = (
     "the apt hook did not get apt's package list (first line {first!r}): check that "
     'DPkg::Tools::Options::/usr/share/matrix-synapse-setup/apt-backup-hook::Version is "3".'

@@ -1,4 +1,5 @@
-"""The answers that describe the database, and their validation.
+"""The answers debconf asks for, and their validation: the database, the first admin
+account, how many backups to keep.
 
 The same rules serve the debconf conversation (an invalid answer is asked
 again), the admin command and the maintainer scripts (an invalid answer is a
@@ -18,6 +19,7 @@ import unicodedata
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.paths import SYNAPSE_USER
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # Modes that check the server's certificate: they need a root certificate file.
@@ -48,6 +50,10 @@ _HOSTNAME_RE = re.compile(
 )
 MAX_PASSWORD_LENGTH = 1000
 _HOST_WITH_PORT_RE = re.compile(r"(.+):([0-9]+)\Z")
+# Synapse's rule for the local part of a new user ID (synapse.types).
+ADMIN_LOCALPART = re.compile(r"[a-z0-9._=/+-]{1,255}")
+ADMIN_PASSWORD_LIMIT = 512  # Synapse refuses longer passwords
+MAX_KEEP = 1000  # dumps the apt hook may keep
 
 
 def without_libpq_variables(env: dict[str, str]) -> dict[str, str]:
@@ -56,6 +62,14 @@ def without_libpq_variables(env: dict[str, str]) -> dict[str, str]:
     run must not see those of the admin's shell either: it would connect otherwise than
     Synapse will."""
     return {name: value for name, value in env.items() if not name.startswith("PG")}
+
+
+def drop_libpq_environment() -> None:
+    """This process's checks see no PG* variable (:func:`without_libpq_variables`).
+    (The superuser child clears its whole environment.)"""
+    clean = without_libpq_variables(dict(os.environ))
+    for name in [name for name in os.environ if name not in clean]:
+        del os.environ[name]
 
 
 def is_local(host: str) -> bool:
@@ -138,7 +152,7 @@ def validate_sslmode(value: str) -> str:
     return value
 
 
-def validate_sslrootcert(value: str, *, reader: str | None = "matrix-synapse") -> str:
+def validate_sslrootcert(value: str, *, reader: str | None = SYNAPSE_USER) -> str:
     """A root certificate file: an absolute path to a readable file of PEM certificates
     that *reader* (Synapse's user, when it exists) can read too."""
     import ssl
@@ -179,6 +193,32 @@ def _readable_by(st: os.stat_result, user: str) -> bool:
     if st.st_gid in groups:
         return bool(st.st_mode & stat.S_IRGRP)
     return bool(st.st_mode & stat.S_IROTH)
+
+
+def validate_admin_user(value: str) -> str:
+    """The local part of the admin's Matrix ID (empty: no account)."""
+    if value and not ADMIN_LOCALPART.fullmatch(value):
+        raise SetupError(messages.BAD_ADMIN_USER.format(value=value))
+    return value
+
+
+def validate_admin_password(value: str) -> str:
+    """The admin account's password (empty: keep the one it has)."""
+    if len(value) > ADMIN_PASSWORD_LIMIT:
+        raise SetupError(messages.BAD_PASSWORD_LENGTH.format(limit=ADMIN_PASSWORD_LIMIT))
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise SetupError(messages.BAD_PASSWORD_CHARS)
+    if value and not value.strip():
+        raise SetupError(messages.BAD_PASSWORD_BLANK)
+    return value
+
+
+def validate_keep(value: str | int) -> int:
+    """How many dumps the apt hook keeps: 1 to MAX_KEEP."""
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_KEEP:
+        raise SetupError(messages.BACKUP_KEEP_INVALID.format(value=text, maximum=MAX_KEEP))
+    return int(text)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,32 +18,34 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
 from matrix_synapse_setup.core import messages, settings
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.paths import DEFAULT_BACKUP_KEEP, PACKAGE
+from matrix_synapse_setup.files import state as state_files
 
-PKG = "matrix-synapse-setup"
-HOST = f"{PKG}/db-host"
-PORT = f"{PKG}/db-port"
-NAME = f"{PKG}/db-name"
-USER = f"{PKG}/db-user"
-PASSWORD = f"{PKG}/db-password"
-PASSWORD_AGAIN = f"{PKG}/db-password-again"
-SSLMODE = f"{PKG}/db-sslmode"
-SSLROOTCERT = f"{PKG}/db-sslrootcert"
-PURGE = f"{PKG}/purge-database"
-FAILURE = f"{PKG}/db-failure"
-SQLITE_DATA = f"{PKG}/sqlite-data"
-INVALID = f"{PKG}/invalid-answer"
-MISMATCH = f"{PKG}/password-mismatch"
-SETUP_ERROR = f"{PKG}/setup-error"
-TUNE = f"{PKG}/tune-postgresql"
-ADMIN_USER = f"{PKG}/admin-user"
-ADMIN_PASSWORD = f"{PKG}/admin-password"
-ADMIN_PASSWORD_AGAIN = f"{PKG}/admin-password-again"
-BACKUP_KEEP = f"{PKG}/backup-keep"
+HOST = f"{PACKAGE}/db-host"
+PORT = f"{PACKAGE}/db-port"
+NAME = f"{PACKAGE}/db-name"
+USER = f"{PACKAGE}/db-user"
+PASSWORD = f"{PACKAGE}/db-password"
+PASSWORD_AGAIN = f"{PACKAGE}/db-password-again"
+SSLMODE = f"{PACKAGE}/db-sslmode"
+SSLROOTCERT = f"{PACKAGE}/db-sslrootcert"
+PURGE = f"{PACKAGE}/purge-database"
+FAILURE = f"{PACKAGE}/db-failure"
+SQLITE_DATA = f"{PACKAGE}/sqlite-data"
+INVALID = f"{PACKAGE}/invalid-answer"
+MISMATCH = f"{PACKAGE}/password-mismatch"
+SETUP_ERROR = f"{PACKAGE}/setup-error"
+TUNE = f"{PACKAGE}/tune-postgresql"
+ADMIN_USER = f"{PACKAGE}/admin-user"
+ADMIN_PASSWORD = f"{PACKAGE}/admin-password"
+ADMIN_PASSWORD_AGAIN = f"{PACKAGE}/admin-password-again"
+BACKUP_KEEP = f"{PACKAGE}/backup-keep"
 
 # debconf protocol codes
 SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
@@ -59,7 +61,7 @@ DEFAULTS = {
     NAME: settings.DEFAULTS["dbname"],
     USER: settings.DEFAULTS["user"],
     SSLMODE: settings.REMOTE_SSLMODE,
-    BACKUP_KEEP: "3",
+    BACKUP_KEEP: str(DEFAULT_BACKUP_KEEP),
 }
 
 # Answers read into debconf from the installed snippet, by snippet key.
@@ -73,10 +75,15 @@ SNIPPET_QUESTIONS = {
 }
 
 
-def debconf_error() -> type[Exception]:
+def _python_debconf() -> Any:
+    """python3-debconf's module (imported here only: a test gives its own)."""
     import debconf
 
-    return debconf.DebconfError
+    return debconf
+
+
+def debconf_error() -> type[Exception]:
+    return _python_debconf().DebconfError
 
 
 def debconf_running() -> bool:
@@ -86,8 +93,6 @@ def debconf_running() -> bool:
 
 def connect() -> Any:
     """A :class:`debconf.Debconf` on the pipes inherited from the confmodule."""
-    import debconf
-
     write_fd = 3 if os.environ.get("DEBCONF_REDIR") else 1
     # Unbuffered binary underneath: nothing beyond one reply is ever read
     # ahead, so children (ucf) can use the same pipes afterwards.
@@ -100,7 +105,29 @@ def connect() -> Any:
         errors="surrogateescape",
         write_through=True,
     )
-    return debconf.Debconf(read=read, write=write)
+    return _python_debconf().Debconf(read=read, write=write)
+
+
+def communicator() -> Any:
+    """debconf's database outside a maintainer script, read and written with
+    debconf-communicate (root only): for the admin command."""
+    try:
+        return _python_debconf().DebconfCommunicator(PACKAGE)
+    except OSError as err:
+        raise SetupError(messages.DEBCONF_UNAVAILABLE.format(reason=err.strerror)) from None
+
+
+def set_debconf_db_name(dbname: str) -> bool:
+    """debconf's db-name follows the snippet (else a later dpkg-reconfigure would switch
+    back).  False when debconf's database is locked (apt running) or missing."""
+    line = f"{PACKAGE} {NAME} string {dbname}\n"
+    try:
+        proc = subprocess.run(
+            ["debconf-set-selections"], input=line, text=True, capture_output=True, check=False
+        )
+    except FileNotFoundError:
+        return False
+    return proc.returncode == 0
 
 
 def escape(value: str) -> str:
@@ -138,20 +165,6 @@ class Answers:
         }
 
 
-def _validate_admin_user(value: str) -> object:
-    from matrix_synapse_setup.postinst import admin
-
-    return admin.validate_user(value)
-
-
-def _validate_backup_keep(value: str) -> object:
-    from matrix_synapse_setup.commands.backup import (
-        validate_keep,  # only when asked: the postinst pays for what it uses
-    )
-
-    return validate_keep(value)
-
-
 class Conversation:
     """The questions of matrix-synapse-setup on one debconf connection."""
 
@@ -187,18 +200,16 @@ class Conversation:
 
     def input(self, priority: str, question: str) -> bool:
         """True if the question will be shown."""
-        try:
-            self.db.input(priority, question)
-            return True
-        except self.DebconfError as err:
-            if err.args[0] == SKIPPED:
-                return False
-            raise
+        return self._unless_skipped(self.db.input, priority, question)
 
     def go(self) -> bool:
         """False when the user asked to go back."""
+        return self._unless_skipped(self.db.go)
+
+    def _unless_skipped(self, command: Callable[..., object], *args: str) -> bool:
+        """Run a debconf *command*: True, or False when debconf answers 30 (SKIPPED)."""
         try:
-            self.db.go()
+            command(*args)
             return True
         except self.DebconfError as err:
             if err.args[0] == SKIPPED:
@@ -252,10 +263,10 @@ class Conversation:
             self._sslrootcert_step,
             lambda st: self._password_step(st, known_password),
             self._tune_step,
-            self._string_step(ADMIN_USER, MEDIUM, _validate_admin_user),
+            self._string_step(ADMIN_USER, MEDIUM, settings.validate_admin_user),
             self._admin_password_step,
             lambda st: self._show(st, PURGE, LOW),
-            self._string_step(BACKUP_KEEP, LOW, _validate_backup_keep),
+            self._string_step(BACKUP_KEEP, LOW, settings.validate_keep),
         ]
         self._walk(steps, state)
         return self.answers()
@@ -400,12 +411,10 @@ class Conversation:
     def _admin_password_step(self, state: dict[str, Any]) -> bool:
         """The first admin account's password: needed to create the account, optional
         for the one this package created (empty keeps its password)."""
-        from matrix_synapse_setup.postinst import admin
-
         user = self.get(ADMIN_USER).strip()
         if not user:
             return not state["backing"]
-        created = admin.created_here(user, admin.read_record())
+        created = state_files.created_here(user, state_files.read_record())
         default = LOW if created else MEDIUM
         while True:
             if not self._show(state, ADMIN_PASSWORD, default):
@@ -414,7 +423,7 @@ class Conversation:
             try:
                 if not password and not created:
                     raise SetupError(messages.ADMIN_PASSWORD_MISSING.format(user=user))
-                admin.validate_password(password)
+                settings.validate_admin_password(password)
             except SetupError as err:
                 self.complain(ADMIN_PASSWORD, err.message)
                 self._forget_password(ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN)
@@ -464,7 +473,7 @@ class Conversation:
             "reasked": True,
         }
         steps = [
-            self._string_step(ADMIN_USER, CRITICAL, _validate_admin_user),
+            self._string_step(ADMIN_USER, CRITICAL, settings.validate_admin_user),
             self._admin_password_step,
         ]
         self._walk(steps, state)
@@ -489,11 +498,7 @@ class Conversation:
 
     def clear_admin_password(self) -> None:
         """Applied: the admin's password leaves debconf's database."""
-        for question in (ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN):
-            if self.get(question):
-                self.set(question, "")
-            if self.fget(question, "seen") != "true":
-                self.fset(question, "seen", "true")
+        self._clear(ADMIN_PASSWORD, ADMIN_PASSWORD_AGAIN)
 
     def _forget_password(self, *questions: str) -> None:
         for question in questions or (PASSWORD, PASSWORD_AGAIN):
@@ -501,15 +506,19 @@ class Conversation:
             self.fset(question, "seen", "false")
 
     def clear_password(self) -> None:
-        """The snippet holds the password now: it does not stay in debconf.  The
-        questions stay seen, so an upgrade does not ask them again (an empty answer
-        keeps the password; dpkg-reconfigure shows them anyway).  What is already so is
-        not set again: debconf rewrites its database for any change."""
-        for question in (PASSWORD, PASSWORD_AGAIN):
-            if self.get(question):
-                self.set(question, "")
-            if self.fget(question, "seen") != "true":
-                self.fset(question, "seen", "true")
+        """The snippet holds the password now: it does not stay in debconf."""
+        self._clear(PASSWORD, PASSWORD_AGAIN)
+
+    def _clear(self, question: str, again_question: str) -> None:
+        """A password and its confirmation leave debconf's database.  The questions stay
+        seen, so an upgrade does not ask them again (an empty answer keeps the password;
+        dpkg-reconfigure shows them anyway).  What is already so is not set again:
+        debconf rewrites its database for any change."""
+        for name in (question, again_question):
+            if self.get(name):
+                self.set(name, "")
+            if self.fget(name, "seen") != "true":
+                self.fset(name, "seen", "true")
 
     def ask_sqlite(self, facts: str, minutes: int) -> str:
         """What to do with the data of a Synapse that runs on SQLite (high priority: the

@@ -1,3 +1,3 @@
 """PostgreSQL: checks and queries, libpq diagnosis, the privilege-separated child,
-provisioning, tuning.
+provisioning, tuning, dumps and restores.
 """

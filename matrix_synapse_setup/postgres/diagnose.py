@@ -95,6 +95,11 @@ def reason_text(message: str) -> str:
     return text.replace("FATAL:  ", "").strip()
 
 
+def reason_of(err: Exception) -> str:
+    """What to show of a libpq or psycopg error (:func:`reason_text`), else its type."""
+    return reason_text(str(err)) or type(err).__name__
+
+
 def _client_address(host: str, port: int, timeout: float) -> str | None:
     """Our source address towards host:port (what pg_hba.conf sees), when TCP."""
     if host.startswith("/"):

@@ -11,53 +11,41 @@ exactly what Synapse will do.  Every step inspects first and reports what it did
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import hashlib
 import json
 import os
 import pwd
+import socket
+import struct
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from matrix_synapse_setup.core import faults, messages
 from matrix_synapse_setup.core.errors import SetupError, debugging
+from matrix_synapse_setup.core.paths import PACKAGE, POSTGRESQL_SOCKET_DIR, SYSTEM_PATH
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres import diagnose
-from matrix_synapse_setup.postgres.diagnose import reason_text
-from matrix_synapse_setup.postgres.queries import MIN_SERVER_VERSION, import_psycopg, version_text
+from matrix_synapse_setup.core.steps import OK, Step
+from matrix_synapse_setup.postgres import diagnose, libpq
+from matrix_synapse_setup.postgres.diagnose import reason_of
+from matrix_synapse_setup.postgres.queries import (
+    DATABASE_QUERY_PQ,
+    QUICK_QUERY,
+    ServerUnavailable,
+    check_database,
+    check_version,
+    import_psycopg,
+)
 
-DEFAULT_SOCKET_DIR = "/var/run/postgresql"
 CONNECT_TIMEOUT = 10
 PROBE_TABLE = "matrix_synapse_setup_probe"
-NEEDED = {"encoding": "UTF8", "collate": "C", "ctype": "C"}
-
-CREATED, CHANGED, UNCHANGED, OK = "created", "changed", "unchanged", "ok"
-
-
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """What one step found or did."""
-
-    name: str
-    outcome: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.outcome}" + (f" ({self.detail})" if self.detail else "")
-
-
-class ServerUnavailable(SetupError):
-    """The server cannot be reached, or it refused the login: may be retried."""
-
-
-def changed(steps: list[Step]) -> bool:
-    return any(step.outcome in (CREATED, CHANGED) for step in steps)
 
 
 def provision(
     settings: Settings,
     *,
-    socket_dir: str = DEFAULT_SOCKET_DIR,
+    socket_dir: str = POSTGRESQL_SOCKET_DIR,
     child: Superuser | None = None,
     facts: dict[str, Any] | None = None,
     tune: dict[str, Any] | None = None,
@@ -79,7 +67,8 @@ def provision(
 # --- the superuser part, in a child with the postgres uid -------------------
 
 
-def _postgres_user() -> pwd.struct_passwd:
+def postgres_user() -> pwd.struct_passwd:
+    """The ``postgres`` user, when this process may act as it (root, or postgres)."""
     try:
         postgres = pwd.getpwnam("postgres")
     except KeyError:
@@ -99,7 +88,7 @@ def _run_as_postgres(
     tune: dict[str, Any] | None = None,
 ) -> list[Step]:
     if child is None or child.used:
-        child = Superuser.start(_postgres_user())
+        child = Superuser.start(postgres_user())
     request = {
         "socket_dir": socket_dir,
         "port": settings.port,
@@ -133,7 +122,7 @@ class Superuser:
     def early(cls) -> Superuser | None:
         """Start one now when this process may (root, PostgreSQL installed); else None."""
         try:
-            return cls.start(_postgres_user())
+            return cls.start(postgres_user())
         except SetupError:
             return None
 
@@ -143,7 +132,7 @@ class Superuser:
         user: pwd.struct_passwd,
         handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Superuser:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"}
+        env = {"PATH": SYSTEM_PATH, "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"}
         for name in (
             "DPKG_MAINTSCRIPT_DEBUG",
             faults.ENV,
@@ -234,6 +223,9 @@ def _child(
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
         if handler is None:
+            # Imported here, in the child: a parent that never forks (an unchanged run)
+            # does not pay for it, and the child imports it (and tuning) on the other
+            # core while the parent decides.
             from matrix_synapse_setup.postgres.superuser import answer as handler
 
         with contextlib.suppress(SetupError):  # if it fails, answer() says so
@@ -248,18 +240,11 @@ def _child(
         status = 0
     except BaseException:  # noqa: BLE001 - the child must reach os._exit, always
         if debugging():
-            import traceback
-
             traceback.print_exc()
     return status
 
 
 # --- verification, as the role, over TCP --------------------------------------
-
-
-def _reason(err: Exception) -> str:
-    """What to show of a libpq error (diagnose.reason_text), else its type."""
-    return reason_text(str(err)) or type(err).__name__
 
 
 def hba_line(settings: Settings, client: str | None) -> str:
@@ -284,7 +269,7 @@ def connect_error(err: Exception, settings: Settings) -> SetupError:
         "dbname": settings.dbname,
         "sslmode": settings.sslmode,
         "sslrootcert": settings.sslrootcert or "the default root certificate",
-        "reason": _reason(err),
+        "reason": reason_of(err),
         "sqlstate": found.sqlstate or "none",
     }
     error: SetupError
@@ -316,7 +301,7 @@ def role_params(settings: Settings, *, dbname: str | None = None) -> dict[str, A
         "password": settings.password,
         "sslmode": settings.sslmode,
         "connect_timeout": CONNECT_TIMEOUT,
-        "application_name": "matrix-synapse-setup",
+        "application_name": PACKAGE,
     }
     if settings.sslrootcert:
         params["sslrootcert"] = settings.sslrootcert
@@ -331,58 +316,10 @@ def connect_as_role(settings: Settings, *, dbname: str | None = None) -> Any:
         raise connect_error(err, settings) from None
 
 
-def check_database(
-    row: tuple[str, str, str, str] | None, settings: Settings, where: str
-) -> list[Step]:
-    """Refuse a database whose encoding, collation, ctype or owner is wrong."""
-    if row is None:
-        raise SetupError(
-            messages.DATABASE_MISSING.format(
-                dbname=settings.dbname, host=settings.host, port=settings.port, user=settings.user
-            )
-        )
-    encoding, collate, ctype, owner = row
-    found = {"encoding": encoding, "collate": collate, "ctype": ctype}
-    wrong = [k for k, v in NEEDED.items() if found[k] != v]
-    if wrong:
-        raise SetupError(
-            messages.WRONG_DATABASE.format(
-                dbname=settings.dbname,
-                user=settings.user,
-                found=", ".join(f"{k} {found[k]!r}" for k in wrong),
-                needed=", ".join(f"{k} {NEEDED[k]!r}" for k in wrong),
-            )
-        )
-    if owner != settings.user:
-        raise SetupError(
-            messages.WRONG_OWNER.format(dbname=settings.dbname, owner=owner, user=settings.user)
-        )
-    return [Step(f"verify database {settings.dbname}", OK, f"UTF8, C, C, owner {owner}, {where}")]
-
-
-def check_version(version_num: int, where: str) -> Step:
-    if version_num < MIN_SERVER_VERSION:
-        raise SetupError(
-            messages.SERVER_TOO_OLD.format(version=version_text(version_num), where=where)
-        )
-    return Step(f"server {where}", OK, "PostgreSQL " + version_text(version_num))
-
-
-_DATABASE_SELECT = (
-    "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba)"
-    " FROM pg_database WHERE datname = "
-)
-DATABASE_QUERY = _DATABASE_SELECT + "%s"  # psycopg's placeholder (superuser.py)
-DATABASE_QUERY_PQ = _DATABASE_SELECT + "$1"  # libpq's (verify)
-
-
 def describe_certificate(settings: Settings) -> str:
     """Which certificate the server presents, and what checked it: a TLS handshake of
     our own (PostgreSQL's SSLRequest, then TLS), since libpq does not tell."""
-    import hashlib
-    import socket
-    import ssl
-    import struct
+    import ssl  # costly, and only the admin command's verify asks for a certificate
 
     context = ssl.create_default_context()
     verified = settings.sslmode in ("verify-ca", "verify-full") and settings.sslrootcert
@@ -422,8 +359,6 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
 
     Through libpq directly (:mod:`matrix_synapse_setup.postgres.libpq`): nothing here needs
     psycopg, whose import would cost more than the whole check."""
-    from matrix_synapse_setup.postgres import libpq
-
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
         where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
@@ -452,7 +387,7 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
         except libpq.Error as err:
             raise SetupError(
                 messages.CANNOT_CREATE_TABLE.format(
-                    user=settings.user, dbname=settings.dbname, reason=_reason(err)
+                    user=settings.user, dbname=settings.dbname, reason=reason_of(err)
                 )
             ) from None
         finally:
@@ -462,13 +397,6 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
 
 
 # --- the proof of an unchanged run: one connection, one query, no psycopg ----------
-
-QUICK_QUERY = """
-SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
-       r.rolsuper, has_schema_privilege('public', 'CREATE')
-  FROM pg_database d JOIN pg_roles r ON r.rolname = current_user
- WHERE d.datname = current_database()
-"""
 
 
 def quick_verify(settings: Settings) -> list[Step] | None:
@@ -485,8 +413,6 @@ def quick_verify(settings: Settings) -> list[Step] | None:
     (with pg_hba.conf's ``trust`` a wrong password would pass, as it does for Synapse).
     None when anything is not as it should be: the caller then takes the full path,
     which provisions, verifies and explains."""
-    from matrix_synapse_setup.postgres import libpq
-
     where = f"{settings.host}:{settings.port}"
     if settings.socket_dir:
         where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"

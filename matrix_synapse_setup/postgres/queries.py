@@ -1,4 +1,5 @@
-"""psycopg, loaded robustly, and the small PostgreSQL helpers we share.
+"""psycopg, loaded robustly, and what the PostgreSQL modules share: the error a retry
+may cure, the queries and checks of a database, the server's version, SCRAM hashes.
 
 Why the loader: when libpq5 is unpacked in the same dpkg run as this package,
 libc-bin's ldconfig trigger has not run yet when our postinst runs, so
@@ -27,9 +28,17 @@ from types import ModuleType
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.core.steps import OK, Step
 from matrix_synapse_setup.postgres.libpq import LIBPQ_SONAME
 
 MIN_SERVER_VERSION = 140000
+# What Synapse needs of its database.
+NEEDED = {"encoding": "UTF8", "collate": "C", "ctype": "C"}
+
+
+class ServerUnavailable(SetupError):
+    """The server cannot be reached, or it refused the login: may be retried."""
 
 
 @contextlib.contextmanager
@@ -69,6 +78,68 @@ def import_psycopg() -> ModuleType:
 def version_text(version_num: int) -> str:
     """160004 -> '16.4'."""
     return f"{version_num // 10000}.{version_num % 10000}"
+
+
+# --- a database as Synapse needs it -------------------------------------------------
+
+_DATABASE_SELECT = (
+    "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba)"
+    " FROM pg_database WHERE datname = "
+)
+DATABASE_QUERY = _DATABASE_SELECT + "%s"  # psycopg's placeholder (superuser.py)
+DATABASE_QUERY_PQ = _DATABASE_SELECT + "$1"  # libpq's (verify)
+
+# The databases of the cluster that are not Synapse's (nor PostgreSQL's own): does the
+# cluster serve only Synapse?  (tune-postgresql's default, see tuning.apply)
+OTHER_DATABASES = (
+    "SELECT datname FROM pg_database"
+    " WHERE NOT datistemplate AND datname <> 'postgres' AND datname <> %s ORDER BY 1"
+)
+
+# The proof of an unchanged run (provision.quick_verify), in one query as Synapse's role.
+QUICK_QUERY = """
+SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
+       r.rolsuper, has_schema_privilege('public', 'CREATE')
+  FROM pg_database d JOIN pg_roles r ON r.rolname = current_user
+ WHERE d.datname = current_database()
+"""
+
+
+def check_database(
+    row: tuple[str, str, str, str] | None, settings: Settings, where: str
+) -> list[Step]:
+    """Refuse a database whose encoding, collation, ctype or owner is wrong."""
+    if row is None:
+        raise SetupError(
+            messages.DATABASE_MISSING.format(
+                dbname=settings.dbname, host=settings.host, port=settings.port, user=settings.user
+            )
+        )
+    encoding, collate, ctype, owner = row
+    found = {"encoding": encoding, "collate": collate, "ctype": ctype}
+    wrong = [k for k, v in NEEDED.items() if found[k] != v]
+    if wrong:
+        raise SetupError(
+            messages.WRONG_DATABASE.format(
+                dbname=settings.dbname,
+                user=settings.user,
+                found=", ".join(f"{k} {found[k]!r}" for k in wrong),
+                needed=", ".join(f"{k} {NEEDED[k]!r}" for k in wrong),
+            )
+        )
+    if owner != settings.user:
+        raise SetupError(
+            messages.WRONG_OWNER.format(dbname=settings.dbname, owner=owner, user=settings.user)
+        )
+    return [Step(f"verify database {settings.dbname}", OK, f"UTF8, C, C, owner {owner}, {where}")]
+
+
+def check_version(version_num: int, where: str) -> Step:
+    if version_num < MIN_SERVER_VERSION:
+        raise SetupError(
+            messages.SERVER_TOO_OLD.format(version=version_text(version_num), where=where)
+        )
+    return Step(f"server {where}", OK, "PostgreSQL " + version_text(version_num))
 
 
 # --- SCRAM-SHA-256 -----------------------------------------------------------

@@ -15,25 +15,25 @@ from typing import Any
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError, debugging
 from matrix_synapse_setup.core.faults import fault
+from matrix_synapse_setup.core.paths import PACKAGE
 from matrix_synapse_setup.core.settings import (
     Settings,
     validate_name,
     validate_password,
     validate_port,
 )
-from matrix_synapse_setup.postgres import diagnose
-from matrix_synapse_setup.postgres.provision import (
-    CHANGED,
-    CREATED,
+from matrix_synapse_setup.core.steps import CHANGED, CREATED, UNCHANGED, Step
+from matrix_synapse_setup.postgres import diagnose, tuning
+from matrix_synapse_setup.postgres.diagnose import reason_of
+from matrix_synapse_setup.postgres.queries import (
     DATABASE_QUERY,
-    UNCHANGED,
+    OTHER_DATABASES,
     ServerUnavailable,
-    Step,
-    _reason,
     check_database,
     check_version,
+    import_psycopg,
+    scram_matches,
 )
-from matrix_synapse_setup.postgres.queries import import_psycopg, scram_matches
 
 
 def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
@@ -105,7 +105,7 @@ def provision_as_superuser(
         "dbname": "postgres",
         "user": "postgres",
         "connect_timeout": 10,
-        "application_name": "matrix-synapse-setup",
+        "application_name": PACKAGE,
     }
     try:
         # autocommit: CREATE DATABASE cannot run in a transaction
@@ -119,7 +119,7 @@ def provision_as_superuser(
                 port=settings.port, sqlstate=found.sqlstate or "none"
             )
         else:
-            reason = _reason(err)
+            reason = reason_of(err)
             if found.kind == diagnose.UNREACHABLE:
                 reason = f"no answer on {request['socket_dir']}/.s.PGSQL.{settings.port}"
             message = messages.LOCAL_UNREACHABLE.format(port=settings.port, reason=reason)
@@ -142,22 +142,12 @@ def tune(conn: Any, request: dict[str, Any] | None, others: list[str]) -> dict[s
     failure there is reported, never a failure of the provisioning."""
     if request is None:
         return None
-    from matrix_synapse_setup.postgres import tuning
-
     try:
         return tuning.apply(conn, request, others)
     except Exception as err:  # reported to the parent, which says it
         if debugging():
             raise
-        return {"error": f"{type(err).__name__}: {_reason(err)}"}
-
-
-# The databases of the cluster that are not Synapse's (nor PostgreSQL's own): does the
-# cluster serve only Synapse?  (tune-postgresql's default, see maint.tune)
-OTHER_DATABASES = (
-    "SELECT datname FROM pg_database"
-    " WHERE NOT datistemplate AND datname <> 'postgres' AND datname <> %s ORDER BY 1"
-)
+        return {"error": f"{type(err).__name__}: {reason_of(err)}"}
 
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:
@@ -186,5 +176,5 @@ def error_answer(err: Exception) -> dict[str, Any]:
         }
     if debugging():
         raise err
-    reason = f"{type(err).__name__}: {_reason(err)}"
+    reason = f"{type(err).__name__}: {reason_of(err)}"
     return {"error": {"message": messages.SUPERUSER_FAILED.format(reason=reason), "retry": False}}

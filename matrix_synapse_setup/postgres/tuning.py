@@ -17,29 +17,27 @@ Where it sits in PostgreSQL's reading order (later wins):
    sorts after it and wins, without the admin having to know about us.
 3. ``postgresql.auto.conf`` (ALTER SYSTEM): wins over everything above.
 
-Stdlib only at import time: this module is on the maintainer scripts' hot path.
+No third-party module at import time: this module is on the maintainer scripts' hot path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from matrix_synapse_setup.postgres.provision import Step
+from matrix_synapse_setup.core.paths import POSTGRESQL_SOCKET_DIR
+from matrix_synapse_setup.core.steps import CHANGED, CREATED, UNCHANGED, Step
+from matrix_synapse_setup.files.atomic import Ownership, current_text, write_atomic
 
 # Sorts before any name an admin is likely to give (letters, or "10-"...), so that
 # the admin's own conf.d files win over ours; see the module docstring.
 DROPIN_NAME = "00-matrix-synapse-setup.conf"
 ETC = Path("/etc/postgresql")
 DEFAULT_PORT = 5432
-DEFAULT_SOCKET_DIR = "/var/run/postgresql"
 WHAT = "PostgreSQL settings for Synapse"
 
 MB = 1024**2
@@ -404,7 +402,7 @@ class Cluster:
     port: int
     data_directory: Path
     includes_conf_d: bool  # postgresql.conf has include_dir = 'conf.d' (Debian's default)
-    socket_dir: str = DEFAULT_SOCKET_DIR
+    socket_dir: str = POSTGRESQL_SOCKET_DIR
 
     @property
     def label(self) -> str:
@@ -450,7 +448,7 @@ def read_cluster(confdir: Path) -> Cluster | None:
     except ValueError:
         return None
     sockets = [s.strip() for s in settings.get("unix_socket_directories", "").split(",")]
-    socket_dir = next((s for s in sockets if s.startswith("/")), DEFAULT_SOCKET_DIR)
+    socket_dir = next((s for s in sockets if s.startswith("/")), POSTGRESQL_SOCKET_DIR)
     return Cluster(version, name, confdir, port, data_directory, includes, socket_dir)
 
 
@@ -531,48 +529,22 @@ def current(cluster: Cluster, wanted: bool) -> bool:
         return False
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace *path* with *text* (0644: nothing secret).  Run in the superuser child,
-    whose uid is postgres: the file is postgres's, like the rest of the cluster's
-    configuration that postgresql-common makes.  Not snippet.write_atomic: the
-    test-only crash point ``before-rename`` stays on the files that hold Synapse's
-    connection (faults.py)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def ensure(path: Path, text: str) -> Step:
-    """Put *text* (from render()) in the drop-in *path* when it differs."""
-    from matrix_synapse_setup.postgres.provision import CHANGED, CREATED, UNCHANGED, Step
-
-    try:
-        before = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        before = None
-    except (OSError, UnicodeDecodeError):
-        before = ""
+    """Put *text* (from render()) in the drop-in *path* when it differs.  Run in the
+    superuser child, whose uid is postgres: the file is postgres's, 0644 (nothing
+    secret), like the rest of the cluster's configuration that postgresql-common makes.
+    The test-only crash point ``before-rename`` stays on the files that hold Synapse's
+    connection (core/faults.py)."""
+    before = current_text(path)
     if before == text:
         return Step(WHAT, UNCHANGED, str(path))
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
-    _write_atomic(path, text)
+    owner = Ownership(os.geteuid(), os.getegid(), 0o644)
+    write_atomic(path, text, owner, crash_point=None)
     return Step(WHAT, CREATED if before is None else CHANGED, str(path))
 
 
 def remove(path: Path) -> Step:
     """Remove the drop-in *path* (and a leftover temporary file of ours)."""
-    from matrix_synapse_setup.postgres.provision import CHANGED, UNCHANGED, Step
-
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         leftover.unlink(missing_ok=True)
     try:
@@ -607,7 +579,7 @@ def apply(conn: Any, request: dict[str, Any], others: list[str]) -> dict[str, An
         return {"skipped_for": others}
     step = ensure(path, text) if text is not None else remove(path)
     answer: dict[str, Any] = {"step": step.__dict__, "pending": [], "refused": []}
-    if step.outcome not in ("created", "changed"):
+    if step.outcome not in (CREATED, CHANGED):
         return answer
     conn.execute("SELECT pg_reload_conf()")
     if text is None:

@@ -14,16 +14,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core import messages, paths
 from matrix_synapse_setup.core.errors import SetupError, run
-from matrix_synapse_setup.core.settings import Settings, is_local, without_libpq_variables
+from matrix_synapse_setup.core.output import say
+from matrix_synapse_setup.core.settings import Settings, drop_libpq_environment, is_local
+from matrix_synapse_setup.core.steps import Step, changed
 from matrix_synapse_setup.dpkg import debconf as conversation
+from matrix_synapse_setup.dpkg import packages
+from matrix_synapse_setup.dpkg import ucf as ucf_files
 from matrix_synapse_setup.dpkg.debconf import (
     ABORT,
     IGNORE,
@@ -33,38 +36,22 @@ from matrix_synapse_setup.dpkg.debconf import (
     START_EMPTY,
     Conversation,
 )
+from matrix_synapse_setup.files import atomic, snippet
 from matrix_synapse_setup.files import lock as locking
-from matrix_synapse_setup.files import snippet
-from matrix_synapse_setup.synapse.service import child_fds, daemon_reload, restart_synapse
+from matrix_synapse_setup.files import state as state_files
+from matrix_synapse_setup.synapse.service import daemon_reload, restart_synapse
 
 if TYPE_CHECKING:
     from matrix_synapse_setup.synapse import config as synapse_config
 
 # Imported where they are used (migration, synapse_config, provision, psycopg, jinja2):
-# a maintainer script pays only for what its path needs (issue 11).
-
-# Our own trigger (debian/triggers): provisioning deferred until PostgreSQL,
-# unpacked in the same dpkg run, is configured.
-PROVISION_TRIGGER = "matrix-synapse-setup-provision"
-POSTGRESQL_PACKAGES = ("postgresql", "postgresql-common", "postgresql-[0-9]*")
-
-
-def say(text: str) -> None:
-    print(f"matrix-synapse-setup: {text}", file=sys.stderr, flush=True)
+# a maintainer script pays only for what its path needs.
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     drop_libpq_environment()
-    return run(lambda: dispatch(args), prog="matrix-synapse-setup")
-
-
-def drop_libpq_environment() -> None:
-    """This process's checks see no PG* variable (:func:`settings.without_libpq_variables`).
-    (The superuser child clears its whole environment.)"""
-    clean = without_libpq_variables(dict(os.environ))
-    for name in [name for name in os.environ if name not in clean]:
-        del os.environ[name]
+    return run(lambda: dispatch(args), prog=paths.PACKAGE)
 
 
 def dispatch(argv: list[str]) -> int:
@@ -74,15 +61,15 @@ def dispatch(argv: list[str]) -> int:
         old_version = argv[2] if len(argv) > 2 else ""
         retire_runtime_dropin(old_version)
         if snippet_deleted_by_hand(old_version):
-            say(messages.SNIPPET_DELETED.format(path=snippet.SNIPPET))
+            say(messages.SNIPPET_DELETED.format(path=paths.SNIPPET))
             return 0
         return postinst_configure(Conversation(conversation.connect()))
     if script == "postinst" and action == "triggered":
         names = " ".join(argv[2:]).split()
         status = 0
-        if PROVISION_TRIGGER in names:
+        if packages.PROVISION_TRIGGER in names:
             status = postinst_configure(Conversation(conversation.connect()), deferred=True)
-        if set(names) - {PROVISION_TRIGGER}:
+        if set(names) - {packages.PROVISION_TRIGGER}:
             status = status or triggered()
             if not status and conversation.debconf_running():
                 try:
@@ -102,12 +89,12 @@ def _has_password(found: dict[str, Any] | None) -> bool:
     return bool(found and isinstance(found.get("password"), str) and found["password"])
 
 
-def snippet_deleted_by_hand(old_version: str, path: Path = snippet.SNIPPET) -> bool:
+def snippet_deleted_by_hand(old_version: str, path: Path = paths.SNIPPET) -> bool:
     """An upgrade finds no snippet where ucf knows one was installed: the admin deleted
     it, as one deletes a conffile; respected (dpkg-reconfigure writes it again)."""
     if not old_version or os.environ.get("DEBCONF_RECONFIGURE") or path.exists():
         return False
-    return snippet.ucf_state(path).registered
+    return ucf_files.ucf_state(path).registered
 
 
 # The first version that ships Synapse's drop-in under /usr/lib (debian/
@@ -121,7 +108,7 @@ def retire_runtime_dropin(old_version: str) -> None:
     the admin edited it, and let systemd see the one we ship."""
     if os.environ.get("DEBCONF_RECONFIGURE"):
         return
-    if old_version and not _older_than(old_version, STATIC_DROPIN_SINCE):
+    if old_version and not packages.compare_versions(old_version, "lt", STATIC_DROPIN_SINCE):
         return
     removed = snippet.remove_runtime_dropin()
     if removed is False:
@@ -129,39 +116,16 @@ def retire_runtime_dropin(old_version: str) -> None:
     daemon_reload()
 
 
-def _older_than(version: str, other: str) -> bool:
-    proc = subprocess.run(["dpkg", "--compare-versions", version, "lt", other], **child_fds())
-    return proc.returncode == 0
-
-
-def postgresql_being_installed() -> list[str]:
-    """PostgreSQL packages unpacked but not configured yet (same dpkg run as ours)."""
-    proc = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *POSTGRESQL_PACKAGES],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    pending = []
-    for line in proc.stdout.splitlines():
-        name, _, status = line.partition(" ")
-        # want install (i), and unpacked (U), half-configured (F) or half-installed (H)
-        if status[:1] == "i" and status[1:2] in ("U", "F", "H"):
-            pending.append(name)
-    return pending
-
-
 def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
     from matrix_synapse_setup.postgres.provision import Superuser
 
     # A first install (no snippet yet) provisions: its superuser child starts before
     # the answers are checked, so that psycopg's import, in the child, is done on the
-    # other core by the time the plan is carried out (issue 11).  Other runs start one
-    # in apply(), when they get there.  (Forking on an unchanged run does not pay: a
-    # child that imported Jinja2 for the render made it about 18 ms slower, not faster,
-    # the fork's copy-on-write costing more than the import it took away.)
-    early = Superuser.early() if not snippet.SNIPPET.exists() else None
+    # other core by the time the plan is carried out.  Other runs start one in apply(),
+    # when they get there.  (Forking on an unchanged run does not pay: the fork's
+    # copy-on-write costs more than the import a child could take away, Jinja2's for
+    # the render included.)
+    early = Superuser.early() if not paths.SNIPPET.exists() else None
     try:
         return _postinst_configure(conv, deferred, early)
     finally:
@@ -170,10 +134,10 @@ def postinst_configure(conv: Conversation, *, deferred: bool = False) -> int:
 
 
 def _postinst_configure(conv: Conversation, deferred: bool, early: Any) -> int:
-    from matrix_synapse_setup.postgres.provision import ServerUnavailable
+    from matrix_synapse_setup.postgres.queries import ServerUnavailable
 
     # ucfq (Perl) answers while the answers are checked: an unchanged run needs it.
-    with snippet.UcfQuery() as ucf:
+    with ucf_files.UcfQuery() as ucf:
         check_answers(conv)
         with locking.exclusive(say):
             done = unchanged(conv, conv.answers(), ucf)
@@ -182,13 +146,12 @@ def _postinst_configure(conv: Conversation, deferred: bool, early: Any) -> int:
         admin_account(conv)  # takes the lock itself
         return 0
     if not deferred and is_local(conv.answers().host):
-        pending = postgresql_being_installed()
+        pending = packages.postgresql_being_installed()
         if pending:
             # apt orders configuration by Depends only; PostgreSQL (a Recommends)
             # may be configured after us.  Its postinst creates the postgres user
             # and the cluster: provision from our trigger, which dpkg runs after.
-            proc = subprocess.run(["dpkg-trigger", "--no-await", PROVISION_TRIGGER], **child_fds())
-            if proc.returncode == 0:
+            if packages.trigger(packages.PROVISION_TRIGGER):
                 say(messages.DEFERRED.format(packages=", ".join(pending)))
                 return 0
     while True:
@@ -206,7 +169,7 @@ def _postinst_configure(conv: Conversation, deferred: bool, early: Any) -> int:
             if choice == IGNORE:
                 # The password was not applied: it stays (in debconf's root-only
                 # passwords.dat) for the dpkg-reconfigure that will apply it.
-                say(messages.IGNORED.format(path=snippet.SNIPPET))
+                say(messages.IGNORED.format(path=paths.SNIPPET))
                 return 0
             assert choice == ABORT  # noqa: S101 - ask_failure returns one of three
             raise SetupError(f"{err.message}\n{messages.ABORTED}") from None
@@ -222,11 +185,10 @@ def _postinst_configure(conv: Conversation, deferred: bool, early: Any) -> int:
 
 def store_backup_keep(conv: Conversation) -> None:
     """The apt hook runs outside debconf: it reads backup-keep (checked by check_answers)
-    from a small file (backup.KEEP_FILE), written only when the answer changed, and only
+    from a small file (state_files.KEEP_FILE), written only when the answer changed, and only
     by a run that succeeded (a refused or ignored run changes nothing)."""
-    from matrix_synapse_setup.commands import backup
-
-    backup.store_keep(conv.get(conversation.BACKUP_KEEP).strip() or str(backup.DEFAULT_KEEP))
+    keep = conv.get(conversation.BACKUP_KEEP).strip() or str(paths.DEFAULT_BACKUP_KEEP)
+    state_files.store_keep(keep)
 
 
 def check_answers(conv: Conversation) -> None:
@@ -271,15 +233,15 @@ def wanted(
 
 
 def unchanged(
-    conv: Conversation, answers: conversation.Answers, ucf: snippet.UcfQuery | None = None
+    conv: Conversation, answers: conversation.Answers, ucf: ucf_files.UcfQuery | None = None
 ) -> bool:
     """True when this run has nothing to change, and proved it: the answers are the
     installed snippet's values, writing the snippet, the password file and the drop-in
     would change nothing, and Synapse's role logs in to a database that is right
     (provision.quick_verify).  Then nothing is written, ucf is not called and nothing
-    restarts (issue 11: every upgrade runs this).  False sends the run down the full
+    restarts: every upgrade runs this.  False sends the run down the full
     path, which inspects again, changes what must change and explains any failure.
-    *ucf*: ucfq's answer, asked before the lock was taken (snippet.UcfQuery: it does not
+    *ucf*: ucfq's answer, asked before the lock was taken (ucf_files.UcfQuery: it does not
     count if the file changed since)."""
     try:
         current = snippet.read()
@@ -299,7 +261,7 @@ def unchanged(
     try:
         text = snippet.render(settings, password_set=stamp)
         state = ucf.state() if ucf is not None else None
-        on_disk = snippet.installed(text, settings, ucf=state)
+        on_disk = ucf_files.installed(text, settings, ucf=state)
     except SetupError:
         on_disk = False
     finally:
@@ -311,7 +273,7 @@ def unchanged(
     for step in proof["steps"]:
         say(str(step))
     conv.clear_password()  # a preseeded password equal to the one in use
-    say(messages.ALL_UNCHANGED.format(path=snippet.SNIPPET))
+    say(messages.ALL_UNCHANGED.format(path=paths.SNIPPET))
     return True
 
 
@@ -333,7 +295,7 @@ class Plan:
             return [*lines, "leave Synapse on SQLite"]
         if self.choice == MIGRATE:
             lines += ["port Synapse's SQLite data (synapse_port_db)", "compare row counts"]
-        lines.append(f"write {snippet.SNIPPET} (ucf)")
+        lines.append(f"write {paths.SNIPPET} (ucf)")
         if self.choice == MIGRATE:
             return [*lines, "start Synapse again if it ran"]
         return [*lines, "restart Synapse if anything changed"]
@@ -350,7 +312,7 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
     # A Synapse on SQLite with data, when our snippet does not exist yet: ask what to do.
     from matrix_synapse_setup.synapse import config as synapse_config
 
-    state = None if snippet.SNIPPET.exists() else synapse_config.inspect()
+    state = None if paths.SNIPPET.exists() else synapse_config.inspect()
     synapse = state if state is not None and state.sqlite is not None else None
     choice = None
     if synapse is not None and synapse.sqlite is not None:
@@ -363,19 +325,17 @@ def decide(conv: Conversation, answers: conversation.Answers) -> Plan:
     settings, stamp = wanted(answers, current)
     # parsed back and compared before anything happens
     text = snippet.render(settings, password_set=stamp)
-    conflict = snippet.conflict(text, settings)
+    conflict = ucf_files.conflict(text, settings)
     if conflict and not os.environ.get("UCF_FORCE_CONFFNEW") and noninteractive(conv):
         # ucf would keep the admin's file, with values that no longer work once
         # the role has changed: refuse before changing anything.
         raise SetupError(
-            messages.SNIPPET_CONFLICT.format(path=snippet.SNIPPET, fields=", ".join(conflict))
+            messages.SNIPPET_CONFLICT.format(path=paths.SNIPPET, fields=", ".join(conflict))
         )
     if choice == MIGRATE:
-        source = synapse_config.database_source_once_written(snippet.SNIPPET, text)
-        if source != snippet.SNIPPET:
-            raise SetupError(
-                messages.SNIPPET_OVERRIDDEN.format(source=source, path=snippet.SNIPPET)
-            )
+        source = synapse_config.database_source_once_written(paths.SNIPPET, text)
+        if source != paths.SNIPPET:
+            raise SetupError(messages.SNIPPET_OVERRIDDEN.format(source=source, path=paths.SNIPPET))
     if state is not None and state.database.engine != "sqlite3":
         refuse_another_database(state.database, settings, text)
     return Plan(settings, text, synapse, choice, current)
@@ -396,12 +356,12 @@ def refuse_another_database(
     )
     if theirs == (settings.host, settings.port, settings.dbname):
         return
-    if synapse_config.database_source_once_written(snippet.SNIPPET, text) != snippet.SNIPPET:
+    if synapse_config.database_source_once_written(paths.SNIPPET, text) != paths.SNIPPET:
         return  # the other file comes later: ours would change nothing for Synapse
     host, port, dbname = theirs
     raise SetupError(
         messages.OTHER_DATABASE_IN_USE.format(
-            dbname=dbname, host=host, port=port, source=database.source, path=snippet.SNIPPET
+            dbname=dbname, host=host, port=port, source=database.source, path=paths.SNIPPET
         )
     )
 
@@ -426,7 +386,7 @@ def apply(conv: Conversation, answers: conversation.Answers, early: Any = None) 
 
 
 def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
-    from matrix_synapse_setup.postgres.provision import changed, provision
+    from matrix_synapse_setup.postgres.provision import provision
 
     settings = plan.settings
     facts: dict[str, Any] = {}
@@ -434,7 +394,7 @@ def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
     steps = provision(settings, child=child, facts=facts, tune=tune)
     for step in steps:
         say(str(step))
-    owner = snippet.ownership()
+    owner = atomic.ownership()
     sqlite = plan.synapse.sqlite if plan.synapse is not None else None
     if plan.choice == KEEP_SQLITE:
         conv.clear_password()
@@ -443,14 +403,14 @@ def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
     if plan.choice == MIGRATE:
         migrate(conv, plan, owner)
         return
-    file_changed = snippet.install(conv, plan.text, settings, owner)
+    file_changed = ucf_files.install(conv, plan.text, settings, owner)
     if file_changed and snippet.same_values(plan.current, settings):
         # The same connection in another form (an upgrade moving the password from
         # the YAML to the password file): Synapse need not restart for it.
         file_changed = False
     if plan.choice == START_EMPTY:
         say(messages.START_EMPTY.format(path=sqlite.path))  # type: ignore[union-attr]
-    kept = snippet.kept(settings)
+    kept = ucf_files.kept(settings)
     if kept is not None:
         # The admin kept an edited file (ucf's question): make the role match the
         # file Synapse reads, and show its values as the current answers.
@@ -465,7 +425,7 @@ def execute(conv: Conversation, plan: Plan, child: Any = None) -> None:
         report_tuning(conv, tune, facts["tuning"])
     conv.clear_password()
     if owner.uid == 0 and owner.gid == 0:
-        say(messages.NO_SYNAPSE_USER.format(user=snippet.SYNAPSE_USER, path=snippet.SNIPPET))
+        say(messages.NO_SYNAPSE_USER.format(user=paths.SYNAPSE_USER, path=paths.SNIPPET))
     if changed(steps) or file_changed:
         restart_synapse("try-restart")
 
@@ -506,8 +466,6 @@ def report_tuning(conv: Conversation, request: dict[str, Any], answer: dict[str,
     if answer.get("error"):
         say(messages.TUNING_FAILED.format(path=path, reason=answer["error"]))
         return
-    from matrix_synapse_setup.postgres.provision import Step
-
     say(str(Step(**answer["step"])))
     if answer.get("refused"):
         refused = ", ".join(answer["refused"])
@@ -534,13 +492,13 @@ def tuned_as_answered(conv: Conversation, settings: Settings) -> bool:
     return tuning.current(cluster, wanted)
 
 
-def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
+def migrate(conv: Conversation, plan: Plan, owner: atomic.Ownership) -> None:
     """Port Synapse's SQLite data, then switch it (the snippet and the drop-in)."""
     assert plan.synapse is not None and plan.synapse.sqlite is not None  # noqa: S101
     sqlite = plan.synapse.sqlite
 
     def switch() -> None:
-        snippet.install(conv, plan.text, plan.settings, owner)
+        ucf_files.install(conv, plan.text, plan.settings, owner)
 
     say(sqlite.describe())
     from matrix_synapse_setup.synapse import porting as migration
@@ -550,7 +508,7 @@ def migrate(conv: Conversation, plan: Plan, owner: snippet.Ownership) -> None:
         say(str(step))
     conv.clear_password()
     backup = result.backup or "(none)"
-    say(messages.MIGRATED.format(path=sqlite.path, backup=backup, snippet=snippet.SNIPPET))
+    say(messages.MIGRATED.format(path=sqlite.path, backup=backup, snippet=paths.SNIPPET))
 
 
 def noninteractive(conv: Conversation) -> bool:
@@ -568,11 +526,11 @@ def admin_account(conv: Conversation) -> None:
     user, password = conv.admin_answers()
     if not user:
         return
+    record = state_files.read_record()
+    if not password and state_files.created_here(user, record):
+        return
     from matrix_synapse_setup.postinst import admin
 
-    record = admin.read_record()
-    if not password and admin.created_here(user, record):
-        return
     while True:
         try:
             with locking.exclusive(say):
@@ -594,16 +552,16 @@ def admin_account(conv: Conversation) -> None:
 # --- postinst triggered --------------------------------------------------------------
 
 
-def triggered(path: Path = snippet.SNIPPET) -> int:
+def triggered(path: Path = paths.SNIPPET) -> int:
     """Synapse's unit file appeared (or changed): let its user read the snippet (the
     drop-in that orders it after PostgreSQL is shipped, under /usr/lib)."""
     if not path.exists():
         return 0
-    owner = snippet.ownership()
-    changed = snippet.fix_ownership(path, owner)
-    for suffix in snippet.UCF_BACKUP_SUFFIXES:
-        snippet.fix_ownership(path.with_name(path.name + suffix), owner)
-    changed = snippet.fix_ownership(snippet.PASSFILE, snippet.passfile_ownership()) or changed
+    owner = atomic.ownership()
+    changed = atomic.fix_ownership(path, owner)
+    for suffix in paths.UCF_BACKUP_SUFFIXES:
+        atomic.fix_ownership(path.with_name(path.name + suffix), owner)
+    changed = atomic.fix_ownership(paths.PASSFILE, atomic.passfile_ownership()) or changed
     if changed:
         say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
         restart_synapse("restart")

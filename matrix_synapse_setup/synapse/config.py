@@ -18,10 +18,12 @@ from typing import Any
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.paths import SYNAPSE_CONFD, SYNAPSE_ETC
+from matrix_synapse_setup.core.settings import is_local
+from matrix_synapse_setup.core.yamlload import YAMLError, safe_load
 
-ETC = Path("/etc/matrix-synapse")
-HOMESERVER = ETC / "homeserver.yaml"
-CONFD = ETC / "conf.d"
+HOMESERVER = SYNAPSE_ETC / "homeserver.yaml"
+CONFD = SYNAPSE_CONFD
 DATA_DIR = Path("/var/lib/matrix-synapse")  # the unit's WorkingDirectory
 DEFAULT_SQLITE = "homeserver.db"
 
@@ -44,18 +46,15 @@ def config_files(
 def load(files: list[Path], texts: dict[Path, str] | None = None) -> tuple[dict, dict]:
     """(merged configuration, file that set each top-level key) of *files*, as Synapse
     merges them; *texts* gives the text of a file instead of reading it."""
-    import yaml
-
-    from matrix_synapse_setup.core.yamlload import safe_load
-
     merged: dict[str, Any] = {}
     origin: dict[str, Path] = {}
     for path in files:
         try:
             text = (texts or {}).get(path)
             data = safe_load(path.read_text(encoding="utf-8") if text is None else text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            reason = getattr(err, "strerror", None) or type(err).__name__
+        except (OSError, UnicodeDecodeError, YAMLError) as err:
+            # The system's words, else the error's name (PyYAML's, for a YAML error).
+            reason = getattr(err, "strerror", None) or getattr(err, "kind", type(err).__name__)
             raise SetupError(
                 messages.SYNAPSE_CONFIG_UNREADABLE.format(path=path, reason=reason)
             ) from None
@@ -124,8 +123,8 @@ class SqliteFacts:
         return int(20 + self.size / PORT_BYTES_PER_SECOND)
 
 
-# synapse_port_db measured on a busy 2-core machine: a 187 MB homeserver.db (50,150 events)
-# in 53 s, 3.5 MB/s; the estimate is rounded down, as the whole migration does more.
+# synapse_port_db copies some 3.5 MB of homeserver.db a second on a busy 2-core machine;
+# the estimate takes less, as the whole migration does more than the copy.
 PORT_BYTES_PER_SECOND = 2_000_000
 
 
@@ -218,8 +217,6 @@ def client_listener(config: dict[str, Any]) -> str | None:
     """The base URL of the first HTTP listener of *config* (merged) that serves the client
     API: at a loopback address when it listens on every address or on one, else at its
     first address.  None when there is none on a TCP port."""
-    from matrix_synapse_setup.core.settings import is_local
-
     for listener in config.get("listeners") or []:
         if not isinstance(listener, dict) or listener.get("type", "http") != "http":
             continue

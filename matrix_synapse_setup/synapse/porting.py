@@ -33,16 +33,27 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from matrix_synapse_setup.core import faults, messages
+from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.faults import fault
+from matrix_synapse_setup.core.output import say
+from matrix_synapse_setup.core.paths import (
+    BACKUP_DIR,
+    STATE_DIR,
+    SYNAPSE_ETC,
+    SYNAPSE_USER,
+    SYSTEM_PATH,
+)
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres.provision import CHANGED, OK, Step, connect_as_role
+from matrix_synapse_setup.core.steps import CHANGED, OK, Step
+from matrix_synapse_setup.core.yamlload import safe_dump
+from matrix_synapse_setup.files.atomic import private_dir
+from matrix_synapse_setup.postgres.provision import connect_as_role
 from matrix_synapse_setup.postgres.queries import import_psycopg
 from matrix_synapse_setup.synapse import service as services
 from matrix_synapse_setup.synapse.config import SqliteFacts, table_counts
@@ -51,12 +62,9 @@ PORT_TOOLS = (
     Path("/opt/venvs/matrix-synapse/bin/synapse_port_db"),  # upstream's matrix-synapse-py3
     Path("/usr/bin/synapse_port_db"),  # Debian's matrix-synapse
 )
-STATE_DIR = Path("/var/lib/matrix-synapse-setup")
 WORKDIR = STATE_DIR / "migration"
 STATE_FILE = STATE_DIR / "migration.json"
-BACKUP_DIR = Path("/var/backups/matrix-synapse-setup")
 LOG_DIR = Path("/var/log/matrix-synapse-setup")
-SYNAPSE_USER = "matrix-synapse"
 # Compared between the SQLite snapshot and PostgreSQL after the port.
 KEY_TABLES = (
     "users",
@@ -74,18 +82,11 @@ KEY_TABLES = (
 )
 PORT_TABLE = "port_from_sqlite3"
 RETRY = "dpkg-reconfigure matrix-synapse-setup (or: matrix-synapse-setup migrate)"
-# Test-only crash injection: see faults.py.
-CRASH_ENV = faults.ENV
-CRASH_POINTS = ("after-first-phase", "after-stop", "after-final-port")
 PROGRESS_RE = re.compile(r"^(\w+): (\d+)% \((\d+)/(\d+)\)$")
 
 # How long to wait for a running Synapse's pending background updates, in seconds.
 UPDATES_WAIT = 900
 UPDATES_WAIT_ENV = "MATRIX_SYNAPSE_SETUP_UPDATES_WAIT"
-
-
-def crash_point(name: str) -> None:
-    faults.fault(name)
 
 
 class MigrationFailed(SetupError):
@@ -269,13 +270,6 @@ def synapse_user() -> pwd.struct_passwd:
         raise MigrationFailed(messages.NO_SYNAPSE_USER_TO_PORT.format(user=SYNAPSE_USER)) from None
 
 
-def private_dir(path: Path, uid: int, gid: int) -> None:
-    """*path* as a directory only uid can enter (0700)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    os.chown(path, uid, gid)
-
-
 def snapshot(live: Path, dest: Path, owner: tuple[int, int], mode: int = 0o600) -> None:
     """A consistent copy of the SQLite database *live* at *dest*: SQLite's online backup
     API, which reads under SQLite's own locks while another process may write."""
@@ -305,10 +299,8 @@ def snapshot(live: Path, dest: Path, owner: tuple[int, int], mode: int = 0o600) 
 def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> str:
     """The port tool's configuration: what it parses (server name, signing key) and the
     target database, as Synapse will use it (the snippet's values)."""
-    import yaml
-
     name = str(config.get("server_name") or "")
-    key = config.get("signing_key_path") or f"/etc/matrix-synapse/{name}.signing.key"
+    key = config.get("signing_key_path") or SYNAPSE_ETC / f"{name}.signing.key"
     args: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -328,7 +320,7 @@ def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> st
         "background_updates": {"sleep_enabled": False},
         "database": {"name": "psycopg2", "args": args},
     }
-    return yaml.safe_dump(data, default_flow_style=False)
+    return safe_dump(data, default_flow_style=False)
 
 
 def pending_updates(live: Path) -> int:
@@ -382,7 +374,7 @@ class Porter:
         cmd = [str(self.tool), "--sqlite-database", str(sqlite), "--postgres-config"]
         cmd += [str(self.config), "--batch-size", "5000"]
         env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": SYSTEM_PATH,
             "HOME": str(self.workdir),
             "LC_ALL": "C.UTF-8",
         }
@@ -522,12 +514,12 @@ def migrate(
             say(messages.PORT_PHASE.format(phase="first copy, Synapse still serving", log=log))
             took = port_run(porter, settings, snap, "first copy", resumable, steps)
             steps.append(Step("port while Synapse runs", OK, f"{took:.1f} s"))
-            crash_point("after-first-phase")
+            fault("after-first-phase")  # test-only crash injection (core/faults.py)
             stopped_at = time.monotonic()
             if not services.stop_synapse():
                 raise MigrationFailed(messages.CANNOT_STOP_SYNAPSE)
             steps.append(Step("stop Synapse", OK))
-            crash_point("after-stop")
+            fault("after-stop")  # test-only crash injection (core/faults.py)
         elif was_running:
             stopped_at = time.monotonic()  # an interrupted run stopped it already
         final = WORKDIR / "final.db"
@@ -537,7 +529,7 @@ def migrate(
         say(messages.PORT_PHASE.format(phase="final copy", log=log))
         took = port_run(porter, settings, final, "final copy", resumable, steps)
         steps.append(Step("port the rest" if stopped_at else "port", OK, f"{took:.1f} s"))
-        crash_point("after-final-port")
+        fault("after-final-port")  # test-only crash injection (core/faults.py)
         steps.append(compare_counts(PORTED, settings))
         switch()
     except BaseException:
@@ -613,6 +605,6 @@ def keep_backup(live: Path, stamp: str) -> Path | None:
     try:
         snapshot(live, dest, (0, 0), 0o600)
     except MigrationFailed as err:
-        print(f"matrix-synapse-setup: warning: {err.message}", file=sys.stderr)
+        say(f"warning: {err.message}")
         return None
     return dest

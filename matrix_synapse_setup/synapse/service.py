@@ -10,11 +10,10 @@ Children never write to fd 1: in a maintainer script that is debconf's pipe.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.core.output import child_fds, say
 
 UNIT = "matrix-synapse.service"
 SYNAPSE_UNITS = (
@@ -24,15 +23,6 @@ SYNAPSE_UNITS = (
 SYNAPSE_INITSCRIPT = Path("/etc/init.d/matrix-synapse")
 SYSTEMD_RUNNING = Path("/run/systemd/system")
 POLICY_FORBIDS = 101  # invoke-rc.d: the action is forbidden by policy-rc.d
-
-
-def say(text: str) -> None:
-    print(f"matrix-synapse-setup: {text}", file=sys.stderr, flush=True)
-
-
-def child_fds() -> dict[str, Any]:
-    """subprocess arguments for a child that must not touch the debconf pipe."""
-    return {"stdin": subprocess.DEVNULL, "stdout": sys.stderr, "check": False}
 
 
 def synapse_installed() -> bool:

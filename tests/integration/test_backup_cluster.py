@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup.commands import backup
+from matrix_synapse_setup.commands import backup, restore
 from matrix_synapse_setup.core.errors import SetupError, run
 from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.dump import pg_dump_command
 from matrix_synapse_setup.postgres.provision import provision
 from matrix_synapse_setup.postgres.queries import import_psycopg
 
@@ -71,15 +72,15 @@ def test_a_dump_restores_into_a_new_database_with_the_rows(cluster, synapse_db, 
     assert path.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
     assert [p.name for p in directory.iterdir()] == [path.name]  # no temporary file left
 
-    plan = backup.RestorePlan(
+    plan = restore.RestorePlan(
         path,
         "1.163.2+mss.systest",
         synapse_db,
-        backup.restore_name(synapse_db.dbname),
+        restore.restore_name(synapse_db.dbname),
         cluster.socket_dir,
     )
     restored.append(plan.new_dbname)
-    lines = backup.restore_database(plan)
+    lines = restore.restore_database(plan)
     assert f"database {plan.new_dbname}: created" in lines
     [(count, last)] = cluster.query(
         "SELECT count(*), max(body) FROM events", dbname=plan.new_dbname
@@ -101,7 +102,7 @@ def test_a_dump_restores_into_a_new_database_with_the_rows(cluster, synapse_db, 
 
     # A second restore at the same second is refused: nothing is overwritten.
     with pytest.raises(SetupError, match="exists already"):
-        backup.restore_database(plan)
+        restore.restore_database(plan)
 
 
 def test_a_failed_pg_restore_says_so_and_keeps_synapses_database(
@@ -109,12 +110,12 @@ def test_a_failed_pg_restore_says_so_and_keeps_synapses_database(
 ):
     bogus = tmp_path / "synapse-1.0-20261201T000000Z.dump"
     bogus.write_bytes(b"PGDMP not really a dump")
-    plan = backup.RestorePlan(
-        bogus, "1.0", synapse_db, backup.restore_name(synapse_db.dbname), cluster.socket_dir
+    plan = restore.RestorePlan(
+        bogus, "1.0", synapse_db, restore.restore_name(synapse_db.dbname), cluster.socket_dir
     )
     restored.append(plan.new_dbname)
     with pytest.raises(SetupError, match="pg_restore .* failed") as err:
-        backup.restore_database(plan)
+        restore.restore_database(plan)
     assert f"dropdb {plan.new_dbname}" in err.value.message
 
 
@@ -245,7 +246,7 @@ def test_a_remote_server_is_dumped_as_the_role_with_its_password_file(
     )
     passfile.write_text(snippet.passfile_text(remote))
     os.chmod(passfile, 0o600)
-    cmd, env, kwargs = backup.pg_dump_command(_as_remote(remote), cluster.socket_dir, str(passfile))
+    cmd, env, kwargs = pg_dump_command(_as_remote(remote), cluster.socket_dir, str(passfile))
     assert PASSWORD not in " ".join(cmd) and all(PASSWORD not in v for v in env.values())
     assert env["PGPASSFILE"] == str(passfile) and kwargs == {}
     out = subprocess.run(cmd, env=env, capture_output=True, check=False)

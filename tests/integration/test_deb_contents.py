@@ -101,7 +101,7 @@ def test_helper_and_package_are_installed_where_the_scripts_look(control):
     _, files = control
     line = next(x for x in files.splitlines() if x.endswith("." + HELPER))
     assert line.startswith("-rwxr-xr-x root/root")
-    for module in ("conversation.py", "snippet.py", "maint.py"):
+    for module in ("dpkg/debconf.py", "files/snippet.py", "postinst/main.py", "core/__init__.py"):
         assert f"/usr/share/matrix-synapse-setup/matrix_synapse_setup/{module}" in files
     assert "/matrix_synapse_setup/files/templates/database.yaml.j2" in files
 

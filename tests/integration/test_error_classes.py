@@ -22,8 +22,8 @@ import pytest
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres.provision import ServerUnavailable, provision, verify
-from matrix_synapse_setup.postgres.queries import import_psycopg
+from matrix_synapse_setup.postgres.provision import provision, verify
+from matrix_synapse_setup.postgres.queries import ServerUnavailable, import_psycopg
 from scripts.devtools.pgcluster import free_port
 
 # Every test here is about the classifier: the French pass repeats them all.

@@ -6,8 +6,9 @@ import pytest
 
 from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres.provision import ServerUnavailable, changed, provision, verify
-from matrix_synapse_setup.postgres.queries import import_psycopg
+from matrix_synapse_setup.core.steps import changed
+from matrix_synapse_setup.postgres.provision import provision, verify
+from matrix_synapse_setup.postgres.queries import ServerUnavailable, import_psycopg
 
 psycopg = import_psycopg()
 sql = psycopg.sql

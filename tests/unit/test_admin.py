@@ -9,12 +9,14 @@ import json
 import pytest
 
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import validate_admin_password, validate_admin_user
+from matrix_synapse_setup.files import state
 from matrix_synapse_setup.postinst import admin
 
 
 @pytest.mark.parametrize("name", ["alice", "a", "bob.smith", "x_y=z-1/2+3", "0day"])
 def test_account_names_synapse_registers_are_accepted(name):
-    assert admin.validate_user(name) == name
+    assert validate_admin_user(name) == name
 
 
 @pytest.mark.parametrize(
@@ -22,22 +24,26 @@ def test_account_names_synapse_registers_are_accepted(name):
 )
 def test_other_account_names_are_refused_with_the_rule(name):
     with pytest.raises(SetupError, match="local part of its Matrix ID"):
-        admin.validate_user(name)
+        validate_admin_user(name)
 
 
 def test_an_empty_name_means_no_account():
-    assert admin.validate_user("") == ""
+    assert validate_admin_user("") == ""
 
 
 def test_checking_the_answers_loads_no_http_client(fresh_python):
-    """Every postinst checks admin-user and admin-password (issue 11: an unchanged run
-    pays only for what it uses); only a request to Synapse needs ssl and urllib."""
+    """Every postinst checks admin-user and admin-password (an unchanged run pays only
+    for what it uses), and the admin step's module comes with its client; only a
+    request to Synapse needs ssl and urllib."""
     code = (
         "import sys\n"
+        "from matrix_synapse_setup.core import settings\n"
+        "from matrix_synapse_setup.dpkg import debconf\n"
         "from matrix_synapse_setup.postinst import admin\n"
-        "admin.validate_user('alice'); admin.validate_password('s3cret')\n"
+        "settings.validate_admin_user('alice'); settings.validate_admin_password('s3cret')\n"
         "print(sorted({'ssl', 'urllib.request', 'http.client'} & set(sys.modules)))\n"
-        "admin.Client('http://127.0.0.1:8008')\n"
+        "from matrix_synapse_setup.synapse.client import Client\n"
+        "Client('http://127.0.0.1:8008')\n"
         "print(sorted({'ssl', 'urllib.request', 'http.client'} & set(sys.modules)))\n"
     )
     out = fresh_python(code).splitlines()
@@ -50,7 +56,7 @@ def test_checking_the_answers_loads_no_http_client(fresh_python):
 )
 def test_passwords_synapse_or_debconf_cannot_take_are_refused(password, match):
     with pytest.raises(SetupError, match=match):
-        admin.validate_password(password)
+        validate_admin_password(password)
 
 
 def listener(**fields):
@@ -116,15 +122,15 @@ def test_an_unreadable_secret_file_is_told_apart_from_none(tmp_path):
 
 def test_the_record_names_the_account_this_package_created(tmp_path):
     path = tmp_path / "admin.json"
-    assert admin.read_record(path) == {}
+    assert state.read_record(path) == {}
     path.write_text(json.dumps({"user_id": "@alice:ex.org", "access_token": "t"}))
-    record = admin.read_record(path)
-    assert admin.created_here("alice", record)
-    assert not admin.created_here("alic", record)  # a prefix is another account
-    assert not admin.created_here("bob", record)
-    assert not admin.created_here("", record)
+    record = state.read_record(path)
+    assert state.created_here("alice", record)
+    assert not state.created_here("alic", record)  # a prefix is another account
+    assert not state.created_here("bob", record)
+    assert not state.created_here("", record)
     path.write_text("not json")
-    assert admin.read_record(path) == {}
+    assert state.read_record(path) == {}
 
 
 def test_the_registration_snippet_names_the_secret_file_only():

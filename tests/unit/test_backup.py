@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from matrix_synapse_setup.commands import backup
+from matrix_synapse_setup.commands import backup, restore
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.paths import DEFAULT_BACKUP_KEEP
+from matrix_synapse_setup.core.settings import validate_keep
+from matrix_synapse_setup.dpkg.packages import compare_versions
+from matrix_synapse_setup.files import state
+from matrix_synapse_setup.postgres.dump import pg_tool
 
 # apt's hook input, version 3, as apt's pkgDPkgPM::SendPkgsInfo (apt-pkg/deb/dpkgpm.cc)
 # writes it: "VERSION 3", the configuration as key=value lines (shortened here), an empty
@@ -119,35 +124,35 @@ def test_retention_keeps_the_newest_and_touches_nothing_else():
 @pytest.mark.parametrize("value", ["0", "-1", "three", "", "1.5", "1001"])
 def test_invalid_keep_answers_are_refused(value):
     with pytest.raises(SetupError, match="whole number"):
-        backup.validate_keep(value)
+        validate_keep(value)
 
 
 def test_keep_file_round_trip_and_default(tmp_path: Path):
     path = tmp_path / "lib" / "backup-keep"
-    assert backup.read_keep(path) == backup.DEFAULT_KEEP
-    assert backup.store_keep(" 5 ", path) is True
+    assert state.read_keep(path) == DEFAULT_BACKUP_KEEP
+    assert state.store_keep(" 5 ", path) is True
     assert path.read_text() == "5\n"
-    assert backup.store_keep("5", path) is False  # unchanged: not written
-    assert backup.read_keep(path) == 5
+    assert state.store_keep("5", path) is False  # unchanged: not written
+    assert state.read_keep(path) == 5
     path.write_text("garbage\n")
-    assert backup.read_keep(path) == backup.DEFAULT_KEEP
+    assert state.read_keep(path) == DEFAULT_BACKUP_KEEP
     with pytest.raises(SetupError):
-        backup.store_keep("0", path)
+        state.store_keep("0", path)
 
 
 def test_versions_compare_as_dpkg_compares_them():
-    assert backup.compare_versions("1.163.3+mss.systest", "gt", "1.163.2+mss.systest")
-    assert backup.compare_versions("1.163.2~rc1", "lt", "1.163.2")
-    assert backup.compare_versions("1:1.0", "gt", "2.0")
-    assert not backup.compare_versions("1.163.2", "gt", "1.163.2")
+    assert compare_versions("1.163.3+mss.systest", "gt", "1.163.2+mss.systest")
+    assert compare_versions("1.163.2~rc1", "lt", "1.163.2")
+    assert compare_versions("1:1.0", "gt", "2.0")
+    assert not compare_versions("1.163.2", "gt", "1.163.2")
 
 
 def test_restore_names_are_valid_database_names():
     import datetime
 
     when = datetime.datetime(2026, 12, 1, 9, 30, 5, tzinfo=datetime.UTC)
-    assert backup.restore_name("synapse", when) == "synapse_restored_20261201t093005"
-    long = backup.restore_name("s" * 63, when)
+    assert restore.restore_name("synapse", when) == "synapse_restored_20261201t093005"
+    long = restore.restore_name("s" * 63, when)
     assert len(long) == 63 and long.endswith("_restored_20261201t093005")
 
 
@@ -177,8 +182,8 @@ def test_the_client_programs_match_the_servers_version(tmp_path: Path):
         tool = tmp_path / version / "bin" / "pg_dump"
         tool.parent.mkdir(parents=True)
         tool.write_text("")
-    assert backup.pg_tool("pg_dump", 15, tmp_path) == str(tmp_path / "15/bin/pg_dump")
-    assert backup.pg_tool("pg_dump", 16, tmp_path) == str(tmp_path / "17/bin/pg_dump")
-    assert backup.pg_tool("pg_dump", 18, tmp_path) == str(tmp_path / "17/bin/pg_dump")
-    assert backup.pg_tool("pg_dump", None, tmp_path) == str(tmp_path / "17/bin/pg_dump")
-    assert backup.pg_tool("pg_restore", 15, tmp_path) == "pg_restore"  # pg_wrapper's choice
+    assert pg_tool("pg_dump", 15, tmp_path) == str(tmp_path / "15/bin/pg_dump")
+    assert pg_tool("pg_dump", 16, tmp_path) == str(tmp_path / "17/bin/pg_dump")
+    assert pg_tool("pg_dump", 18, tmp_path) == str(tmp_path / "17/bin/pg_dump")
+    assert pg_tool("pg_dump", None, tmp_path) == str(tmp_path / "17/bin/pg_dump")
+    assert pg_tool("pg_restore", 15, tmp_path) == "pg_restore"  # pg_wrapper's choice

@@ -22,7 +22,9 @@ import pytest
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.paths import PACKAGE
 from matrix_synapse_setup.dpkg import debconf as cv
+from matrix_synapse_setup.files import state
 from matrix_synapse_setup.postinst import main as maint
 
 PRIORITIES = ["low", "medium", "high", "critical"]
@@ -408,7 +410,7 @@ def shell_uses(script: Path) -> set[str]:
             found.add(words[1].strip("\"'"))
         if len(words) >= 3 and words[0] in ("db_input", "db_text"):
             found.add(words[2].strip("\"'"))
-    return {name.replace("$q/", f"{cv.PKG}/") for name in found}
+    return {name.replace("$q/", f"{PACKAGE}/") for name in found}
 
 
 def test_only_templates_the_helper_shows_are_overridden(session):
@@ -437,10 +439,8 @@ def test_only_templates_the_helper_shows_are_overridden(session):
 
 @pytest.fixture
 def no_record(tmp_path, monkeypatch):
-    from matrix_synapse_setup.postinst import admin
-
-    monkeypatch.setattr(admin, "RECORD", tmp_path / "admin.json")
-    return admin.RECORD
+    monkeypatch.setattr(state, "RECORD", tmp_path / "admin.json")
+    return state.RECORD
 
 
 def test_an_admin_account_without_a_password_is_refused_and_changes_nothing(session, no_record):

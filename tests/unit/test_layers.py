@@ -130,3 +130,144 @@ def test_every_kind_of_import_of_the_tests_is_caught(source, tmp_path):
 def test_mentions_and_lookalikes_are_not_imports(source):
     names = imported(source)
     assert not any(n == "tests" or n.startswith("tests.") for n in names)
+
+
+# --- inside the runtime: sub-packages in layers, no circles -----------------------------
+
+# Bottom first; docs/development.md says what each holds and why in this order.  A
+# module may import its own sub-package and the ones below it, never one above.
+LAYERS = ("core", "files", "dpkg", "postgres", "synapse", "postinst", "commands")
+PACKAGE = "matrix_synapse_setup"
+
+
+def runtime_module(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def our_imports(path: Path) -> set[str]:
+    """The modules of ours *path* imports, as module names (``from a.b import c`` is
+    a.b.c when c is a module of ours, else a.b); TYPE_CHECKING imports too."""
+    return {
+        name
+        for name in imported(path.read_text(encoding="utf-8"), str(path))
+        if name == PACKAGE or name.startswith(PACKAGE + ".")
+    }
+
+
+def graph(root: Path = PROJECT) -> dict[str, set[str]]:
+    """Module → the modules of ours it imports."""
+    files = sorted((root / PACKAGE).rglob("*.py"))
+    modules = {runtime_module(f, root): f for f in files}
+    edges: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for name in our_imports(path):
+            while name not in modules and "." in name:
+                name = name.rsplit(".", 1)[0]  # an attribute: its module
+            if name in modules and name != module and name != PACKAGE:
+                targets.add(name)
+        # "from a.pkg import mod" names the package too: the module is what counts
+        edges[module] = {t for t in targets if not any(o.startswith(t + ".") for o in targets)}
+    return edges
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def against_the_layers(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in sorted(edges.items()):
+        mine = layer_of(module)
+        for target in sorted(targets):
+            theirs = layer_of(target)
+            if mine is not None and theirs is not None and theirs > mine:
+                bad.append(f"{module} ({LAYERS[mine]}) imports {target} ({LAYERS[theirs]})")
+    return bad
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(edges.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_every_runtime_module_is_in_a_layer():
+    edges = graph()
+    assert f"{PACKAGE}.postinst.plan" in edges and f"{PACKAGE}.core.errors" in edges
+    outside = sorted(m for m in edges if layer_of(m) is None and m != PACKAGE)
+    assert outside == [f"{PACKAGE}.bytecode"]  # stdlib only, run before any import
+
+
+def test_no_import_against_the_layer_order():
+    assert against_the_layers(graph()) == []
+
+
+def test_no_import_circle():
+    assert circles(graph()) == []
+
+
+def test_the_bytecode_helper_imports_nothing_of_ours():
+    assert graph()[f"{PACKAGE}.bytecode"] == set()
+
+
+def write_tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, source in files.items():
+        path = tmp_path / PACKAGE / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return tmp_path
+
+
+def test_an_upward_import_and_a_circle_are_caught(tmp_path):
+    """Negative control: a tree with an import from core up to postinst, and a circle
+    through a function-level import, fails both checks."""
+    root = write_tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "core/__init__.py": "",
+            "core/errors.py": "from matrix_synapse_setup.postinst import plan\n",
+            "postinst/__init__.py": "",
+            "postinst/plan.py": "def f():\n    from matrix_synapse_setup.postinst import run\n",
+            "postinst/run.py": "from matrix_synapse_setup.postinst.plan import f\n",
+        },
+    )
+    edges = graph(root)
+    assert against_the_layers(edges) == [
+        f"{PACKAGE}.core.errors (core) imports {PACKAGE}.postinst.plan (postinst)"
+    ]
+    assert circles(edges) == [[f"{PACKAGE}.postinst.plan", f"{PACKAGE}.postinst.run"]]

@@ -9,8 +9,11 @@ import pytest
 import yaml
 
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.paths import PACKAGE, PASSFILE
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.dpkg import ucf
+from matrix_synapse_setup.dpkg.packages import compare_versions
+from matrix_synapse_setup.files import atomic, snippet
 
 ADVERSARIAL_PASSWORDS = [
     "it's",
@@ -76,7 +79,7 @@ def test_every_password_survives_the_password_file_and_stays_out_of_the_yaml(pas
     settings = Settings.from_answers(password=password, user="synapse")
     text = snippet.render(settings)
     args = yaml.safe_load(text)["database"]["args"]
-    assert "password" not in args and args["passfile"] == str(snippet.PASSFILE)
+    assert "password" not in args and args["passfile"] == str(PASSFILE)
     assert password not in args.values()
     passfile = tmp_path / "pgpass"
     passfile.write_text(snippet.passfile_text(settings))
@@ -144,9 +147,9 @@ def test_a_file_that_is_no_snippet_is_a_clear_error(text):
 
 def test_write_atomic_sets_mode_and_leaves_no_temp_file(tmp_path):
     path = tmp_path / "conf.d" / "database.yaml"
-    owner = snippet.Ownership(os.getuid(), os.getgid(), 0o640)
-    snippet.write_atomic(path, "one\n", owner)
-    snippet.write_atomic(path, "two\n", owner)
+    owner = atomic.Ownership(os.getuid(), os.getgid(), 0o640)
+    atomic.write_atomic(path, "one\n", owner)
+    atomic.write_atomic(path, "two\n", owner)
     assert path.read_text() == "two\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(p.name for p in path.parent.iterdir()) == ["database.yaml"]
@@ -156,14 +159,14 @@ def test_fix_ownership_reports_a_change_only_once(tmp_path):
     path = tmp_path / "database.yaml"
     path.write_text("x")
     path.chmod(0o644)
-    owner = snippet.Ownership(os.getuid(), os.getgid(), 0o640)
-    assert snippet.fix_ownership(path, owner) is True
+    owner = atomic.Ownership(os.getuid(), os.getgid(), 0o640)
+    assert atomic.fix_ownership(path, owner) is True
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert snippet.fix_ownership(path, owner) is False
+    assert atomic.fix_ownership(path, owner) is False
 
 
 def test_no_synapse_user_means_root_only():
-    assert snippet.ownership("no-such-user-here") == snippet.Ownership(0, 0, 0o640)
+    assert atomic.ownership("no-such-user-here") == atomic.Ownership(0, 0, 0o640)
 
 
 def test_a_shared_primary_group_is_not_given_the_password():
@@ -171,8 +174,8 @@ def test_a_shared_primary_group_is_not_given_the_password():
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    owner = snippet.ownership("nobody")
-    assert owner == snippet.Ownership(nobody.pw_uid, 0, 0o440)
+    owner = atomic.ownership("nobody")
+    assert owner == atomic.Ownership(nobody.pw_uid, 0, 0o440)
 
 
 def test_ucf_state_comes_from_ucfq(tmp_path):
@@ -180,16 +183,16 @@ def test_ucf_state_comes_from_ucfq(tmp_path):
     state, new, path = tmp_path / "ucf", tmp_path / "new.yaml", tmp_path / "database.yaml"
     state.mkdir()
     new.write_text("a: 1\n")
-    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(False, False)
+    assert ucf.ucf_state(path, state_dir=state) == ucf.UcfState(False, False)
     run = {"check": True, "stdin": subprocess.DEVNULL, "capture_output": True}
     subprocess.run(["ucf", "--state-dir", str(state), str(new), str(path)], **run)
-    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(False, True)
-    subprocess.run(["ucfr", "--state-dir", str(state), snippet.PACKAGE, str(path)], **run)
-    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, True)
+    assert ucf.ucf_state(path, state_dir=state) == ucf.UcfState(False, True)
+    subprocess.run(["ucfr", "--state-dir", str(state), PACKAGE, str(path)], **run)
+    assert ucf.ucf_state(path, state_dir=state) == ucf.UcfState(True, True)
     path.write_text("a: 2\n")  # edited by hand
-    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, False)
+    assert ucf.ucf_state(path, state_dir=state) == ucf.UcfState(True, False)
     path.unlink()  # deleted by hand
-    assert snippet.ucf_state(path, state_dir=state) == snippet.UcfState(True, False)
+    assert ucf.ucf_state(path, state_dir=state) == ucf.UcfState(True, False)
 
 
 def test_an_early_ucf_query_counts_only_for_the_file_it_saw(tmp_path):
@@ -200,21 +203,21 @@ def test_an_early_ucf_query_counts_only_for_the_file_it_saw(tmp_path):
     new.write_text("a: 1\n")
     run = {"check": True, "stdin": subprocess.DEVNULL, "capture_output": True}
     subprocess.run(["ucf", "--state-dir", str(state), str(new), str(path)], **run)
-    subprocess.run(["ucfr", "--state-dir", str(state), snippet.PACKAGE, str(path)], **run)
-    with snippet.UcfQuery(path, state_dir=state) as query:
-        assert query.state() == snippet.UcfState(True, True)
-    with snippet.UcfQuery(path, state_dir=state) as query:
+    subprocess.run(["ucfr", "--state-dir", str(state), PACKAGE, str(path)], **run)
+    with ucf.UcfQuery(path, state_dir=state) as query:
+        assert query.state() == ucf.UcfState(True, True)
+    with ucf.UcfQuery(path, state_dir=state) as query:
         # Replaced by the same bytes (as an atomic write does) after the query began.
         (tmp_path / "same.tmp").write_text("a: 1\n")
         os.replace(tmp_path / "same.tmp", path)
-        assert query.state() == snippet.UcfState(True, False)
-    with snippet.UcfQuery(path, state_dir=state) as query:
+        assert query.state() == ucf.UcfState(True, False)
+    with ucf.UcfQuery(path, state_dir=state) as query:
         os.utime(path)  # written in place (new times), same size
-        assert query.state() == snippet.UcfState(True, False)
-    with snippet.UcfQuery(tmp_path / "absent.yaml", state_dir=state) as query:
+        assert query.state() == ucf.UcfState(True, False)
+    with ucf.UcfQuery(tmp_path / "absent.yaml", state_dir=state) as query:
         assert query.proc is None
-        assert query.state() == snippet.UcfState(False, False)
-    with snippet.UcfQuery(path, state_dir=state) as query:  # nobody reads it
+        assert query.state() == ucf.UcfState(False, False)
+    with ucf.UcfQuery(path, state_dir=state) as query:  # nobody reads it
         proc = query.proc
     assert proc is not None
     assert proc.returncode is not None  # reaped
@@ -253,7 +256,7 @@ def test_a_private_primary_group_gets_read_access():
     group = grp.getgrgid(postgres.pw_gid)
     if set(group.gr_mem) - {"postgres"}:
         pytest.skip("the postgres group has other members here")
-    assert snippet.ownership("postgres") == snippet.Ownership(0, postgres.pw_gid, 0o640)
+    assert atomic.ownership("postgres") == atomic.Ownership(0, postgres.pw_gid, 0o640)
 
 
 def test_a_new_password_stamp_differs_from_the_one_in_the_file():
@@ -269,5 +272,6 @@ def test_a_new_password_stamp_differs_from_the_one_in_the_file():
 def test_versions_before_the_static_dropin_are_told_by_dpkg():
     from matrix_synapse_setup.postinst import main as maint
 
-    assert maint._older_than("0.4.0", maint.STATIC_DROPIN_SINCE)
-    assert maint._older_than("0.5.0~systest1", "0.5.0") and not maint._older_than("0.5.0", "0.5.0~")
+    assert compare_versions("0.4.0", "lt", maint.STATIC_DROPIN_SINCE)
+    assert compare_versions("0.5.0~systest1", "lt", "0.5.0")
+    assert not compare_versions("0.5.0", "lt", "0.5.0~")

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.core.paths import SYNAPSE_USER
+from matrix_synapse_setup.files import atomic
 from matrix_synapse_setup.postinst import main as maint
 from matrix_synapse_setup.synapse import service as services
 
@@ -22,8 +23,8 @@ def arrange(tmp_path, monkeypatch, *, installed=True):
     path.write_text(TEXT)
     path.chmod(0o600)
     dropin = tmp_path / "matrix-synapse.service.d" / "matrix-synapse-setup.conf"
-    owner = snippet.Ownership(os.getuid(), os.getgid(), 0o640)
-    monkeypatch.setattr(snippet, "ownership", lambda user=snippet.SYNAPSE_USER: owner)
+    owner = atomic.Ownership(os.getuid(), os.getgid(), 0o640)
+    monkeypatch.setattr(atomic, "ownership", lambda user=SYNAPSE_USER: owner)
     restarts = []
     monkeypatch.setattr(maint, "restart_synapse", restarts.append)
     return path, dropin, restarts
