@@ -13,7 +13,16 @@ import argparse
 import sys
 from typing import Any
 
-from matrix_synapse_setup.commands import admin, backup, doctor, migrate, provision, restore, verify
+from matrix_synapse_setup.commands import (
+    admin,
+    backup,
+    doctor,
+    migrate,
+    plan,
+    provision,
+    restore,
+    verify,
+)
 from matrix_synapse_setup.core.errors import run
 from matrix_synapse_setup.core.paths import BACKUP_DIR, PACKAGE, POSTGRESQL_SOCKET_DIR, SNIPPET
 from matrix_synapse_setup.core.settings import SSLMODES
@@ -84,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="read the account's password from FILE ('-' for standard input)",
     )
+    sub = commands.add_parser(
+        "plan",
+        help="print what dpkg-reconfigure would do with the current answers; change nothing",
+        description="Print, one step per line, what 'dpkg-reconfigure matrix-synapse-setup' "
+        "would do with the answers in debconf now, and change nothing: no file, no database, "
+        "no service. Needs root, like dpkg-reconfigure.",
+    )
+    sub.set_defaults(func=plan.command)
     sub = commands.add_parser(
         "doctor",
         help="check the whole setup (read-only): exit 0 ok, 1 warnings, 2 failures",

@@ -2,8 +2,8 @@
 
 When the environment variable ``MSS_TEST_CRASH_AT`` names a point, the process
 kills itself with SIGKILL there, as a power cut or ``kill -9`` would; the next
-``dpkg --configure -a`` must then end consistent (README, "Development").  No
-other value has any effect, and nothing sets the variable but the tests.
+``dpkg --configure -a`` must then end consistent (docs/development.md, "The kinds
+of tests").  No other value has any effect, and nothing sets the variable but the tests.
 
 Points (in the order a postinst passes them):
 

@@ -30,20 +30,12 @@ from matrix_synapse_setup.core.paths import (
     UCF_BACKUP_SUFFIXES,
 )
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.files.atomic import (
-    Ownership,
-    current_text,
-    fix_ownership,
-    ownership,
-    passfile_ownership,
-    write_atomic,
-)
+from matrix_synapse_setup.files.atomic import Ownership, current_text, fix_ownership, write_atomic
 from matrix_synapse_setup.files.snippet import (
     MANAGED,
     differences,
+    effective,
     parse,
-    passfile_text,
-    read,
     same_values,
     write_passfile,
 )
@@ -91,104 +83,25 @@ def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
     return _ucf_answer(proc.returncode, proc.stdout)
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
-    """What changes whenever the file's content may have: inode (our writes and ucf's
-    rename a new file in), size and change time."""
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """What :func:`install` did."""
+
+    changed: bool  # the snippet's text changed
+    kept: Settings | None = None  # ucf kept the admin's edited file: its settings
+
+
+def _kept_settings(text: str, settings: Settings) -> Settings | None:
+    """The settings of an admin's edited file that ucf kept, when they are not
+    *settings*; None when they are, or when the file is not usable."""
     try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns)
-
-
-class UcfQuery:
-    """ucf_state(*path*), started now in the background and read later: ucfq is a Perl
-    program, and the unchanged path, which every upgrade takes, would otherwise wait for
-    it.  Its answer counts only for the file it looked at: if the file was replaced or
-    written since the query
-    started, :meth:`state` says "not unedited", which sends the run down the full path
-    (never the other way round).  A file absent when it starts is not asked about (an
-    unchanged run needs the file).  Use it as a context manager: a query nobody read is
-    stopped and reaped."""
-
-    def __init__(self, path: Path = SNIPPET, state_dir: Path | None = None) -> None:
-        self.path = path
-        self.before = _identity(path)
-        self.proc: subprocess.Popen[str] | None = None
-        if self.before is None:
-            return
-        try:
-            self.proc = subprocess.Popen(
-                _ucfq(path, state_dir),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-        except FileNotFoundError:
-            self.proc = None
-
-    def state(self) -> UcfState:
-        if self.proc is None:
-            return UcfState(registered=False, unedited=False)
-        output, _ = self.proc.communicate()
-        found = _ucf_answer(self.proc.returncode, output)
-        if _identity(self.path) != self.before:
-            return UcfState(registered=found.registered, unedited=False)
-        return found
-
-    def __enter__(self) -> UcfQuery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def _is(path: Path, text: str, owner: Ownership) -> bool:
-    """True when *path* holds *text* with *owner*'s uid, gid and mode."""
-    try:
-        st = path.stat()
-        if (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (owner.uid, owner.gid, owner.mode):
-            return False
-        return path.read_bytes() == text.encode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def installed(
-    text: str, settings: Settings, path: Path = SNIPPET, ucf: UcfState | None = None
-) -> bool:
-    """True when writing *text* and *settings*' password file would change nothing: the
-    snippet holds *text* with its owner and mode, ucf recorded exactly that file and
-    knows it as ours (so ucf and ucfr would do nothing), and the password file holds
-    the password with its owner and mode.  Reads only.  *ucf*: ucf_state(path), when
-    the caller asked already."""
-    if not _is(path, text, ownership()):
-        return False
-    ucf = ucf or ucf_state(path)
-    if not (ucf.unedited and ucf.registered):
-        return False
-    return _is(PASSFILE, passfile_text(settings), passfile_ownership())
-
-
-# --- the installed snippet: edits, ucf, kept values ------------------------------
-
-
-def kept(settings: Settings, path: Path = SNIPPET) -> Settings | None:
-    """The settings of the file on disk when they are not *settings* (an admin kept
-    an edited snippet), None when they are, or when the file is not usable."""
-    try:
-        found = read(path)
+        found = effective(parse(text))
     except SetupError:
         return None
-    if found is None or same_values(found, settings):
+    fields = differences(found, settings)
+    if not fields:
         return None
+    say(messages.SNIPPET_KEPT.format(path=SNIPPET, fields=", ".join(fields)))
     answers = {key: None if found[key] is None else str(found[key]) for key in MANAGED}
     try:
         return Settings.from_answers(**answers)
@@ -197,38 +110,23 @@ def kept(settings: Settings, path: Path = SNIPPET) -> Settings | None:
         return None
 
 
-def conflict(text: str, settings: Settings, path: Path = SNIPPET) -> list[str] | None:
-    """The managed fields an admin's edited snippet has otherwise than *text*; None
-    when the file can simply be written (absent, ours, equal, or equal values)."""
-    try:
-        before = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError):
-        return ["the whole file"]
-    if before == text:
-        return None
-    if ucf_state(path).unedited:
-        return None  # not edited since ucf installed it
-    try:
-        found = parse(before)
-    except SetupError:
-        return ["the whole file"]
-    return differences(found, settings) or None
-
-
 def install(
     conv: Conversation | None,
     text: str,
     settings: Settings,
     owner: Ownership,
     path: Path = SNIPPET,
-) -> bool:
-    """Put the password file, then *text* through ucf, in place; True if the snippet
-    changed."""
+    *,
+    before: str | None = None,
+    unedited: bool | None = None,
+) -> Installed:
+    """Put the password file, then *text* through ucf, in place.  *before* and
+    *unedited*: the file's text and ucf's record of it, when the caller read them
+    already (under the same lock); else they are read here."""
     write_passfile(settings)
-    before = current_text(path)
-    unedited = before is None or ucf_state(path).unedited
+    if unedited is None:
+        before = current_text(path)
+        unedited = before is None or ucf_state(path).unedited
     if before is not None and before != text and not unedited:
         with contextlib.suppress(SetupError):
             found = parse(before)
@@ -239,7 +137,7 @@ def install(
                 say(messages.SNIPPET_UNCHANGED.format(path=path))
                 if found.get("password") is not None:
                     say(messages.SNIPPET_INLINE_PASSWORD.format(path=path, passfile=PASSFILE))
-                return False
+                return Installed(changed=False)
     if before != text and unedited:
         write_atomic(path, text, owner)
     tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
@@ -257,17 +155,15 @@ def install(
     fix_ownership(path, owner)
     for suffix in UCF_BACKUP_SUFFIXES:
         fix_ownership(path.with_name(path.name + suffix), owner)
-    after = path.read_text(encoding="utf-8")
-    if after != text:
-        with contextlib.suppress(SetupError):
-            fields = differences(parse(after), settings)
-            if fields:
-                say(messages.SNIPPET_KEPT.format(path=path, fields=", ".join(fields)))
+    # Our text is in place unless ucf had an edit to ask about: only then is the file
+    # read again, to learn what the admin chose.
+    after = text if unedited else current_text(path)
+    kept = _kept_settings(after, settings) if after is not None and after != text else None
     if after == before:
         say(messages.SNIPPET_UNCHANGED.format(path=path))
-        return False
+        return Installed(changed=False, kept=kept)
     say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
-    return True
+    return Installed(changed=True, kept=kept)
 
 
 def ucf(conv: Conversation | None, args: list[str]) -> None:

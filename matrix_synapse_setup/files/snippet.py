@@ -69,10 +69,15 @@ def yaml_scalar(value: Any) -> str:
     return text
 
 
-def render(
-    settings: Settings, *, password_set: str | None = None, template_dir: Path | None = None
-) -> str:
-    """The snippet's text for *settings* (whose password must be set).
+def template_source(template_dir: Path | None = None) -> str:
+    """The snippet's Jinja2 template, as the package ships it."""
+    directory = template_dir or Path(__file__).parent / "templates"
+    return (directory / TEMPLATE).read_text(encoding="utf-8")
+
+
+def render_source(source: str, settings: Settings, *, password_set: str | None = None) -> str:
+    """The snippet's text for *settings* (whose password must be set), from the template
+    *source*; parsed back and compared with *settings* before it is returned.
 
     *password_set*: when the role's password was last set (see password_stamp()).  The
     password is in the password file, so without this line a new password would leave
@@ -80,16 +85,22 @@ def render(
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir or Path(__file__).parent / "templates")),
         autoescape=False,  # noqa: S701 - YAML, not HTML: values go through the yaml filter
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
     env.filters["yaml"] = yaml_scalar
     values = text_values(settings) | {"password_set": password_set}
-    text = env.get_template(TEMPLATE).render(**values)
+    text = env.from_string(source).render(**values)
     check_round_trip(text, settings)
     return text
+
+
+def render(
+    settings: Settings, *, password_set: str | None = None, template_dir: Path | None = None
+) -> str:
+    """:func:`render_source` with the package's template."""
+    return render_source(template_source(template_dir), settings, password_set=password_set)
 
 
 _STAMP_RE = re.compile(r"^# The role's password was set on (\S+)\.$", re.MULTILINE)
@@ -153,13 +164,16 @@ def check_round_trip(text: str, settings: Settings) -> None:
             raise SetupError(messages.SNIPPET_ROUND_TRIP.format(field=name))
 
 
-def effective(found: dict[str, Any]) -> dict[str, Any]:
+def effective(found: dict[str, Any], passfile: str | None = None) -> dict[str, Any]:
     """*found* (from parse) with the password libpq will use: the one in the YAML, else
-    the one the password file names gives for the role."""
+    the one the password file names gives for the role.  *passfile*: our password
+    file's text, when the caller has read it."""
     if found.get("password") is not None or not found.get("passfile"):
         return found
-    password = read_passfile(Path(str(found["passfile"])), str(found.get("user") or ""))
-    return found | {"password": password}
+    user = str(found.get("user") or "")
+    if passfile is not None and found["passfile"] == str(PASSFILE):
+        return found | {"password": password_in(passfile, user)}
+    return found | {"password": read_passfile(Path(str(found["passfile"])), user)}
 
 
 def read(path: Path = SNIPPET) -> dict[str, Any] | None:
@@ -229,19 +243,23 @@ def passfile_text(settings: Settings) -> str:
     )
 
 
-def read_passfile(path: Path, user: str) -> str | None:
-    """The password *path* (libpq's format) gives for *user*, None if none."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # libpq's lines: \n only
-    except (OSError, UnicodeDecodeError):
-        return None
-    for line in lines:
+def password_in(text: str, user: str) -> str | None:
+    """The password a password file's *text* (libpq's format) gives for *user*."""
+    for line in text.split("\n"):  # libpq's lines: \n only
         if not line.strip() or line.startswith("#"):
             continue
         fields = _pgpass_fields(line)
         if len(fields) == 5 and fields[3] in (user, "*"):
             return fields[4]
     return None
+
+
+def read_passfile(path: Path, user: str) -> str | None:
+    """The password *path* (libpq's format) gives for *user*, None if none."""
+    try:
+        return password_in(path.read_text(encoding="utf-8"), user)
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def write_passfile(settings: Settings, path: Path = PASSFILE) -> bool:

@@ -46,12 +46,10 @@ def provision(
     settings: Settings,
     *,
     socket_dir: str = POSTGRESQL_SOCKET_DIR,
-    child: Superuser | None = None,
     facts: dict[str, Any] | None = None,
     tune: dict[str, Any] | None = None,
 ) -> list[Step]:
     """Local: create or update role and database, then verify.  Remote: verify.
-    *child*: a superuser child started earlier (:meth:`Superuser.early`), used once.
     *tune*: the PostgreSQL settings for Synapse to apply too (tuning.apply's request).
     *facts*: filled with what the superuser part saw and did ("other_databases": the
     cluster's databases that are not Synapse's; "tuning": tuning.apply's answer)."""
@@ -60,7 +58,7 @@ def provision(
         if not settings.password:
             raise SetupError(messages.EMPTY_PASSWORD.format(user=settings.user))
         socket = settings.socket_dir or socket_dir
-        steps += _run_as_postgres(settings, socket, child, facts, tune)
+        steps += _run_as_postgres(settings, socket, facts, tune)
     return steps + verify(settings)
 
 
@@ -83,12 +81,10 @@ def postgres_user() -> pwd.struct_passwd:
 def _run_as_postgres(
     settings: Settings,
     socket_dir: str,
-    child: Superuser | None,
     facts: dict[str, Any] | None = None,
     tune: dict[str, Any] | None = None,
 ) -> list[Step]:
-    if child is None or child.used:
-        child = Superuser.start(postgres_user())
+    child = Superuser.start(postgres_user())
     request = {
         "socket_dir": socket_dir,
         "port": settings.port,
@@ -108,23 +104,13 @@ class Superuser:
     """A forked child with the ``postgres`` uid that runs :func:`superuser.answer` (or
     another *handler*: JSON request in, JSON-able answer out) for one request.  A fork,
     not a new interpreter: no second Python start-up, and the request (with the password)
-    never leaves memory.  It can be started before the request is
-    known (:meth:`early`): it drops its privileges and imports psycopg while the parent
-    still decides, then waits; closed without a request, it exits having done nothing.
-    The child cannot touch the maintainer script's debconf pipe (stdin, stdout, fd 3):
+    never leaves memory.  Closed without a request, it exits having done nothing.  The
+    child cannot touch the maintainer script's debconf pipe (stdin, stdout, fd 3):
     they are /dev/null there."""
 
     def __init__(self, pid: int, requests: int, answers: int) -> None:
         self.pid, self._requests, self._answers = pid, requests, answers
         self.used = False
-
-    @classmethod
-    def early(cls) -> Superuser | None:
-        """Start one now when this process may (root, PostgreSQL installed); else None."""
-        try:
-            return cls.start(postgres_user())
-        except SetupError:
-            return None
 
     @classmethod
     def start(

@@ -119,7 +119,8 @@ class SqliteFacts:
         )
 
     def estimate_seconds(self) -> int:
-        """A rough duration of the copy (measured: see README, "Migrating from SQLite")."""
+        """A rough duration of the copy (the rate that scripts/bench_migration.py
+        measures: see docs/benchmarks.md)."""
         return int(20 + self.size / PORT_BYTES_PER_SECOND)
 
 

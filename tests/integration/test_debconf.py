@@ -319,7 +319,7 @@ def test_a_valid_preseed_passes_the_check_and_goes_on_to_the_server(dc):
     dc.preseed(db_port=str(port), db_name="matrix", db_failure="ignore")
     proc = dc.postinst()
     assert "error:" not in proc.stderr
-    assert f"plan: provision the role and database matrix on localhost:{port}" in proc.stderr
+    assert f"provision the role and database matrix on localhost:{port}" in proc.stderr
     assert "was not set up" in proc.stderr
     assert dc.files_written() == []
 

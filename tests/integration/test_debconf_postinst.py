@@ -642,3 +642,50 @@ def test_after_answering_everything_the_next_run_asks_nothing(site, cluster, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Configuring matrix-synapse-setup" not in proc.stdout, proc.stdout
     assert site.args()["password"] == "typed pw"
+
+
+def traced_postinst(site, tmp_path, name: str) -> dict[str, int]:
+    """The postinst under strace: how often the helper's own process opened the
+    snippet and its template, and how often anything ran ucfq."""
+    log = tmp_path / f"{name}.strace"
+    site.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,execve",
+            "-o",
+            str(log),
+            str(ROOT / "debian" / "postinst"),
+            "configure",
+            "",
+        ]
+    )
+    lines = log.read_text().splitlines()
+    helpers = {
+        line.split()[0]
+        for line in lines
+        if "execve(" in line and "maintscript-helper" in line and "= 0" in line
+    }
+    assert len(helpers) == 1, helpers  # one helper process: what it did is counted
+    own = [line for line in lines if line.split()[0] in helpers and "openat(" in line]
+    return {
+        "snippet": sum('/conf.d/database.yaml"' in line for line in own),
+        "template": sum('/database.yaml.j2"' in line for line in own),
+        "ucfq": sum("execve(" in line and '/ucfq"' in line and "= 0" in line for line in lines),
+    }
+
+
+@pytest.mark.parametrize("second", ["unchanged", "new password"])
+def test_one_run_reads_the_snippet_once_renders_once_and_asks_ucf_once(
+    site, cluster, tmp_path, second
+):
+    """Inspect reads everything once; the plan renders once; ucfq runs at most once.
+    (ucf itself, a separate program, reads and writes the file as it must.)"""
+    first = traced_postinst(site, tmp_path, "first")
+    assert first == {"snippet": 1, "template": 1, "ucfq": 0}, first
+    if second == "new password":
+        site.preseed(db_password="a-new-password-for-the-count")
+    again = traced_postinst(site, tmp_path, "second")
+    assert again == {"snippet": 1, "template": 1, "ucfq": 1}, again

@@ -1,5 +1,5 @@
 """The proof of an unchanged run (provision.quick_verify, through libpq directly) and the
-superuser child started early (provision.Superuser), against a real cluster."""
+superuser child (provision.Superuser), against a real cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import os
 import pytest
 
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres.provision import Superuser, provision, quick_verify, verify
+from matrix_synapse_setup.postgres.provision import (
+    Superuser,
+    postgres_user,
+    provision,
+    quick_verify,
+    verify,
+)
 
 
 def local(cluster, dbname, user, password="s3cret-Pass") -> Settings:
@@ -72,17 +78,12 @@ def test_quick_verify_says_none_when_anything_is_wrong(cluster, names, provision
         sql(cluster, f'ALTER ROLE "{user}" NOSUPERUSER')
 
 
-def test_an_early_child_closed_without_a_request_changes_nothing(cluster, names):
+def test_a_child_closed_without_a_request_changes_nothing(cluster, names):
     dbname, user = names
-    child = Superuser.early()
-    assert child is not None, "the tests run as root with a postgres user"
+    child = Superuser.start(postgres_user())
     child.close()
     assert not cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
-    # ... and used, it provisions, once
-    child = Superuser.early()
-    steps = provision(local(cluster, dbname, user), socket_dir=cluster.socket_dir, child=child)
-    assert child.used
-    assert {s.name: s.outcome for s in steps}[f"role {user}"] == "created"
-    child.close()  # a used child: nothing more to do
     with pytest.raises(ChildProcessError):
-        os.waitpid(child.pid, os.WNOHANG)
+        os.waitpid(child.pid, os.WNOHANG)  # reaped
+    steps = provision(local(cluster, dbname, user), socket_dir=cluster.socket_dir)
+    assert {s.name: s.outcome for s in steps}[f"role {user}"] == "created"

@@ -252,6 +252,9 @@ class TestLifeCycle:
     def test_reconfigure(self, root):
         reconfigure(root)
 
+    def test_plan_changes_nothing(self, root):
+        plan_changes_nothing(root)
+
     def test_remove_and_purge_keep_db(self, root):
         remove_and_purge(root, purge_database=False)
 
@@ -305,6 +308,73 @@ def reconfigure(root: Root) -> None:
         steps.synapse_pid(root),
     )
     steps.synapse_recheck(root)
+
+
+# What `matrix-synapse-setup plan` must leave exactly as it was: our files and their
+# owners and modes, ucf's and debconf's records, the cluster's settings files.
+WATCHED = (
+    "/etc/matrix-synapse",
+    "/etc/postgresql",
+    "/var/lib/matrix-synapse-setup",
+    "/var/lib/ucf",
+    "/var/cache/debconf/config.dat",
+    "/var/cache/debconf/passwords.dat",
+)
+CATALOG = (
+    "select rolname || ' ' || coalesce(rolpassword, '') from pg_authid order by 1;"
+    "select datname || ' ' || pg_get_userbyid(datdba) from pg_database order by 1;"
+)
+
+
+def snapshot(root: Root) -> tuple[str, str, str]:
+    files = root.ok(
+        [
+            "sh",
+            "-c",
+            'find "$@" -type f -exec stat -c "%n %U:%G %a %s %Y" {} + -exec sha256sum {} + '
+            "| sort",
+            "-",
+            *WATCHED,
+        ],
+        what="checksums of the watched files",
+    ).output
+    catalog = steps.psql(root, CATALOG, what="the cluster's roles and databases")
+    return files, catalog, steps.synapse_pid(root)
+
+
+def unchanged(before: tuple[str, ...], after: tuple[str, ...], root: Root) -> None:
+    for name, was, now in zip(("files", "catalog", "Synapse's pid"), before, after, strict=True):
+        root.check(was == now, f"plan changes nothing: {name}", was, now)
+
+
+def plan_changes_nothing(root: Root) -> None:
+    """`matrix-synapse-setup plan` says what dpkg-reconfigure would do, and does none of
+    it: with the answers in use it says nothing would change; with a new password
+    preseeded it lists provisioning and the snippet, and the files (checksums, owners,
+    modes), the cluster's roles, password hashes and databases, and Synapse's process
+    are the same before and after."""
+    before = snapshot(root)
+    same = root.ok(["matrix-synapse-setup", "plan"], what="plan with the answers in use")
+    root.check(
+        "nothing would change" in same.output,
+        "the plan of an unchanged setup is empty",
+        "nothing would change",
+        same.output,
+    )
+    unchanged(before, snapshot(root), root)
+    steps.preseed(root, db_password="a-password-nobody-applies")
+    before = snapshot(root)
+    listed = root.ok(["matrix-synapse-setup", "plan"], what="plan with a new password")
+    for line in ("provision the role and database", f"write {SNIPPET} (ucf)"):
+        root.check(line in listed.output, "the plan lists each step", line, listed.output)
+    root.check(
+        "a-password-nobody-applies" not in listed.output,
+        "the plan shows no password",
+        "not shown",
+        listed.output,
+    )
+    unchanged(before, snapshot(root), root)
+    steps.preseed(root, db_password="")
 
 
 # --- 5 ---------------------------------------------------------------------------------

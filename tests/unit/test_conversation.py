@@ -371,16 +371,16 @@ def test_clear_password_leaves_no_secret(session):
 
 
 def test_resolve_password_keeps_the_current_one_or_generates():
+    from matrix_synapse_setup.postinst import plan
+
     answers = cv.Answers("localhost", "5432", "synapse", "synapse", "", "prefer", False)
-    assert maint.resolve_password(answers, {"password": "current"}) == "current"
-    generated = maint.resolve_password(answers, None)
-    assert len(generated) >= 40
-    assert generated != maint.resolve_password(answers, None)
+    assert plan.resolve_password(answers, "current", "fresh") == "current"
+    assert plan.resolve_password(answers, None, "fresh") == "fresh"
     answers.password = "new"
-    assert maint.resolve_password(answers, {"password": "current"}) == "new"
+    assert plan.resolve_password(answers, "current", "fresh") == "new"
     remote = cv.Answers("db.example.org", "5432", "synapse", "synapse", "", "prefer", False)
     with pytest.raises(SetupError, match=re.escape(messages.REMOTE_PASSWORD_NEEDED[:20])):
-        maint.resolve_password(remote, None)
+        plan.resolve_password(remote, None, "fresh")
 
 
 def test_unknown_scripts_and_actions_do_nothing():

@@ -195,36 +195,6 @@ def test_ucf_state_comes_from_ucfq(tmp_path):
     assert ucf.ucf_state(path, state_dir=state) == ucf.UcfState(True, False)
 
 
-def test_an_early_ucf_query_counts_only_for_the_file_it_saw(tmp_path):
-    # The real ucf, ucfr and ucfq, as above; the query starts before the run takes its
-    # lock (maint.postinst_configure), so a file written meanwhile must not count.
-    state, new, path = tmp_path / "ucf", tmp_path / "new.yaml", tmp_path / "database.yaml"
-    state.mkdir()
-    new.write_text("a: 1\n")
-    run = {"check": True, "stdin": subprocess.DEVNULL, "capture_output": True}
-    subprocess.run(["ucf", "--state-dir", str(state), str(new), str(path)], **run)
-    subprocess.run(["ucfr", "--state-dir", str(state), PACKAGE, str(path)], **run)
-    with ucf.UcfQuery(path, state_dir=state) as query:
-        assert query.state() == ucf.UcfState(True, True)
-    with ucf.UcfQuery(path, state_dir=state) as query:
-        # Replaced by the same bytes (as an atomic write does) after the query began.
-        (tmp_path / "same.tmp").write_text("a: 1\n")
-        os.replace(tmp_path / "same.tmp", path)
-        assert query.state() == ucf.UcfState(True, False)
-    with ucf.UcfQuery(path, state_dir=state) as query:
-        os.utime(path)  # written in place (new times), same size
-        assert query.state() == ucf.UcfState(True, False)
-    with ucf.UcfQuery(tmp_path / "absent.yaml", state_dir=state) as query:
-        assert query.proc is None
-        assert query.state() == ucf.UcfState(False, False)
-    with ucf.UcfQuery(path, state_dir=state) as query:  # nobody reads it
-        proc = query.proc
-    assert proc is not None
-    assert proc.returncode is not None  # reaped
-    assert proc.stdout is not None
-    assert proc.stdout.closed
-
-
 def test_the_runtime_dropin_of_older_versions_goes_unless_edited(tmp_path):
     dropin = tmp_path / "matrix-synapse.service.d" / "matrix-synapse-setup.conf"
     assert snippet.remove_runtime_dropin(dropin) is None
@@ -270,8 +240,13 @@ def test_a_new_password_stamp_differs_from_the_one_in_the_file():
 
 
 def test_versions_before_the_static_dropin_are_told_by_dpkg():
-    from matrix_synapse_setup.postinst import main as maint
+    from matrix_synapse_setup.postinst import upgrades
 
-    assert compare_versions("0.4.0", "lt", maint.STATIC_DROPIN_SINCE)
+    since = upgrades.BY_NAME["runtime-dropin"].since
+    assert compare_versions("0.4.0", "lt", since)
+    assert upgrades.due("0.4.0", reconfigure=False) == ("runtime-dropin",)
+    assert upgrades.due("", reconfigure=False) == ("runtime-dropin",)  # left by a removal
+    assert upgrades.due("0.4.0", reconfigure=True) == ()
+    assert upgrades.due("0.6.4", reconfigure=False) == ()
     assert compare_versions("0.5.0~systest1", "lt", "0.5.0")
     assert not compare_versions("0.5.0", "lt", "0.5.0~")

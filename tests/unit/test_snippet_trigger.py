@@ -26,7 +26,7 @@ def arrange(tmp_path, monkeypatch, *, installed=True):
     owner = atomic.Ownership(os.getuid(), os.getgid(), 0o640)
     monkeypatch.setattr(atomic, "ownership", lambda user=SYNAPSE_USER: owner)
     restarts = []
-    monkeypatch.setattr(maint, "restart_synapse", restarts.append)
+    monkeypatch.setattr(services, "restart_synapse", restarts.append)
     return path, dropin, restarts
 
 
@@ -34,19 +34,19 @@ def test_trigger_lets_synapse_read_the_snippet(tmp_path, monkeypatch):
     # The drop-in that orders Synapse after PostgreSQL is shipped (debian/systemd/):
     # the trigger writes none.
     path, dropin, restarts = arrange(tmp_path, monkeypatch)
-    assert maint.triggered(path) == 0
+    assert maint.synapse_arrived(path) == 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert not dropin.exists()
     assert restarts == ["restart"]
     # Synapse upgraded later: the trigger fires again and changes nothing.
-    assert maint.triggered(path) == 0
+    assert maint.synapse_arrived(path) == 0
     assert restarts == ["restart"]
 
 
 def test_trigger_without_a_snippet_does_nothing(tmp_path, monkeypatch):
     path, dropin, restarts = arrange(tmp_path, monkeypatch)
     path.unlink()
-    assert maint.triggered(path) == 0
+    assert maint.synapse_arrived(path) == 0
     assert not dropin.exists() and restarts == []
 
 
@@ -55,7 +55,7 @@ def test_ucf_backups_are_not_readable_by_others(tmp_path, monkeypatch):
     backup = path.with_name(path.name + ".ucf-dist")
     backup.write_text(TEXT)
     backup.chmod(0o644)
-    maint.triggered(path)
+    maint.synapse_arrived(path)
     assert stat.S_IMODE(backup.stat().st_mode) == 0o640
 
 

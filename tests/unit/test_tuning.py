@@ -498,38 +498,35 @@ def test_tuning_stays_import_light(fresh_python):
     assert fresh_python(code).strip() == "[]"
 
 
-# --- maint.tuned_as_answered: may an unchanged run skip the full path? -------------------
-
-
-class Answers:
-    """The two facts maint reads from debconf about tune-postgresql."""
-
-    def __init__(self, wanted: bool, explicit: bool) -> None:
-        self.answer = (wanted, explicit)
-
-    def tune(self) -> tuple[bool, bool]:
-        return self.answer
+# --- tuned_as_answered: may an unchanged run skip the full path? ------------------------
 
 
 def test_tuned_as_answered(tmp_path, monkeypatch):
-    from matrix_synapse_setup.core.settings import Settings
-    from matrix_synapse_setup.postinst import main as maint
+    """What inspect reads of a real cluster directory, judged by the plan."""
+    import dataclasses
 
-    settings = Settings(port=5432, dbname="synapse", user="synapse", password="pw")
+    from matrix_synapse_setup.postinst import inspect, plan
+    from matrix_synapse_setup.postinst.state import State
+
     cluster = a_cluster(tmp_path / "a")
     plain = a_cluster(tmp_path / "b", include=False)
-    monkeypatch.setattr(tuning, "cluster_for_port", lambda port: cluster)
+
+    def as_answered(found, wanted: bool, explicit: bool) -> bool:
+        monkeypatch.setattr(tuning, "cluster_for_port", lambda port: found)
+        facts = inspect.cluster_facts(5432, (wanted, explicit))
+        nothing = {f.name: None for f in dataclasses.fields(State)}
+        state = State(**(nothing | {"cluster": facts, "tune": (wanted, explicit)}))
+        return plan.tuned_as_answered(state)
+
     # the default answer, never applied: the full path must ask the cluster first
-    assert not maint.tuned_as_answered(Answers(True, False), settings)
+    assert not as_answered(cluster, True, False)
     tuning.ensure(cluster.dropin, tuning.text_for(cluster))
-    assert maint.tuned_as_answered(Answers(True, False), settings)
-    assert maint.tuned_as_answered(Answers(True, True), settings)
-    assert not maint.tuned_as_answered(Answers(False, True), settings)  # to be removed
+    assert as_answered(cluster, True, False)
+    assert as_answered(cluster, True, True)
+    assert not as_answered(cluster, False, True)  # to be removed
     tuning.remove(cluster.dropin)
-    assert maint.tuned_as_answered(Answers(False, True), settings)
+    assert as_answered(cluster, False, True)
     # A cluster that does not read conf.d is never tuned: nothing for the full path to do.
-    monkeypatch.setattr(tuning, "cluster_for_port", lambda port: plain)
-    assert maint.tuned_as_answered(Answers(True, False), settings)
+    assert as_answered(plain, True, False)
     # Not a cluster of Debian's layout: nothing to tune.
-    monkeypatch.setattr(tuning, "cluster_for_port", lambda port: None)
-    assert maint.tuned_as_answered(Answers(True, False), settings)
+    assert as_answered(None, True, False)

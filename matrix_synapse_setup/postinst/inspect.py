@@ -1,0 +1,198 @@
+"""Read, once, everything a maintainer-script run decides on (see :mod:`.plan`).
+
+Reading includes the two things that prove an unchanged run may write nothing: ucf's
+record of the snippet, and a login as Synapse's role (``quick_verify``), made only when
+the answers are the snippet's values.  Nothing here writes, but debconf: a question
+whose answer only a look at Synapse's data can make worth asking (``sqlite-data``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import secrets
+from pathlib import Path
+
+from matrix_synapse_setup.core import messages, paths
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.dpkg import packages, ucf
+from matrix_synapse_setup.dpkg.debconf import BACKUP_KEEP, Conversation
+from matrix_synapse_setup.files import atomic, snippet
+from matrix_synapse_setup.files import state as state_files
+from matrix_synapse_setup.postgres import provision, tuning
+from matrix_synapse_setup.postinst import plan, upgrades
+from matrix_synapse_setup.postinst.state import Cluster, OnDisk, State
+from matrix_synapse_setup.synapse import config as synapse_config
+
+
+def _read(path: Path) -> tuple[str | None, str | None]:
+    """(text, problem): (None, None) when the file does not exist."""
+    try:
+        return path.read_text(encoding="utf-8"), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as err:
+        return None, type(err).__name__
+
+
+def _owned(path: Path, owner: atomic.Ownership) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner.uid, owner.gid, owner.mode)
+
+
+def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_ucf: bool) -> OnDisk:
+    """The snippet and its password file, each read once; ucf's record of the snippet
+    when it exists or *ask_ucf*."""
+    text, unreadable = _read(paths.SNIPPET)
+    passfile_text, _ = _read(paths.PASSFILE)
+    values, problem = None, None
+    if unreadable is not None:
+        text = ""  # it exists; what it holds is not used
+        problem = messages.SNIPPET_UNREADABLE.format(path=paths.SNIPPET, reason=unreadable)
+    elif text is not None:
+        try:
+            found = snippet.parse(text, where=str(paths.SNIPPET))
+            values = snippet.effective(found, passfile_text)
+        except SetupError as err:
+            problem = err.message
+    exists = text is not None
+    return OnDisk(
+        text=text,
+        values=values,
+        problem=problem,
+        owned=exists and _owned(paths.SNIPPET, owner),
+        passfile_text=passfile_text,
+        passfile_owned=passfile_text is not None and _owned(paths.PASSFILE, passfile_owner),
+        ucf=ucf.ucf_state(paths.SNIPPET) if exists or ask_ucf else None,
+        owner=owner,
+        passfile_owner=passfile_owner,
+    )
+
+
+def cluster_facts(port: int, tune: tuple[bool, bool]) -> Cluster | None:
+    """The local cluster serving *port*, when it is one of Debian's (/etc/postgresql)."""
+    cluster = tuning.cluster_for_port(port)
+    if cluster is None:
+        return None
+    wanted, _ = tune
+    text = tuning.text_for(cluster) if wanted and cluster.includes_conf_d else ""
+    installed, _ = _read(cluster.dropin)
+    if not wanted:
+        current = installed is None
+    else:
+        current = not cluster.includes_conf_d or installed == text
+    return Cluster(
+        dropin=cluster.dropin,
+        label=cluster.label,
+        unit=cluster.unit,
+        conffile=cluster.conffile,
+        includes_conf_d=cluster.includes_conf_d,
+        dropin_exists=installed is not None,
+        text=text,
+        current=current,
+    )
+
+
+def overridden_by(synapse: synapse_config.SynapseState) -> Path | None:
+    """A file Synapse reads after our snippet that sets its database: ours, once
+    written, would not count."""
+    source = synapse.database.source
+    files = synapse_config.config_files(including=paths.SNIPPET)
+    if source is None or source not in files or source == paths.SNIPPET:
+        return None
+    return source if files.index(source) > files.index(paths.SNIPPET) else None
+
+
+def read_on_disk(old_version: str = "") -> OnDisk:
+    """The snippet as this run finds it (ucf's record of an absent one only on an
+    upgrade: was it deleted by hand?)."""
+    reconfigure = bool(os.environ.get("DEBCONF_RECONFIGURE"))
+    return on_disk(
+        atomic.ownership(),
+        atomic.passfile_ownership(),
+        ask_ucf=bool(old_version) and not reconfigure,
+    )
+
+
+def inspect(
+    conv: Conversation,
+    disk: OnDisk,
+    *,
+    old_version: str = "",
+    deferred: bool = False,
+    ask: bool = True,
+    reconfigure: bool | None = None,
+    interactive: bool | None = None,
+) -> State:
+    """What this run finds, *disk* (:func:`read_on_disk`) included.  *ask*: the
+    maintainer script, which may ask the sqlite-data question; the plan command asks
+    nothing, and says itself whether it stands for dpkg-reconfigure (*reconfigure*) at
+    a terminal (*interactive*)."""
+    if reconfigure is None:
+        reconfigure = bool(os.environ.get("DEBCONF_RECONFIGURE"))
+    if interactive is None:
+        interactive = conv.interactive() if disk.exists else False
+    answers = conv.answers()
+    synapse = None if disk.exists else synapse_config.inspect()
+    choice = None
+    if synapse is not None and synapse.sqlite is not None:
+        # Asked here rather than in debian/config: only a look into Synapse's database
+        # tells whether it holds anything to move (a Synapse that just started on
+        # SQLite holds nothing, and its admin is not asked).
+        facts = synapse.sqlite
+        minutes = max(1, round(facts.estimate_seconds() / 60))
+        choice = conv.ask_sqlite(facts.describe(), minutes) if ask else conv.sqlite_choice()
+    admin_user, admin_password = conv.admin_answers()
+    keep_stored, _ = _read(state_files.KEEP_FILE)
+    found = State(
+        answers=answers,
+        on_disk=disk,
+        template=snippet.template_source(),
+        clock=datetime.datetime.now(datetime.UTC),
+        fresh_password=secrets.token_urlsafe(32),
+        old_version=old_version,
+        reconfigure=reconfigure,
+        deferred=deferred,
+        interactive=interactive,
+        force_conffnew=bool(os.environ.get("UCF_FORCE_CONFFNEW")),
+        tune=conv.tune(),
+        synapse=synapse,
+        database_overridden_by=overridden_by(synapse) if synapse is not None else None,
+        sqlite_choice=choice,
+        backup_keep=conv.get(BACKUP_KEEP),
+        backup_keep_stored=keep_stored.strip() if keep_stored is not None else None,
+        admin_user=admin_user,
+        admin_password=admin_password,
+        admin_created_here=bool(admin_user)
+        and state_files.created_here(admin_user, state_files.read_record()),
+        upgrades_due=upgrades.due(old_version, reconfigure=reconfigure),
+    )
+    return _with_database_facts(found, deferred=deferred)
+
+
+def _with_database_facts(found: State, *, deferred: bool) -> State:
+    """The facts that depend on the settings the answers ask for: the cluster's
+    tuning, the proof by login, PostgreSQL packages still being installed."""
+    try:
+        settings, stamp = plan.wanted(found)
+    except SetupError:
+        return found  # the plan says what is wrong
+    changes: dict[str, object] = {}
+    if settings.local:
+        changes["cluster"] = cluster_facts(settings.port, found.tune)
+    proof = None
+    if plan.may_be_unchanged(found, settings, stamp):
+        steps = provision.quick_verify(settings)
+        proof = tuple(steps) if steps is not None else None
+    changes["proof"] = proof
+    if proof is None and settings.local and not deferred:
+        changes["postgresql_pending"] = tuple(packages.postgresql_being_installed())
+    return _replace(found, changes)
+
+
+def _replace(found: State, changes: dict[str, object]) -> State:
+    return dataclasses.replace(found, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,381 @@
+"""Every step of one maintainer-script run, decided from the inspected state alone.
+
+:func:`plan` reads nothing and changes nothing: a test gives it a :class:`State` built
+by hand.  What it refuses (a database Synapse cannot be pointed at, an edited snippet
+nobody can be asked about) it refuses before anything has changed.  An empty plan is
+an unchanged run: the answers are what is installed, and the login as Synapse's role
+proved that the database is right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from matrix_synapse_setup.core import messages, paths
+from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings, is_local
+from matrix_synapse_setup.dpkg.debconf import KEEP_SQLITE, MIGRATE, START_EMPTY, Answers
+from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.postinst import upgrades
+from matrix_synapse_setup.postinst.state import State
+from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
+
+# --- the steps ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Upgrade:
+    """A change that only an upgrade from an older version makes (see .upgrades)."""
+
+    name: str
+
+    def describe(self) -> str:
+        return upgrades.BY_NAME[self.name].what
+
+
+@dataclasses.dataclass(frozen=True)
+class Defer:
+    """PostgreSQL is unpacked in this dpkg run but not configured: provision from our
+    trigger, which dpkg runs once it is."""
+
+    packages: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"wait for {', '.join(self.packages)} (our trigger provisions then)"
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneRequest:
+    """What the postgres child does with the PostgreSQL settings for Synapse."""
+
+    path: str
+    text: str | None  # None: remove our file
+    only_if_alone: bool  # the template's default: only a cluster that serves Synapse only
+    label: str
+    unit: str
+
+    def as_request(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Provision:
+    """Local: create or update the role and database (and tune), as postgres.  Remote:
+    verify only.  Then log in as Synapse's role."""
+
+    settings: Settings
+    tune: TuneRequest | None = None
+
+    def describe(self) -> str:
+        s = self.settings
+        where = f"{s.dbname} on {s.host}:{s.port}"
+        first = "provision the role and database" if s.local else "verify database"
+        tuned = f"; PostgreSQL settings for Synapse in {self.tune.path}" if self.tune else ""
+        return f"{first} {where}{tuned}"
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepSqlite:
+    sqlite: SqliteFacts
+
+    def describe(self) -> str:
+        return "leave Synapse on SQLite"
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    """Copy Synapse's SQLite data to PostgreSQL, compare, then write the snippet."""
+
+    synapse: SynapseState
+    settings: Settings
+    text: str = dataclasses.field(repr=False)
+
+    def describe(self) -> str:
+        return (
+            "port Synapse's SQLite data (synapse_port_db); compare row counts; "
+            f"write {paths.SNIPPET} (ucf); start Synapse again if it ran"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSnippet:
+    settings: Settings
+    text: str = dataclasses.field(repr=False)
+    same_connection: bool = False  # the values are the installed ones, in another form
+    start_empty: Path | None = None  # Synapse's SQLite file, left behind on purpose
+    before: str | None = dataclasses.field(default=None, repr=False)  # the file now
+    unedited: bool = True  # ucf's record: nobody edited the file since ucf wrote it
+
+    def describe(self) -> str:
+        return f"write {paths.SNIPPET} (ucf)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Restart:
+    """try-restart Synapse if provisioning or the snippet changed anything."""
+
+    def describe(self) -> str:
+        return "restart Synapse if anything changed"
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreBackupKeep:
+    value: str
+
+    def describe(self) -> str:
+        return f"keep {self.value} dumps before Synapse upgrades"
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminAccount:
+    user: str
+    password: str = dataclasses.field(repr=False)
+
+    def describe(self) -> str:
+        what = "create or update" if self.password else "check"
+        return f"{what} the admin account {self.user} (when Synapse answers)"
+
+
+PlanStep = (
+    Upgrade
+    | Defer
+    | Provision
+    | KeepSqlite
+    | Port
+    | WriteSnippet
+    | Restart
+    | StoreBackupKeep
+    | AdminAccount
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    steps: tuple[PlanStep, ...] = ()
+    notes: tuple[str, ...] = ()  # said before anything is done
+    settings: Settings | None = None  # what the snippet says, after this run
+    database_unchanged: bool = False  # proved: the snippet and the database are right
+    proof: tuple[Any, ...] = ()  # then: the checks that proved it
+    stop: bool = False  # nothing after the notes: the admin's deletion is respected
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def describe(self) -> list[str]:
+        return [step.describe() for step in self.steps]
+
+    def of(self, kind: type) -> list[Any]:
+        return [step for step in self.steps if isinstance(step, kind)]
+
+
+# --- deciding -------------------------------------------------------------------------------
+
+
+def password_stamp(previous: str | None, state: State) -> str:
+    """Now, differing from *previous*: two password changes within one second still
+    give ucf two versions of the snippet."""
+    stamp = state.clock.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp if stamp != previous else state.clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def resolve_password(answers: Answers, current: str | None, fresh: str) -> str:
+    """The new password, else the one in use, else (local) *fresh*, a random one."""
+    if answers.password:
+        return answers.password
+    if current:
+        return current
+    if is_local(answers.host):
+        return fresh
+    raise SetupError(messages.REMOTE_PASSWORD_NEEDED.format(user=answers.user))
+
+
+def wanted(state: State) -> tuple[Settings, str | None]:
+    """The settings the answers ask for (validated), and the snippet's password stamp."""
+    answers, current = state.answers, state.on_disk.values
+    password = resolve_password(answers, state.on_disk.password, state.fresh_password)
+    given = answers.settings_answers() | {"password": password}
+    if is_local(answers.host) and current and is_local(str(current.get("host") or "")):
+        # The TLS questions are not asked for the local cluster: what the snippet has
+        # (an admin's edit, or the default we wrote) stays.
+        given["sslmode"] = current.get("sslmode") or None
+        given["sslrootcert"] = current.get("sslrootcert") or None
+    settings = Settings.from_answers(**given)
+    previous = current.get("password_set") if current else None
+    if current and current.get("password") == settings.password:
+        return settings, previous
+    return settings, password_stamp(previous, state)
+
+
+def may_be_unchanged(state: State, settings: Settings, stamp: str | None) -> bool:
+    """The answers are the installed snippet's values: worth a login to prove it."""
+    current = state.on_disk.values
+    return (
+        current is not None
+        and stamp == current.get("password_set")
+        and snippet.same_values(current, settings)
+    )
+
+
+def tuned_as_answered(state: State) -> bool:
+    """True when the PostgreSQL settings for Synapse are as answered.  A cluster never
+    tuned because it serves other databases counts as answered too."""
+    cluster = state.cluster
+    if cluster is None:
+        return True
+    wanted_, explicit = state.tune
+    if wanted_ and not cluster.includes_conf_d:
+        return True  # never tuned: the full path says why
+    if wanted_ and not explicit and not cluster.dropin_exists:
+        return False  # only the full path can ask the cluster whether it serves only Synapse
+    return cluster.current
+
+
+def tune_request(state: State) -> tuple[TuneRequest | None, list[str]]:
+    """What the postgres child is to do with the settings file; and what to say."""
+    cluster = state.cluster
+    if cluster is None:
+        return None, []
+    wanted_, explicit = state.tune
+    if wanted_ and not cluster.includes_conf_d:
+        return None, [messages.TUNING_NO_INCLUDE_DIR.format(conf=cluster.conffile)]
+    request = TuneRequest(
+        path=str(cluster.dropin),
+        text=cluster.text if wanted_ else None,
+        only_if_alone=wanted_ and not explicit,
+        label=cluster.label,
+        unit=cluster.unit,
+    )
+    return request, []
+
+
+def database_unchanged(state: State, settings: Settings, text: str) -> bool:
+    """Writing the snippet, the password file and tuning would change nothing, and the
+    login as Synapse's role proved the database right."""
+    disk = state.on_disk
+    ucf = disk.ucf
+    return (
+        state.proof is not None
+        and disk.text == text
+        and disk.owned
+        and ucf is not None
+        and ucf.unedited
+        and ucf.registered
+        and disk.passfile_text == snippet.passfile_text(settings)
+        and disk.passfile_owned
+        and (not settings.local or tuned_as_answered(state))
+    )
+
+
+def conflict(state: State, text: str, settings: Settings) -> list[str] | None:
+    """The managed fields an admin's edited snippet has otherwise than *text*; None
+    when the file can simply be written (absent, ours, equal, or equal values)."""
+    disk = state.on_disk
+    if not disk.exists or disk.text == text:
+        return None
+    if disk.ucf is not None and disk.ucf.unedited:
+        return None  # not edited since ucf installed it
+    try:
+        found = snippet.parse(str(disk.text))
+    except SetupError:
+        return ["the whole file"]
+    return snippet.differences(found, settings) or None
+
+
+def refuse_another_database(state: State, database: Database, settings: Settings) -> None:
+    """Synapse already uses a PostgreSQL database that another file names: writing our
+    snippet must not point it at a different one (its data would seem gone)."""
+    args = database.args
+    theirs = (
+        str(args.get("host") or "localhost"),
+        int(args.get("port") or 5432),
+        str(args.get("dbname") or args.get("database") or ""),
+    )
+    if theirs == (settings.host, settings.port, settings.dbname):
+        return
+    if state.database_overridden_by is not None:
+        return  # the other file comes after ours: ours would change nothing for Synapse
+    host, port, dbname = theirs
+    raise SetupError(
+        messages.OTHER_DATABASE_IN_USE.format(
+            dbname=dbname, host=host, port=port, source=database.source, path=paths.SNIPPET
+        )
+    )
+
+
+def extras(state: State) -> list[PlanStep]:
+    """What every successful run does besides the database: the apt hook's number of
+    dumps, and the admin account."""
+    steps: list[PlanStep] = []
+    keep = state.backup_keep.strip() or str(paths.DEFAULT_BACKUP_KEEP)
+    if keep != state.backup_keep_stored:
+        steps.append(StoreBackupKeep(keep))
+    if state.admin_user and (state.admin_password or not state.admin_created_here):
+        steps.append(AdminAccount(state.admin_user, state.admin_password))
+    return steps
+
+
+def plan(state: State) -> Plan:
+    """Every step of this run.  Raises SetupError for what is refused."""
+    upgrades: list[PlanStep] = [Upgrade(name) for name in state.upgrades_due]
+    disk = state.on_disk
+    if state.old_version and not state.reconfigure and not disk.exists:
+        if disk.ucf is not None and disk.ucf.registered:
+            # An upgrade finds no snippet where ucf knows one was installed: the admin
+            # deleted it, as one deletes a conffile (dpkg-reconfigure writes it again).
+            notes = (messages.SNIPPET_DELETED.format(path=paths.SNIPPET),)
+            return Plan(tuple(upgrades), notes, stop=True)
+    notes: list[str] = []
+    if disk.problem is not None:
+        notes.append(messages.SNIPPET_IGNORED.format(reason=disk.problem))
+    settings, stamp = wanted(state)
+    text = snippet.render_source(state.template, settings, password_set=stamp)
+    if may_be_unchanged(state, settings, stamp) and database_unchanged(state, settings, text):
+        return Plan(
+            (*upgrades, *extras(state)),
+            tuple(notes),
+            settings,
+            database_unchanged=True,
+            proof=tuple(state.proof or ()),
+        )
+    if state.postgresql_pending and not state.deferred and settings.local:
+        return Plan((*upgrades, Defer(state.postgresql_pending)), tuple(notes), settings)
+    fields = conflict(state, text, settings)
+    if fields and not state.force_conffnew and not state.interactive:
+        # ucf would keep the admin's file, with values that no longer work once the
+        # role has changed: refuse before changing anything.
+        raise SetupError(
+            messages.SNIPPET_CONFLICT.format(path=paths.SNIPPET, fields=", ".join(fields))
+        )
+    synapse = state.synapse
+    choice = state.sqlite_choice if synapse is not None and synapse.sqlite is not None else None
+    if choice == MIGRATE and state.database_overridden_by is not None:
+        raise SetupError(
+            messages.SNIPPET_OVERRIDDEN.format(
+                source=state.database_overridden_by, path=paths.SNIPPET
+            )
+        )
+    if synapse is not None and synapse.database.engine != "sqlite3":
+        refuse_another_database(state, synapse.database, settings)
+    tune, said = tune_request(state) if settings.local else (None, [])
+    notes += said
+    steps: list[PlanStep] = [*upgrades, Provision(settings, tune)]
+    if choice == KEEP_SQLITE:
+        steps.append(KeepSqlite(synapse.sqlite))  # type: ignore[union-attr,arg-type]
+    elif choice == MIGRATE:
+        steps.append(Port(synapse, settings, text))  # type: ignore[arg-type]
+    else:
+        sqlite = synapse.sqlite if choice == START_EMPTY and synapse is not None else None
+        steps.append(
+            WriteSnippet(
+                settings,
+                text,
+                same_connection=snippet.same_values(disk.values, settings),
+                start_empty=sqlite.path if sqlite is not None else None,
+                before=disk.text,
+                unedited=not disk.exists or (disk.ucf is not None and disk.ucf.unedited),
+            )
+        )
+        steps.append(Restart())
+    return Plan((*steps, *extras(state)), tuple(notes), settings)

@@ -1,0 +1,90 @@
+"""What one maintainer-script run found, read once by :mod:`.inspect` and decided on by
+:mod:`.plan`.  Plain frozen data: a test builds one by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+from typing import Any
+
+from matrix_synapse_setup.core.steps import Step
+from matrix_synapse_setup.dpkg.debconf import Answers
+from matrix_synapse_setup.dpkg.ucf import UcfState
+from matrix_synapse_setup.files.atomic import Ownership
+from matrix_synapse_setup.synapse.config import SynapseState
+
+# Without Synapse's user: root's alone (see files/atomic.py).
+ROOT_ONLY = Ownership(0, 0, 0o640)
+ROOT_ONLY_PASSFILE = Ownership(0, 0, 0o600)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnDisk:
+    """The installed snippet and its password file."""
+
+    text: str | None = None  # None: there is no snippet
+    values: dict[str, Any] | None = None  # parsed, the password resolved; None: unusable
+    problem: str | None = None  # why the file is not used, when it exists but is unusable
+    owned: bool = False  # the snippet has the owner and mode we give it
+    passfile_text: str | None = None
+    passfile_owned: bool = False
+    ucf: UcfState | None = None  # asked when the answer matters (see inspect)
+    owner: Ownership = ROOT_ONLY  # what we give the snippet
+    passfile_owner: Ownership = ROOT_ONLY_PASSFILE  # and the password file
+
+    @property
+    def exists(self) -> bool:
+        return self.text is not None
+
+    @property
+    def password(self) -> str | None:
+        found = (self.values or {}).get("password")
+        return found if isinstance(found, str) and found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The local cluster's PostgreSQL settings for Synapse (Debian's layout only)."""
+
+    dropin: Path
+    label: str
+    unit: str
+    conffile: Path
+    includes_conf_d: bool
+    dropin_exists: bool
+    text: str  # what our file would hold
+    current: bool  # the file is as the tune-postgresql answer asks
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Everything the plan needs, and nothing it would have to read again."""
+
+    answers: Answers
+    on_disk: OnDisk
+    template: str  # the snippet's template (the package's file)
+    clock: datetime.datetime  # now: the stamp of a new password
+    fresh_password: str = dataclasses.field(repr=False)  # if a new one is needed
+    old_version: str = ""  # dpkg's argument: the version configured before
+    reconfigure: bool = False  # dpkg-reconfigure
+    deferred: bool = False  # run from our own trigger, PostgreSQL configured by now
+    interactive: bool = False  # someone can answer ucf's question
+    force_conffnew: bool = False  # UCF_FORCE_CONFFNEW: the admin lets ucf replace edits
+    tune: tuple[bool, bool] = (True, False)  # tune-postgresql, and whether an admin gave it
+    cluster: Cluster | None = None
+    synapse: SynapseState | None = None  # read when there is no snippet yet
+    database_overridden_by: Path | None = None  # a later file's database: beats ours
+    sqlite_choice: str | None = None  # the answer, when Synapse's SQLite holds data
+    proof: tuple[Step, ...] | None = None  # Synapse's role logged in: all is right
+    postgresql_pending: tuple[str, ...] = ()  # unpacked, not configured yet
+    backup_keep: str = ""  # the answer
+    backup_keep_stored: str | None = None  # the apt hook's file
+    admin_user: str = ""
+    admin_password: str = dataclasses.field(default="", repr=False)
+    admin_created_here: bool = False
+    upgrades_due: tuple[str, ...] = ()  # names of version upgrades this run must make
+
+    @property
+    def owner(self) -> Ownership:
+        return self.on_disk.owner
