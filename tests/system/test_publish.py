@@ -1,5 +1,5 @@
-"""A client installs the package from the signed apt repository, as README's publishing
-section says, in a throwaway Debian root; a tampered mirror is refused; the published
+"""A client installs the package from the signed apt repository, as docs/publishing.md
+says, in a throwaway Debian root; a tampered mirror is refused; the published
 source package rebuilds the published .deb, byte for byte, in a clean build root.
 
 The repository is made by scripts/repo.py (what `invoke repo` runs) with a GnuPG key made
@@ -120,7 +120,8 @@ def serve(root: Root, repo: Path) -> None:
 
 
 def add_source(root: Root, keyring: str = KEYRING) -> None:
-    """The client's side, as README says: the key fetched from the mirror, then Signed-By."""
+    """The client's side, as docs/publishing.md says: the key fetched from the mirror,
+    then Signed-By."""
     root.ok(["install", "-d", "-m", "0755", "/etc/apt/keyrings"], what="creating keyrings")
     root.ok(
         [
