@@ -137,7 +137,10 @@ def inspect(
     if interactive is None:
         interactive = conv.interactive() if disk.exists else False
     answers = conv.answers()
-    synapse = None if disk.exists else synapse_config.inspect()
+    # An upgrade that finds the snippet deleted by hand changes nothing (see plan):
+    # Synapse's data is not looked at, and no question about it is asked.
+    deleted = bool(old_version) and not reconfigure and disk.deleted_by_hand
+    synapse = None if disk.exists or deleted else synapse_config.inspect()
     choice = None
     if synapse is not None and synapse.sqlite is not None:
         # Asked here rather than in debian/config: only a look into Synapse's database

@@ -15,7 +15,7 @@ from typing import Any
 
 from matrix_synapse_setup.core import messages, paths
 from matrix_synapse_setup.core.errors import SetupError
-from matrix_synapse_setup.core.settings import Settings, is_local
+from matrix_synapse_setup.core.settings import Settings, is_local, validate_keep
 from matrix_synapse_setup.dpkg.debconf import KEEP_SQLITE, MIGRATE, START_EMPTY, Answers
 from matrix_synapse_setup.files import snippet
 from matrix_synapse_setup.postinst import upgrades
@@ -308,7 +308,7 @@ def extras(state: State) -> list[PlanStep]:
     """What every successful run does besides the database: the apt hook's number of
     dumps, and the admin account."""
     steps: list[PlanStep] = []
-    keep = state.backup_keep.strip() or str(paths.DEFAULT_BACKUP_KEEP)
+    keep = str(validate_keep(state.backup_keep.strip() or paths.DEFAULT_BACKUP_KEEP))
     if keep != state.backup_keep_stored:
         steps.append(StoreBackupKeep(keep))
     if state.admin_user and (state.admin_password or not state.admin_created_here):
@@ -320,12 +320,11 @@ def plan(state: State) -> Plan:
     """Every step of this run.  Raises SetupError for what is refused."""
     upgrades: list[PlanStep] = [Upgrade(name) for name in state.upgrades_due]
     disk = state.on_disk
-    if state.old_version and not state.reconfigure and not disk.exists:
-        if disk.ucf is not None and disk.ucf.registered:
-            # An upgrade finds no snippet where ucf knows one was installed: the admin
-            # deleted it, as one deletes a conffile (dpkg-reconfigure writes it again).
-            notes = (messages.SNIPPET_DELETED.format(path=paths.SNIPPET),)
-            return Plan(tuple(upgrades), notes, stop=True)
+    if state.old_version and not state.reconfigure and disk.deleted_by_hand:
+        # Respected on an upgrade, as a deleted conffile is; dpkg-reconfigure writes
+        # it again.
+        notes = (messages.SNIPPET_DELETED.format(path=paths.SNIPPET),)
+        return Plan(tuple(upgrades), notes, stop=True)
     notes: list[str] = []
     if disk.problem is not None:
         notes.append(messages.SNIPPET_IGNORED.format(reason=disk.problem))

@@ -38,6 +38,12 @@ class OnDisk:
         return self.text is not None
 
     @property
+    def deleted_by_hand(self) -> bool:
+        """No snippet where ucf knows one was installed: the admin deleted it, as one
+        deletes a conffile."""
+        return not self.exists and self.ucf is not None and self.ucf.registered
+
+    @property
     def password(self) -> str | None:
         found = (self.values or {}).get("password")
         return found if isinstance(found, str) and found else None

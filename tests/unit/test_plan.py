@@ -306,3 +306,12 @@ def test_an_unreadable_snippet_is_said_and_replaced():
     plan = p.plan(state(on_disk=broken, proof=None))
     assert plan.notes == (messages.SNIPPET_IGNORED.format(reason="broken"),)
     assert p.WriteSnippet in kinds(plan)
+
+
+def test_the_number_of_dumps_is_compared_as_a_number():
+    assert not p.plan(state(backup_keep="03", backup_keep_stored="3"))
+    assert p.plan(state(backup_keep="", backup_keep_stored=None)).steps == (
+        p.StoreBackupKeep(str(paths.DEFAULT_BACKUP_KEEP)),
+    )
+    with pytest.raises(SetupError):
+        p.plan(state(backup_keep="many"))
