@@ -47,6 +47,7 @@ def test_prerm_removes_our_bytecode_on_remove_only(control):
         case.index("remove)")
         < case.index("rm -rf /usr/share/matrix-synapse-setup/matrix_synapse_setup/__pycache__")
         < case.index("/usr/share/matrix-synapse-setup/matrix_synapse_setup/*/__pycache__")
+        < case.index("/usr/share/matrix-synapse-setup/matrix_synapse_setup/*/*/__pycache__")
         < case.index("esac")
     )
     assert "upgrade" not in case[: case.index("esac")]

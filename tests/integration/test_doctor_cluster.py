@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from matrix_synapse_setup.commands import doctor
-from matrix_synapse_setup.commands.doctor import FAIL, OK, SKIPPED, WARN, Doctor, Paths
+from matrix_synapse_setup.commands.doctor.facts import Paths
+from matrix_synapse_setup.commands.doctor.report import FAIL, OK, SKIPPED, WARN, Check, exit_code
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.files import snippet
 from matrix_synapse_setup.postgres.provision import provision
@@ -58,8 +59,8 @@ def write_snippet(etc: Path, settings: Settings) -> Paths:
     )
 
 
-def rows_of(paths: Paths) -> dict[str, doctor.Check]:
-    return {row.name: row for row in Doctor(paths).run()}
+def rows_of(paths: Paths) -> dict[str, Check]:
+    return {row.name: row for row in doctor.run(paths)}
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ def test_a_database_with_the_wrong_collation_fails_naming_it(cluster, provisione
     assert "collate 'C.UTF-8'" in row.detail and "ctype 'C.UTF-8'" in row.detail
     assert "LC_COLLATE 'C'" in row.fix
     assert rows["postgresql"].status == OK  # the login itself works
-    assert doctor.exit_code(list(rows.values())) == 2
+    assert exit_code(list(rows.values())) == 2
 
 
 def test_a_superuser_role_warns(cluster, provisioned, etc):

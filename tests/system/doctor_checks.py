@@ -12,24 +12,12 @@ from __future__ import annotations
 
 import json
 
+from matrix_synapse_setup.commands.doctor import ROWS
 from scripts.devtools import steps
 from scripts.devtools.harness import Root
 from scripts.devtools.steps import SNIPPET, SYNAPSE_UNIT
 
 OTHER = "/etc/matrix-synapse/conf.d/zz-other.yaml"
-ROWS = [
-    "snippet",
-    "passfile",
-    "effective database",
-    "postgresql",
-    "database",
-    "privileges",
-    "tls",
-    "connections",
-    "synapse",
-    "backup disk",
-    "last backup",
-]
 
 
 def doctor(root: Root, what: str) -> tuple[int, dict[str, dict[str, str]], str]:
@@ -41,9 +29,9 @@ def doctor(root: Root, what: str) -> tuple[int, dict[str, dict[str, str]], str]:
         root.fail(what, "doctor's JSON on standard output, nothing else", "not JSON", result)
     rows = {row["name"]: row for row in data["checks"]}
     root.check(
-        list(rows) == ROWS and data["exit_code"] == result.code,
+        list(rows) == list(ROWS) and data["exit_code"] == result.code,
         f"{what}: every row, the exit code in the JSON",
-        f"{ROWS}, exit_code {result.code}",
+        f"{list(ROWS)}, exit_code {result.code}",
         f"{list(rows)}, exit_code {data['exit_code']}",
         result,
     )

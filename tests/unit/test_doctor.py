@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from matrix_synapse_setup.commands import doctor
-from matrix_synapse_setup.commands.doctor import FAIL, OK, SKIPPED, WARN, Check, Doctor, Paths
+from matrix_synapse_setup.commands.doctor import backups, database, files, report, synapse
+from matrix_synapse_setup.commands.doctor.facts import Facts, Paths
+from matrix_synapse_setup.commands.doctor.report import FAIL, OK, SKIPPED, WARN, Check
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.files import snippet
 
@@ -29,7 +31,7 @@ USER = "nobody"  # a user that exists everywhere, standing in for matrix-synapse
 
 # --- rendering and the exit code ---------------------------------------------------------
 
-ROWS = [
+SAMPLE = [
     Check("snippet", OK, "/etc/x parses"),
     Check("synapse", FAIL, "Synapse does not answer", "systemctl start matrix-synapse"),
     Check("database", SKIPPED, "not checked: no connection"),
@@ -38,7 +40,7 @@ ROWS = [
 
 
 def test_the_table_shows_every_row_and_the_fix_only_when_not_ok():
-    table = doctor.render_table([*ROWS, Check("tls", OK, "in use", "a fix nobody needs")])
+    table = report.render_table([*SAMPLE, Check("tls", OK, "in use", "a fix nobody needs")])
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["ok", "snippet"]
     assert lines[1].split()[:2] == ["fail", "synapse"]
@@ -53,7 +55,7 @@ def test_the_table_shows_every_row_and_the_fix_only_when_not_ok():
 
 
 def test_json_lists_every_row_and_the_overall_status():
-    data = json.loads(doctor.render_json(ROWS))
+    data = json.loads(report.render_json(SAMPLE))
     assert data["status"] == FAIL and data["exit_code"] == 2
     assert data["checks"][1] == {
         "name": "synapse",
@@ -77,51 +79,30 @@ def test_json_lists_every_row_and_the_overall_status():
 )
 def test_exit_code_0_ok_1_warnings_2_failures(statuses, code):
     rows = [Check(f"c{i}", status, "x") for i, status in enumerate(statuses)]
-    assert doctor.exit_code(rows) == code
-    assert json.loads(doctor.render_json(rows))["exit_code"] == code
+    assert report.exit_code(rows) == code
+    assert json.loads(report.render_json(rows))["exit_code"] == code
 
 
 def test_a_check_that_breaks_is_a_failure_row_and_the_others_still_run(tmp_path):
-    class Broken(Doctor):
-        def check_passfile(self):
-            raise RuntimeError("boom")
+    def breaks(facts):
+        raise RuntimeError("boom")
 
-    rows = Broken(paths_in(tmp_path)).run()
-    assert [row.name for row in rows] == [
-        "snippet",
-        "passfile",
-        "effective database",
-        "postgresql",
-        "database",
-        "privileges",
-        "tls",
-        "connections",
-        "synapse",
-        "backup disk",
-        "last backup",
-    ]
-    broken = rows[1]
+    rows = doctor.run(paths_in(tmp_path), checks={**doctor.CHECKS, "passfile": breaks})
+    assert [row.name for row in rows] == list(doctor.ROWS)
+    broken = rows[doctor.ROWS.index("passfile")]
     assert broken.status == FAIL and "RuntimeError: boom" in broken.detail
     assert broken.fix
 
 
 def test_a_broken_check_keeps_its_rows_name(tmp_path):
     """Every check breaking: each failure row has the name that check's row has."""
-    doc = Doctor(paths_in(tmp_path))
-    names = [row.name for row in doc.run()]
+    names = [row.name for row in doctor.run(paths_in(tmp_path))]
+    assert names == list(doctor.ROWS)  # each check names its row as CHECKS does
 
-    class AllBroken(Doctor):
-        def checks(self):
-            def broken(check):
-                def run():
-                    raise OSError("no")
+    def breaks(facts):
+        raise OSError("no")
 
-                run.__name__ = check.__name__
-                return run
-
-            return [broken(check) for check in super().checks()]
-
-    rows = AllBroken(paths_in(tmp_path)).run()
+    rows = doctor.run(paths_in(tmp_path), checks=dict.fromkeys(doctor.CHECKS, breaks))
     assert [row.name for row in rows] == names
     assert {row.status for row in rows} == {FAIL}
 
@@ -169,7 +150,7 @@ def etc():
 
 
 def test_the_effective_database_is_ours(etc):
-    row = Doctor(paths_in(etc)).check_effective_database()
+    row = database.check_effective_database(Facts(paths_in(etc)))
     assert row.status == OK
     assert str(etc / "conf.d" / "database.yaml") in row.detail
 
@@ -177,19 +158,19 @@ def test_the_effective_database_is_ours(etc):
 def test_another_file_sorted_after_ours_wins_and_is_named(etc):
     other = etc / "conf.d" / "zz-other.yaml"
     other.write_text(SQLITE)
-    row = Doctor(paths_in(etc)).check_effective_database()
+    row = database.check_effective_database(Facts(paths_in(etc)))
     assert row.status == FAIL
     assert str(other) in row.detail and "sqlite3" in row.detail
     assert f"remove 'database:' from {other}" in row.fix
     # A file sorted before ours does not win; one Synapse ignores (not *.yaml) neither.
     other.rename(etc / "conf.d" / "aa-other.yaml")
     (etc / "conf.d" / "zz-other.yaml.disabled").write_text(SQLITE)
-    assert Doctor(paths_in(etc)).check_effective_database().status == OK
+    assert database.check_effective_database(Facts(paths_in(etc))).status == OK
 
 
 def test_without_our_snippet_synapse_uses_homeserver_yaml_and_that_fails(etc):
     (etc / "conf.d" / "database.yaml").unlink()
-    rows = {row.name: row for row in Doctor(paths_in(etc)).run()}
+    rows = {row.name: row for row in doctor.run(paths_in(etc))}
     assert rows["effective database"].status == FAIL
     assert str(etc / "homeserver.yaml") in rows["effective database"].detail
     assert rows["snippet"].status == FAIL and "does not exist" in rows["snippet"].detail
@@ -202,7 +183,7 @@ def test_without_our_snippet_synapse_uses_homeserver_yaml_and_that_fails(etc):
 def test_a_configuration_file_that_does_not_parse_is_named(etc):
     bad = etc / "conf.d" / "broken.yaml"
     bad.write_text("database: [unclosed\n")
-    row = Doctor(paths_in(etc)).check_effective_database()
+    row = database.check_effective_database(Facts(paths_in(etc)))
     assert row.status == FAIL and str(bad) in row.detail
 
 
@@ -217,11 +198,11 @@ def test_a_directory_the_user_cannot_search_is_named(tmp_path):
         top.chmod(0o700)
         if pwd.getpwnam(USER).pw_uid == os.geteuid():
             pytest.skip(f"this test runs as {USER}")
-        assert doctor.unreadable_by(top / "f", USER) == str(top)
+        assert files.unreadable_by(top / "f", USER) == str(top)
         top.chmod(0o755)
-        assert doctor.unreadable_by(top / "f", USER) is None
+        assert files.unreadable_by(top / "f", USER) is None
         (top / "f").chmod(0o600)
-        assert doctor.unreadable_by(top / "f", USER) == str(top / "f")
+        assert files.unreadable_by(top / "f", USER) == str(top / "f")
     finally:
         (top / "f").unlink()
         top.rmdir()
@@ -233,13 +214,14 @@ def test_the_snippet_readable_by_synapses_user_only_is_ok(etc):
     snip, passfile = etc / "conf.d" / "database.yaml", etc / "conf.d" / "database.pgpass"
     os.chown(snip, 0, nobody.pw_gid)  # root:<its group> 0640: how the package writes it
     os.chown(passfile, nobody.pw_uid, 0)
-    doc = Doctor(paths_in(etc))
-    row = doc.check_snippet()
+    facts = Facts(paths_in(etc))
+    row = files.check_snippet(facts)
     assert row.status == OK, row
     assert str(snip) in row.detail
-    row = doc.check_passfile()
+    row = files.check_passfile(facts)
     assert row.status == OK, row
-    assert "secret-never-shown" not in json.dumps([r.as_dict() for r in doc.run()])
+    rows = doctor.run(paths_in(etc))
+    assert "secret-never-shown" not in json.dumps([r.as_dict() for r in rows])
 
 
 @needs_root
@@ -247,7 +229,7 @@ def test_a_snippet_synapses_user_cannot_read_fails_naming_it(etc):
     snip = etc / "conf.d" / "database.yaml"
     os.chown(snip, 0, 0)
     snip.chmod(0o600)
-    row = Doctor(paths_in(etc)).check_snippet()
+    row = files.check_snippet(Facts(paths_in(etc)))
     assert row.status == FAIL
     assert str(snip) in row.detail and USER in row.detail and "root:root 0600" in row.detail
     assert f"chmod 0640 {snip}" in row.fix or f"chmod 0440 {snip}" in row.fix
@@ -257,11 +239,11 @@ def test_a_snippet_synapses_user_cannot_read_fails_naming_it(etc):
 def test_a_world_readable_snippet_warns_and_with_a_password_in_it_fails(etc):
     snip = etc / "conf.d" / "database.yaml"
     snip.chmod(0o644)
-    assert Doctor(paths_in(etc)).check_snippet().status == WARN
+    assert files.check_snippet(Facts(paths_in(etc))).status == WARN
     snip.write_text(
         snip.read_text().replace("    passfile:", "    password: hunter2\n    passfile:")
     )
-    row = Doctor(paths_in(etc)).check_snippet()
+    row = files.check_snippet(Facts(paths_in(etc)))
     assert row.status == FAIL and "the password" in row.detail
     assert "hunter2" not in row.detail + row.fix
 
@@ -280,7 +262,7 @@ def test_a_password_file_libpq_or_synapse_would_not_use_fails(etc, fault):
         passfile.unlink()
     else:
         passfile.write_text("*:*:*:another_role:x\n")
-    row = Doctor(paths_in(etc)).check_passfile()
+    row = files.check_passfile(Facts(paths_in(etc)))
     assert row.status == FAIL, row
     assert str(passfile) in row.detail
     assert row.fix
@@ -321,13 +303,13 @@ def test_a_password_file_libpq_or_synapse_would_not_use_fails(etc, fault):
     ],
 )  # fmt: skip
 def test_the_client_listener_is_found(listener, url):
-    assert doctor.client_url({"listeners": [listener]}) == url
+    assert synapse.client_url({"listeners": [listener]}) == url
 
 
 class Versions(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = json.dumps({"versions": ["r0.6.1", "v1.11"]}).encode()
-        self.send_response(200 if self.path == doctor.CLIENT_PATH else 404)
+        self.send_response(200 if self.path == synapse.CLIENT_PATH else 404)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(body)
@@ -357,7 +339,7 @@ def test_synapse_answering_is_ok_and_not_answering_fails(etc, monkeypatch):
     thread.start()
     try:
         listen_on(etc, server.server_address[1])
-        row = Doctor(paths_in(etc)).check_synapse()
+        row = synapse.check_synapse(Facts(paths_in(etc)))
         assert row.status == OK, row
         assert "v1.11" in row.detail
     finally:
@@ -365,7 +347,7 @@ def test_synapse_answering_is_ok_and_not_answering_fails(etc, monkeypatch):
         server.server_close()
     listen_on(etc, free_port())
     started = time.monotonic()
-    row = Doctor(paths_in(etc), timeout=2).check_synapse()
+    row = synapse.check_synapse(Facts(paths_in(etc), timeout=2))
     assert time.monotonic() - started < 5
     assert row.status == FAIL
     assert "does not answer at http://127.0.0.1:" in row.detail
@@ -374,7 +356,7 @@ def test_synapse_answering_is_ok_and_not_answering_fails(etc, monkeypatch):
 
 def test_synapse_not_installed_warns(etc):
     (etc / "homeserver.yaml").unlink()
-    row = Doctor(paths_in(etc)).check_synapse()
+    row = synapse.check_synapse(Facts(paths_in(etc)))
     assert row.status == WARN and "not installed" in row.detail
 
 
@@ -383,40 +365,40 @@ def test_synapse_not_installed_warns(etc):
 
 def test_connections_warn_past_80_percent_with_synapses_whole_pool():
     # 100 allowed: 60 others + a pool of 10 = 70, fine; 75 others + 10 = 85, too many.
-    assert doctor.connections_check(60, 0, 10, 100).status == OK
+    assert database.connections_check(60, 0, 10, 100).status == OK
     # Synapse's own 8 open connections are part of its pool, not counted twice.
-    assert doctor.connections_check(68, 8, 10, 100).status == OK
-    row = doctor.connections_check(75, 0, 10, 100)
+    assert database.connections_check(68, 8, 10, 100).status == OK
+    row = database.connections_check(75, 0, 10, 100)
     assert row.status == WARN
     assert "max_connections to at least 107" in row.fix
 
 
 def test_backups_none_recent_and_old(etc):
-    doc = Doctor(paths_in(etc))
-    row = doc.check_last_backup()
+    facts = Facts(paths_in(etc))
+    row = backups.check_last_backup(facts)
     # a fresh install has none: nothing is wrong, and the detail says how to make one
     assert row.status == OK and row.detail.startswith("none yet in ")
     assert "matrix-synapse-setup backup" in row.detail
-    backups = etc / "backups"
-    backups.mkdir(mode=0o700)
-    old, new = backups / "synapse-1.100.dump", backups / "synapse-1.101.dump"
-    for path in (old, new, backups / "notes.txt"):
+    dumps = etc / "backups"
+    dumps.mkdir(mode=0o700)
+    old, new = dumps / "synapse-1.100.dump", dumps / "synapse-1.101.dump"
+    for path in (old, new, dumps / "notes.txt"):
         path.write_bytes(b"PGDMP")
     now = time.time()
     os.utime(old, (now - 90 * 86400, now - 90 * 86400))
     os.utime(new, (now - 2 * 86400, now - 2 * 86400))
-    row = doc.check_last_backup(now=now)
+    row = backups.check_last_backup(facts, now=now)
     assert row.status == OK and str(new) in row.detail and "newest of 2" in row.detail
-    row = doc.check_last_backup(now=now + 29 * 86400)
+    row = backups.check_last_backup(facts, now=now + 29 * 86400)
     assert row.status == WARN and "older than 30 days" in row.detail
     assert row.fix.endswith("to make one now: matrix-synapse-setup backup")
 
 
 def test_backup_disk_compares_with_one_gib_without_a_database(etc):
-    row = Doctor(paths_in(etc)).check_backup_disk()
+    row = backups.check_backup_disk(Facts(paths_in(etc)))
     # No snippet values usable here would give a size: it compares with 1 GiB, at the
     # nearest directory that exists.
     assert "1.0 GiB" in row.detail and str(etc) in row.detail
     free = os.statvfs(etc)
-    expected = OK if free.f_bavail * free.f_frsize >= doctor.MIN_FREE_BYTES else WARN
+    expected = OK if free.f_bavail * free.f_frsize >= backups.MIN_FREE_BYTES else WARN
     assert row.status == expected
