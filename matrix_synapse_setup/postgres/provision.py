@@ -10,7 +10,6 @@ exactly what Synapse will do.  Every step inspects first and reports what it did
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +26,7 @@ from matrix_synapse_setup.core.errors import SetupError, debugging
 from matrix_synapse_setup.core.paths import PACKAGE, POSTGRESQL_SOCKET_DIR, SYSTEM_PATH
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.core.steps import OK, Step
-from matrix_synapse_setup.postgres import diagnose, libpq
+from matrix_synapse_setup.postgres import diagnose, libpq, superuser
 from matrix_synapse_setup.postgres.diagnose import reason_of
 from matrix_synapse_setup.postgres.queries import (
     DATABASE_QUERY_PQ,
@@ -208,14 +207,7 @@ def _child(
             os.setgroups([])
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
-        if handler is None:
-            # Imported here, in the child: a parent that never forks (an unchanged run)
-            # does not pay for it, and the child imports it (and tuning) on the other
-            # core while the parent decides.
-            from matrix_synapse_setup.postgres.superuser import answer as handler
-
-        with contextlib.suppress(SetupError):  # if it fails, answer() says so
-            import_psycopg()  # while the parent decides
+        handler = handler or superuser.answer
         with os.fdopen(requests, "rb") as pipe:
             data = pipe.read()
         if not data:

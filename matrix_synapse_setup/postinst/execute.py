@@ -15,9 +15,9 @@ from matrix_synapse_setup.dpkg.debconf import Conversation
 from matrix_synapse_setup.files import atomic
 from matrix_synapse_setup.files import state as state_files
 from matrix_synapse_setup.postgres import provision
+from matrix_synapse_setup.postinst import admin, upgrades
 from matrix_synapse_setup.postinst import plan as p
-from matrix_synapse_setup.postinst import upgrades
-from matrix_synapse_setup.synapse import service
+from matrix_synapse_setup.synapse import porting, service
 
 
 @dataclasses.dataclass
@@ -116,8 +116,6 @@ def keep_sqlite(run: Run, step: p.KeepSqlite) -> None:
 
 def port(run: Run, step: p.Port) -> None:
     """Port Synapse's SQLite data, then switch it to PostgreSQL (the snippet)."""
-    from matrix_synapse_setup.synapse import porting
-
     sqlite = step.synapse.sqlite
     assert sqlite is not None  # noqa: S101 - the plan ports only data that exists
 
@@ -173,8 +171,6 @@ def store_backup_keep(run: Run, step: p.StoreBackupKeep) -> None:
 def admin_account(conv: Conversation, user: str, password: str) -> None:
     """Create the admin account, or change its password; explain and ask again what
     Synapse refuses (its password policy, an account that is someone else's)."""
-    from matrix_synapse_setup.postinst import admin
-
     while True:
         try:
             outcome = admin.ensure(user, password, say=say, conv=conv)
