@@ -16,9 +16,12 @@ NOTHING = "nothing would change: the files, the database and the services are as
 
 def command(args: argparse.Namespace) -> int:
     conv = debconf.Conversation(debconf.communicator())
-    disk = inspect.read_on_disk()
-    # dpkg-reconfigure at a terminal: someone can answer ucf's question about an edit.
-    state = inspect.inspect(conv, disk, ask=False, reconfigure=True, interactive=True)
+    reading = inspect.read_on_disk()
+    try:
+        # dpkg-reconfigure at a terminal: someone can answer ucf's question about an edit.
+        state = inspect.inspect(conv, reading, ask=False, reconfigure=True, interactive=True)
+    finally:
+        reading.close()
     plan = planner.plan(state)
     for note in plan.notes:
         print(f"note: {note}")

@@ -68,19 +68,43 @@ def _ucf_answer(returncode: int, output: str) -> UcfState:
     return UcfState(registered=package == PACKAGE, unedited=(exists, changed) == ("Yes", "No"))
 
 
+class Query:
+    """ucfq for *path*, started now and read by :meth:`state`: ucfq is a Perl program
+    whose start-up would otherwise be a large share of an unchanged run, so the run
+    does its other reads meanwhile.  Close it (or read it) before leaving."""
+
+    def __init__(self, path: Path = SNIPPET, state_dir: Path | None = None) -> None:
+        try:
+            self.proc: subprocess.Popen[str] | None = subprocess.Popen(
+                _ucfq(path, state_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except FileNotFoundError:
+            self.proc = None
+        self.answer: UcfState | None = None
+
+    def state(self) -> UcfState:
+        if self.answer is None:
+            if self.proc is None:
+                self.answer = UcfState(registered=False, unedited=False)
+            else:
+                output, _ = self.proc.communicate()
+                self.answer = _ucf_answer(self.proc.returncode, output)
+        return self.answer
+
+    def close(self) -> None:
+        """Stop and reap a query nobody read."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
 def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
     """ucfq's answer for *path*.  *state_dir*: ucf's (tests only)."""
-    try:
-        proc = subprocess.run(
-            _ucfq(path, state_dir),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError:
-        return UcfState(registered=False, unedited=False)
-    return _ucf_answer(proc.returncode, proc.stdout)
+    return Query(path, state_dir).state()
 
 
 @dataclasses.dataclass(frozen=True)

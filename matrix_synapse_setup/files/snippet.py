@@ -75,13 +75,9 @@ def template_source(template_dir: Path | None = None) -> str:
     return (directory / TEMPLATE).read_text(encoding="utf-8")
 
 
-def render_source(source: str, settings: Settings, *, password_set: str | None = None) -> str:
-    """The snippet's text for *settings* (whose password must be set), from the template
-    *source*; parsed back and compared with *settings* before it is returned.
-
-    *password_set*: when the role's password was last set (see password_stamp()).  The
-    password is in the password file, so without this line a new password would leave
-    the YAML unchanged, and ucf would neither ask about an edited file nor replace it."""
+def load_template(source: str | None = None) -> Any:
+    """The snippet's template (the package's, or *source*), compiled: Jinja2 with
+    StrictUndefined, every value through the YAML-safe filter."""
     import jinja2
 
     env = jinja2.Environment(
@@ -90,17 +86,34 @@ def render_source(source: str, settings: Settings, *, password_set: str | None =
         keep_trailing_newline=True,
     )
     env.filters["yaml"] = yaml_scalar
+    return env.from_string(template_source() if source is None else source)
+
+
+def render_template(template: Any, settings: Settings, *, password_set: str | None = None) -> str:
+    """The snippet's text for *settings* (whose password must be set), from a compiled
+    *template* (:func:`load_template`); parsed back and compared with *settings* before
+    it is returned.
+
+    *password_set*: when the role's password was last set (see password_stamp()).  The
+    password is in the password file, so without this line a new password would leave
+    the YAML unchanged, and ucf would neither ask about an edited file nor replace it."""
     values = text_values(settings) | {"password_set": password_set}
-    text = env.from_string(source).render(**values)
+    text = template.render(**values)
     check_round_trip(text, settings)
     return text
+
+
+def render_source(source: str, settings: Settings, *, password_set: str | None = None) -> str:
+    """:func:`render_template` with the template *source*."""
+    return render_template(load_template(source), settings, password_set=password_set)
 
 
 def render(
     settings: Settings, *, password_set: str | None = None, template_dir: Path | None = None
 ) -> str:
-    """:func:`render_source` with the package's template."""
-    return render_source(template_source(template_dir), settings, password_set=password_set)
+    """:func:`render_template` with the package's template."""
+    source = template_source(template_dir)
+    return render_template(load_template(source), settings, password_set=password_set)
 
 
 _STAMP_RE = re.compile(r"^# The role's password was set on (\S+)\.$", re.MULTILINE)

@@ -12,10 +12,14 @@ import dataclasses
 import datetime
 import os
 import secrets
+import threading
 from pathlib import Path
+from typing import Any
 
 from matrix_synapse_setup.core import messages, paths
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.core.steps import Step
 from matrix_synapse_setup.dpkg import packages, ucf
 from matrix_synapse_setup.dpkg.debconf import BACKUP_KEEP, Conversation
 from matrix_synapse_setup.files import atomic, snippet
@@ -44,9 +48,26 @@ def _owned(path: Path, owner: atomic.Ownership) -> bool:
     return (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner.uid, owner.gid, owner.mode)
 
 
-def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_ucf: bool) -> OnDisk:
+@dataclasses.dataclass
+class Reading:
+    """The snippet as read so far; ucf's record of it is still being asked."""
+
+    disk: OnDisk
+    query: ucf.Query | None = None
+
+    def finished(self) -> OnDisk:
+        if self.query is None:
+            return self.disk
+        return dataclasses.replace(self.disk, ucf=self.query.state())
+
+    def close(self) -> None:
+        if self.query is not None:
+            self.query.close()
+
+
+def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_ucf: bool) -> Reading:
     """The snippet and its password file, each read once; ucf's record of the snippet
-    when it exists or *ask_ucf*."""
+    (asked in the background) when it exists or *ask_ucf*."""
     text, unreadable = _read(paths.SNIPPET)
     passfile_text, _ = _read(paths.PASSFILE)
     values, problem = None, None
@@ -60,17 +81,17 @@ def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_uc
         except SetupError as err:
             problem = err.message
     exists = text is not None
-    return OnDisk(
+    disk = OnDisk(
         text=text,
         values=values,
         problem=problem,
         owned=exists and _owned(paths.SNIPPET, owner),
         passfile_text=passfile_text,
         passfile_owned=passfile_text is not None and _owned(paths.PASSFILE, passfile_owner),
-        ucf=ucf.ucf_state(paths.SNIPPET) if exists or ask_ucf else None,
         owner=owner,
         passfile_owner=passfile_owner,
     )
+    return Reading(disk, ucf.Query(paths.SNIPPET) if exists or ask_ucf else None)
 
 
 def cluster_facts(port: int, tune: tuple[bool, bool]) -> Cluster | None:
@@ -107,7 +128,7 @@ def overridden_by(synapse: synapse_config.SynapseState) -> Path | None:
     return source if files.index(source) > files.index(paths.SNIPPET) else None
 
 
-def read_on_disk(old_version: str = "") -> OnDisk:
+def read_on_disk(old_version: str = "") -> Reading:
     """The snippet as this run finds it (ucf's record of an absent one only on an
     upgrade: was it deleted by hand?)."""
     reconfigure = bool(os.environ.get("DEBCONF_RECONFIGURE"))
@@ -120,7 +141,7 @@ def read_on_disk(old_version: str = "") -> OnDisk:
 
 def inspect(
     conv: Conversation,
-    disk: OnDisk,
+    reading: Reading,
     *,
     old_version: str = "",
     deferred: bool = False,
@@ -128,12 +149,15 @@ def inspect(
     reconfigure: bool | None = None,
     interactive: bool | None = None,
 ) -> State:
-    """What this run finds, *disk* (:func:`read_on_disk`) included.  *ask*: the
+    """What this run finds, *reading* (:func:`read_on_disk`) included.  *ask*: the
     maintainer script, which may ask the sqlite-data question; the plan command asks
     nothing, and says itself whether it stands for dpkg-reconfigure (*reconfigure*) at
     a terminal (*interactive*)."""
     if reconfigure is None:
         reconfigure = bool(os.environ.get("DEBCONF_RECONFIGURE"))
+    # ucf's record is read last, after the login (see ucf.Query); when there is no
+    # snippet, whether it was deleted by hand decides what else to read.
+    disk = reading.disk if reading.disk.exists else reading.finished()
     if interactive is None:
         interactive = conv.interactive() if disk.exists else False
     answers = conv.answers()
@@ -154,7 +178,7 @@ def inspect(
     found = State(
         answers=answers,
         on_disk=disk,
-        template=snippet.template_source(),
+        template=None,  # loaded below, while the login waits on the server
         clock=datetime.datetime.now(datetime.UTC),
         fresh_password=secrets.token_urlsafe(32),
         old_version=old_version,
@@ -174,27 +198,51 @@ def inspect(
         and state_files.created_here(admin_user, state_files.read_record()),
         upgrades_due=upgrades.due(old_version, reconfigure=reconfigure),
     )
-    return _with_database_facts(found, deferred=deferred)
+    found = _with_database_facts(found, deferred=deferred)
+    return dataclasses.replace(found, on_disk=reading.finished())
 
 
 def _with_database_facts(found: State, *, deferred: bool) -> State:
     """The facts that depend on the settings the answers ask for: the cluster's
-    tuning, the proof by login, PostgreSQL packages still being installed."""
+    tuning, the proof by login, PostgreSQL packages still being installed; and the
+    snippet's template."""
     try:
         settings, stamp = plan.wanted(found)
     except SetupError:
-        return found  # the plan says what is wrong
+        return _replace(found, {"template": snippet.load_template()})  # the plan says why
     changes: dict[str, object] = {}
     if settings.local:
         changes["cluster"] = cluster_facts(settings.port, found.tune)
     proof = None
     if plan.may_be_unchanged(found, settings, stamp):
-        steps = provision.quick_verify(settings)
+        changes["template"], steps = _template_while_logging_in(settings)
         proof = tuple(steps) if steps is not None else None
+    else:
+        changes["template"] = snippet.load_template()
     changes["proof"] = proof
     if proof is None and settings.local and not deferred:
         changes["postgresql_pending"] = tuple(packages.postgresql_being_installed())
     return _replace(found, changes)
+
+
+def _template_while_logging_in(settings: Settings) -> tuple[Any, list[Step] | None]:
+    """The compiled template, and quick_verify's proof: the login runs in a thread while
+    Jinja2 loads, because it mostly waits on the server, a large share of an unchanged run."""
+    proof: list[list[Step] | None] = [None]
+
+    def log_in() -> None:
+        try:
+            proof[0] = provision.quick_verify(settings)
+        except Exception:  # noqa: BLE001 - no proof: the full path verifies and explains
+            proof[0] = None
+
+    login = threading.Thread(target=log_in)
+    login.start()
+    try:
+        template = snippet.load_template()
+    finally:
+        login.join()
+    return template, proof[0]
 
 
 def _replace(found: State, changes: dict[str, object]) -> State:

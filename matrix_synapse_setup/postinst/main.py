@@ -67,35 +67,40 @@ def configure(conv: Conversation, *, old_version: str = "", deferred: bool = Fal
     """postinst configure (or our provisioning trigger): inspect, plan, execute; on a
     failure, explain, ask again and start over from the inspection."""
     with lock.exclusive(say):
-        disk = inspect.read_on_disk(old_version)
-        conv.ask(known_password=disk.password is not None)
-        while True:
-            try:
-                state = inspect.inspect(conv, disk, old_version=old_version, deferred=deferred)
-                plan = planner.plan(state)
-                done = execute.execute(conv, plan, state.owner)
-                if done.defer_failed:
+        reading = inspect.read_on_disk(old_version)
+        try:
+            conv.ask(known_password=reading.disk.password is not None)
+            while True:
+                try:
+                    state = inspect.inspect(
+                        conv, reading, old_version=old_version, deferred=deferred
+                    )
+                    plan = planner.plan(state)
+                    done = execute.execute(conv, plan, state.owner)
+                    if not done.defer_failed:
+                        return 0
                     deferred = True  # dpkg-trigger failed: provision now
-                    disk = inspect.read_on_disk(old_version)
+                except ServerUnavailable as err:
+                    choice = conv.ask_failure(err.message)
+                    if choice == IGNORE:
+                        # The password was not applied: it stays (in debconf's root-only
+                        # passwords.dat) for the dpkg-reconfigure that will apply it.
+                        say(messages.IGNORED.format(path=paths.SNIPPET))
+                        return 0
+                    if choice != RETRY:
+                        raise SetupError(f"{err.message}\n{messages.ABORTED}") from None
+                except SetupError as err:
+                    # Wrong answers or a database Synapse cannot use: never "ignore".
+                    if not conv.setup_error(err.message):
+                        raise
+                    reading.close()
+                    reading = inspect.read_on_disk(old_version)
+                    conv.ask(known_password=reading.disk.password is not None, again=True)
                     continue
-                return 0
-            except ServerUnavailable as err:
-                choice = conv.ask_failure(err.message)
-                if choice == IGNORE:
-                    # The password was not applied: it stays (in debconf's root-only
-                    # passwords.dat) for the dpkg-reconfigure that will apply it.
-                    say(messages.IGNORED.format(path=paths.SNIPPET))
-                    return 0
-                if choice != RETRY:
-                    raise SetupError(f"{err.message}\n{messages.ABORTED}") from None
-            except SetupError as err:
-                # Wrong answers or a database Synapse cannot use: never "ignore".
-                if not conv.setup_error(err.message):
-                    raise
-                disk = inspect.read_on_disk(old_version)
-                conv.ask(known_password=disk.password is not None, again=True)
-                continue
-            disk = inspect.read_on_disk(old_version)  # retry
+                reading.close()
+                reading = inspect.read_on_disk(old_version)  # after a retry, or a failed defer
+        finally:
+            reading.close()
 
 
 def synapse_arrived(path: Path = paths.SNIPPET) -> int:

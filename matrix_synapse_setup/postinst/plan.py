@@ -329,7 +329,7 @@ def plan(state: State) -> Plan:
     if disk.problem is not None:
         notes.append(messages.SNIPPET_IGNORED.format(reason=disk.problem))
     settings, stamp = wanted(state)
-    text = snippet.render_source(state.template, settings, password_set=stamp)
+    text = snippet.render_template(state.template, settings, password_set=stamp)
     if may_be_unchanged(state, settings, stamp) and database_unchanged(state, settings, text):
         return Plan(
             (*upgrades, *extras(state)),

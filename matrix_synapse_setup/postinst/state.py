@@ -69,7 +69,7 @@ class State:
 
     answers: Answers
     on_disk: OnDisk
-    template: str  # the snippet's template (the package's file)
+    template: Any  # the snippet's template, compiled (files/snippet.load_template)
     clock: datetime.datetime  # now: the stamp of a new password
     fresh_password: str = dataclasses.field(repr=False)  # if a new one is needed
     old_version: str = ""  # dpkg's argument: the version configured before

@@ -26,7 +26,7 @@ from matrix_synapse_setup.postinst import plan as p
 from matrix_synapse_setup.postinst.state import Cluster, OnDisk, State
 from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
 
-TEMPLATE = snippet.template_source()
+TEMPLATE = snippet.load_template()
 CLOCK = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=datetime.UTC)
 STAMP = "2026-11-01T10:00:00Z"
 PASSWORD = "the-password-in-use"
@@ -52,7 +52,7 @@ def answers(**changes) -> Answers:
 
 def installed(settings: Settings, stamp: str = STAMP) -> OnDisk:
     """The snippet and password file exactly as a run before wrote them."""
-    text = snippet.render_source(TEMPLATE, settings, password_set=stamp)
+    text = snippet.render_template(TEMPLATE, settings, password_set=stamp)
     values = snippet.effective(snippet.parse(text), snippet.passfile_text(settings))
     return OnDisk(
         text=text,
