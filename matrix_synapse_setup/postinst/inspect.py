@@ -58,7 +58,7 @@ class Reading:
     def finished(self) -> OnDisk:
         if self.query is None:
             return self.disk
-        return dataclasses.replace(self.disk, ucf=self.query.state())
+        return self.disk._replace(ucf=self.query.state())
 
     def close(self) -> None:
         if self.query is not None:
@@ -158,8 +158,6 @@ def inspect(
     # ucf's record is read last, after the login (see ucf.Query); when there is no
     # snippet, whether it was deleted by hand decides what else to read.
     disk = reading.disk if reading.disk.exists else reading.finished()
-    if interactive is None:
-        interactive = conv.interactive() if disk.exists else False
     answers = conv.answers()
     # An upgrade that finds the snippet deleted by hand changes nothing (see plan):
     # Synapse's data is not looked at, and no question about it is asked.
@@ -184,7 +182,7 @@ def inspect(
         old_version=old_version,
         reconfigure=reconfigure,
         deferred=deferred,
-        interactive=interactive,
+        interactive=bool(interactive),
         force_conffnew=bool(os.environ.get("UCF_FORCE_CONFFNEW")),
         tune=conv.tune(),
         synapse=synapse,
@@ -199,7 +197,12 @@ def inspect(
         upgrades_due=upgrades.due(old_version, reconfigure=reconfigure),
     )
     found = _with_database_facts(found, deferred=deferred)
-    return dataclasses.replace(found, on_disk=reading.finished())
+    disk = reading.finished()
+    if interactive is None:
+        # Asked only where it matters: ucf would ask about an edited snippet.
+        edited = disk.exists and not (disk.ucf is not None and disk.ucf.unedited)
+        interactive = conv.interactive() if edited else False
+    return found._replace(on_disk=disk, interactive=interactive)
 
 
 def _with_database_facts(found: State, *, deferred: bool) -> State:
@@ -209,7 +212,7 @@ def _with_database_facts(found: State, *, deferred: bool) -> State:
     try:
         settings, stamp = plan.wanted(found)
     except SetupError:
-        return _replace(found, {"template": snippet.load_template()})  # the plan says why
+        return found._replace(template=snippet.load_template())  # the plan says why
     changes: dict[str, object] = {}
     if settings.local:
         changes["cluster"] = cluster_facts(settings.port, found.tune)
@@ -222,7 +225,7 @@ def _with_database_facts(found: State, *, deferred: bool) -> State:
     changes["proof"] = proof
     if proof is None and settings.local and not deferred:
         changes["postgresql_pending"] = tuple(packages.postgresql_being_installed())
-    return _replace(found, changes)
+    return found._replace(**changes)
 
 
 def _template_while_logging_in(settings: Settings) -> tuple[Any, list[Step] | None]:
@@ -243,7 +246,3 @@ def _template_while_logging_in(settings: Settings) -> tuple[Any, list[Step] | No
     finally:
         login.join()
     return template, proof[0]
-
-
-def _replace(found: State, changes: dict[str, object]) -> State:
-    return dataclasses.replace(found, **changes)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core import messages, paths
 from matrix_synapse_setup.core.errors import SetupError
@@ -23,10 +23,10 @@ from matrix_synapse_setup.postinst.state import State
 from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
 
 # --- the steps ----------------------------------------------------------------------------
+# Named tuples: immutable records, and cheap to define on the path every run takes.
 
 
-@dataclasses.dataclass(frozen=True)
-class Upgrade:
+class Upgrade(NamedTuple):
     """A change that only an upgrade from an older version makes (see .upgrades)."""
 
     name: str
@@ -35,8 +35,7 @@ class Upgrade:
         return upgrades.BY_NAME[self.name].what
 
 
-@dataclasses.dataclass(frozen=True)
-class Defer:
+class Defer(NamedTuple):
     """PostgreSQL is unpacked in this dpkg run but not configured: provision from our
     trigger, which dpkg runs once it is."""
 
@@ -46,8 +45,7 @@ class Defer:
         return f"wait for {', '.join(self.packages)} (our trigger provisions then)"
 
 
-@dataclasses.dataclass(frozen=True)
-class TuneRequest:
+class TuneRequest(NamedTuple):
     """What the postgres child does with the PostgreSQL settings for Synapse."""
 
     path: str
@@ -57,11 +55,10 @@ class TuneRequest:
     unit: str
 
     def as_request(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self._asdict()
 
 
-@dataclasses.dataclass(frozen=True)
-class Provision:
+class Provision(NamedTuple):
     """Local: create or update the role and database (and tune), as postgres.  Remote:
     verify only.  Then log in as Synapse's role."""
 
@@ -76,21 +73,19 @@ class Provision:
         return f"{first} {where}{tuned}"
 
 
-@dataclasses.dataclass(frozen=True)
-class KeepSqlite:
+class KeepSqlite(NamedTuple):
     sqlite: SqliteFacts
 
     def describe(self) -> str:
         return "leave Synapse on SQLite"
 
 
-@dataclasses.dataclass(frozen=True)
-class Port:
+class Port(NamedTuple):
     """Copy Synapse's SQLite data to PostgreSQL, compare, then write the snippet."""
 
     synapse: SynapseState
     settings: Settings
-    text: str = dataclasses.field(repr=False)
+    text: str
 
     def describe(self) -> str:
         return (
@@ -99,39 +94,38 @@ class Port:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class WriteSnippet:
+class WriteSnippet(NamedTuple):
     settings: Settings
-    text: str = dataclasses.field(repr=False)
+    text: str
     same_connection: bool = False  # the values are the installed ones, in another form
     start_empty: Path | None = None  # Synapse's SQLite file, left behind on purpose
-    before: str | None = dataclasses.field(default=None, repr=False)  # the file now
+    before: str | None = None  # the file now
     unedited: bool = True  # ucf's record: nobody edited the file since ucf wrote it
 
     def describe(self) -> str:
         return f"write {paths.SNIPPET} (ucf)"
 
 
-@dataclasses.dataclass(frozen=True)
-class Restart:
+class Restart(NamedTuple):
     """try-restart Synapse if provisioning or the snippet changed anything."""
 
     def describe(self) -> str:
         return "restart Synapse if anything changed"
 
 
-@dataclasses.dataclass(frozen=True)
-class StoreBackupKeep:
+class StoreBackupKeep(NamedTuple):
     value: str
 
     def describe(self) -> str:
         return f"keep {self.value} dumps before Synapse upgrades"
 
 
-@dataclasses.dataclass(frozen=True)
-class AdminAccount:
+class AdminAccount(NamedTuple):
     user: str
-    password: str = dataclasses.field(repr=False)
+    password: str
+
+    def __repr__(self) -> str:
+        return f"AdminAccount(user={self.user!r})"  # never the password
 
     def describe(self) -> str:
         what = "create or update" if self.password else "check"

@@ -1,12 +1,12 @@
 """What one maintainer-script run found, read once by :mod:`.inspect` and decided on by
-:mod:`.plan`.  Plain frozen data: a test builds one by hand."""
+:mod:`.plan`.  Plain immutable records (named tuples, cheap to define on the path every
+run takes): a test builds one by hand."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core.steps import Step
 from matrix_synapse_setup.dpkg.debconf import Answers
@@ -19,8 +19,7 @@ ROOT_ONLY = Ownership(0, 0, 0o640)
 ROOT_ONLY_PASSFILE = Ownership(0, 0, 0o600)
 
 
-@dataclasses.dataclass(frozen=True)
-class OnDisk:
+class OnDisk(NamedTuple):
     """The installed snippet and its password file."""
 
     text: str | None = None  # None: there is no snippet
@@ -49,8 +48,7 @@ class OnDisk:
         return found if isinstance(found, str) and found else None
 
 
-@dataclasses.dataclass(frozen=True)
-class Cluster:
+class Cluster(NamedTuple):
     """The local cluster's PostgreSQL settings for Synapse (Debian's layout only)."""
 
     dropin: Path
@@ -63,15 +61,14 @@ class Cluster:
     current: bool  # the file is as the tune-postgresql answer asks
 
 
-@dataclasses.dataclass(frozen=True)
-class State:
+class State(NamedTuple):
     """Everything the plan needs, and nothing it would have to read again."""
 
     answers: Answers
     on_disk: OnDisk
     template: Any  # the snippet's template, compiled (files/snippet.load_template)
     clock: datetime.datetime  # now: the stamp of a new password
-    fresh_password: str = dataclasses.field(repr=False)  # if a new one is needed
+    fresh_password: str  # if a new one is needed
     old_version: str = ""  # dpkg's argument: the version configured before
     reconfigure: bool = False  # dpkg-reconfigure
     deferred: bool = False  # run from our own trigger, PostgreSQL configured by now
@@ -87,10 +84,13 @@ class State:
     backup_keep: str = ""  # the answer
     backup_keep_stored: str | None = None  # the apt hook's file
     admin_user: str = ""
-    admin_password: str = dataclasses.field(default="", repr=False)
+    admin_password: str = ""
     admin_created_here: bool = False
     upgrades_due: tuple[str, ...] = ()  # names of version upgrades this run must make
 
     @property
     def owner(self) -> Ownership:
         return self.on_disk.owner
+
+    def __repr__(self) -> str:
+        return "State(...)"  # it holds passwords

@@ -8,7 +8,6 @@ comparison the postinst makes.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from pathlib import Path
 
@@ -236,8 +235,7 @@ def test_synapse_on_the_database_we_would_name_is_fine():
 
 
 def test_an_edited_snippet_nobody_can_be_asked_about_is_refused():
-    edited = dataclasses.replace(
-        installed(LOCAL),
+    edited = installed(LOCAL)._replace(
         text=installed(LOCAL).text.replace('dbname: "synapse"', 'dbname: "edited"'),
         ucf=UcfState(registered=True, unedited=False),
     )
@@ -249,19 +247,19 @@ def test_an_edited_snippet_nobody_can_be_asked_about_is_refused():
 
 
 def test_a_tuning_change_provisions_again():
-    stale = dataclasses.replace(CLUSTER, current=False)
+    stale = CLUSTER._replace(current=False)
     plan = p.plan(state(cluster=stale))
     assert kinds(plan) == [p.Provision, p.WriteSnippet, p.Restart]
     assert plan.steps[0].tune.text == CLUSTER.text
 
 
 def test_tuning_answered_no_removes_our_file():
-    plan = p.plan(state(tune=(False, True), cluster=dataclasses.replace(CLUSTER, current=False)))
+    plan = p.plan(state(tune=(False, True), cluster=CLUSTER._replace(current=False)))
     assert plan.steps[0].tune.text is None
 
 
 def test_a_cluster_without_conf_d_is_not_tuned_and_says_why():
-    closed = dataclasses.replace(CLUSTER, includes_conf_d=False, current=True)
+    closed = CLUSTER._replace(includes_conf_d=False, current=True)
     assert not p.plan(state(cluster=closed))
     plan = p.plan(state(cluster=closed, proof=None))
     assert plan.steps[0].tune is None

@@ -503,8 +503,6 @@ def test_tuning_stays_import_light(fresh_python):
 
 def test_tuned_as_answered(tmp_path, monkeypatch):
     """What inspect reads of a real cluster directory, judged by the plan."""
-    import dataclasses
-
     from matrix_synapse_setup.postinst import inspect, plan
     from matrix_synapse_setup.postinst.state import State
 
@@ -514,7 +512,7 @@ def test_tuned_as_answered(tmp_path, monkeypatch):
     def as_answered(found, wanted: bool, explicit: bool) -> bool:
         monkeypatch.setattr(tuning, "cluster_for_port", lambda port: found)
         facts = inspect.cluster_facts(5432, (wanted, explicit))
-        nothing = {f.name: None for f in dataclasses.fields(State)}
+        nothing = dict.fromkeys(State._fields)
         state = State(**(nothing | {"cluster": facts, "tune": (wanted, explicit)}))
         return plan.tuned_as_answered(state)
 
