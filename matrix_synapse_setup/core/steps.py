@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 CREATED, CHANGED, UNCHANGED, OK = "created", "changed", "unchanged", "ok"
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """What one step found or did."""
+class Step(NamedTuple):
+    """What one step found or did (a named tuple: cheap to define, every run imports it)."""
 
     name: str
     outcome: str

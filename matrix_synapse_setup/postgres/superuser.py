@@ -155,7 +155,7 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     try:
         steps, others, tuned = provision_as_superuser(request)
         return {
-            "steps": [step.__dict__ for step in steps],
+            "steps": [step._asdict() for step in steps],
             "other_databases": others,
             "tuning": tuned,
         }

@@ -578,7 +578,7 @@ def apply(conn: Any, request: dict[str, Any], others: list[str]) -> dict[str, An
     if text is not None and request["only_if_alone"] and others and not path.exists():
         return {"skipped_for": others}
     step = ensure(path, text) if text is not None else remove(path)
-    answer: dict[str, Any] = {"step": step.__dict__, "pending": [], "refused": []}
+    answer: dict[str, Any] = {"step": step._asdict(), "pending": [], "refused": []}
     if step.outcome not in (CREATED, CHANGED):
         return answer
     conn.execute("SELECT pg_reload_conf()")

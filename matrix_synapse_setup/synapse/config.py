@@ -14,7 +14,7 @@ import dataclasses
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
@@ -97,8 +97,7 @@ def server_name(config: dict[str, Any]) -> str | None:
 # --- what a SQLite database holds ------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class SqliteFacts:
+class SqliteFacts(NamedTuple):
     path: Path
     size: int  # bytes, the file alone (a -wal beside it is counted in WAL mode below)
     users: int
@@ -180,8 +179,7 @@ def synapse_configured() -> bool:
     return HOMESERVER.exists() or CONFD.is_dir()
 
 
-@dataclasses.dataclass(frozen=True)
-class SynapseState:
+class SynapseState(NamedTuple):
     """What Synapse's files say now."""
 
     config: dict[str, Any]
