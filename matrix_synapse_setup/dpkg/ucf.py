@@ -10,13 +10,12 @@ records hold.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
@@ -46,8 +45,7 @@ if TYPE_CHECKING:
 UCF_HASHFILE = Path("/var/lib/ucf/hashfile")  # only for the test-only fault point
 
 
-@dataclasses.dataclass(frozen=True)
-class UcfState:
+class UcfState(NamedTuple):
     """What ucf's records say about a file (``ucfq``; its files are ucf's own)."""
 
     registered: bool  # ucfr names this package as the file's
@@ -107,8 +105,7 @@ def ucf_state(path: Path = SNIPPET, state_dir: Path | None = None) -> UcfState:
     return Query(path, state_dir).state()
 
 
-@dataclasses.dataclass(frozen=True)
-class Installed:
+class Installed(NamedTuple):
     """What :func:`install` did."""
 
     changed: bool  # the snippet's text changed

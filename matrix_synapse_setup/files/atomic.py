@@ -20,20 +20,18 @@ group or others can read.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import grp
 import os
 import pwd
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core.faults import fault
 from matrix_synapse_setup.core.paths import SYNAPSE_USER
 
 
-@dataclasses.dataclass(frozen=True)
-class Ownership:
+class Ownership(NamedTuple):
     uid: int
     gid: int
     mode: int

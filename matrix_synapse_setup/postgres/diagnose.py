@@ -12,11 +12,10 @@ only ever shown, never parsed.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import select
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.postgres import libpq
 
@@ -51,8 +50,7 @@ _BY_SQLSTATE = {
 _SQLSTATE_RE = re.compile(r":  ([0-9A-Z]{5})\s*$", re.MULTILINE)
 
 
-@dataclasses.dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(NamedTuple):
     kind: str
     sqlstate: str | None
     reason: str  # libpq's words when it has no code (any language): shown, not parsed

@@ -22,12 +22,11 @@ No third-party module at import time: this module is on the maintainer scripts' 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core.paths import POSTGRESQL_SOCKET_DIR
 from matrix_synapse_setup.core.steps import CHANGED, CREATED, UNCHANGED, Step
@@ -203,8 +202,7 @@ def rotational(
 # --- what to set ---------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Machine:
+class Machine(NamedTuple):
     memory: int  # bytes
     cores: int
     rotational: bool | None  # None: unknown, taken as SSD (what servers have today)
@@ -224,8 +222,7 @@ def size(value: int) -> str:
     return f"{mb // 1024}GB" if mb % 1024 == 0 else f"{mb}MB"
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     name: str
     value: Callable[[Machine], str]
     reason: str
@@ -394,8 +391,7 @@ def effective_settings(conffile: Path, _depth: int = 0) -> list[tuple[str, str, 
 # --- the local clusters ---------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Cluster:
+class Cluster(NamedTuple):
     version: str
     name: str
     confdir: Path

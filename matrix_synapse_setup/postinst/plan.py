@@ -9,7 +9,6 @@ proved that the database is right.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -145,8 +144,7 @@ PlanStep = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     steps: tuple[PlanStep, ...] = ()
     notes: tuple[str, ...] = ()  # said before anything is done
     settings: Settings | None = None  # what the snippet says, after this run

@@ -11,8 +11,8 @@ which held the password inline, because it runs before our Python is unpacked.)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.dpkg import packages
@@ -31,8 +31,7 @@ def retire_runtime_dropin() -> str | None:
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Upgrade:
+class Upgrade(NamedTuple):
     since: str  # the first version that no longer needs it
     name: str
     what: str  # for the plan
