@@ -377,7 +377,7 @@ BENCH_PARTS = ("scripts", "synapse", "provision", "migration")
     }
 )
 def bench(c, only="", suite="", runs=6, repeat=10, rounds=0, seed_from=""):
-    """Benchmarks, nothing asserted (issue 11: side by side, in one run).  scripts:
+    """Benchmarks, nothing asserted; each runs side by side with what it compares to.  scripts:
     `dpkg --configure` and an unchanged `dpkg-reconfigure` against a dbconfig-common
     package doing the same job (scripts/bench_scripts.py); synapse: a real Synapse on
     SQLite and on the database this package made (scripts/bench_synapse.py);
@@ -422,7 +422,7 @@ def clean(c, dry_run=False):
                 shutil.rmtree(target)
 
 
-# --- Publishing (issue 6): apt repository, reproducibility, autopkgtest, piuparts ---
+# --- Publishing: apt repository, reproducibility, autopkgtest, piuparts ---
 
 
 @task(
@@ -521,7 +521,7 @@ def autopkgtest(c, suite="bookworm", test=None, shell_fail=False):
         )
 
 
-# --- System tests (issue 5): the cached Debian roots ---
+# --- System tests: the cached Debian roots ---
 
 
 @task(
