@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 
+from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.dpkg import debconf
 from matrix_synapse_setup.postinst import inspect
 from matrix_synapse_setup.postinst import plan as planner
-
-NOTHING = "nothing would change: the files, the database and the services are as the answers say."
 
 
 def command(args: argparse.Namespace) -> int:
@@ -24,13 +23,13 @@ def command(args: argparse.Namespace) -> int:
         reading.close()
     plan = planner.plan(state)
     for note in plan.notes:
-        print(f"note: {note}")
+        print(messages.PLAN_NOTE.format(note=note))
     if not plan.steps:
-        print(NOTHING)
+        print(messages.PLAN_NOTHING)
         return 0
     if plan.database_unchanged:
-        print("the database and the snippet are as the answers say; besides:")
-    print('"dpkg-reconfigure matrix-synapse-setup" would:')
+        print(messages.PLAN_DATABASE_UNCHANGED)
+    print(messages.PLAN_HEADER)
     for number, line in enumerate(plan.describe(), 1):
-        print(f"{number}. {line}")
+        print(messages.PLAN_STEP.format(number=number, step=line))
     return 0

@@ -568,3 +568,13 @@ RESTORED = (
 BACKUP_OVERRIDE = (
     "No Synapse upgrade without a dump: fix that, or upgrade without one once: {env}=1 apt upgrade"
 )
+
+# --- matrix-synapse-setup plan -----------------------------------------------------------
+
+PLAN_NOTHING = (
+    "nothing would change: the files, the database and the services are as the answers say."
+)
+PLAN_DATABASE_UNCHANGED = "the database and the snippet are as the answers say; besides:"
+PLAN_HEADER = '"dpkg-reconfigure matrix-synapse-setup" would:'
+PLAN_NOTE = "note: {note}"
+PLAN_STEP = "{number}. {step}"

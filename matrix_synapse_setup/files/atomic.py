@@ -132,13 +132,18 @@ def write_atomic(
         os.close(dirfd)
 
 
-def fix_ownership(path: Path, owner: Ownership) -> bool:
-    """Give an existing file *owner*; True if something changed."""
+def owned(path: Path, owner: Ownership) -> bool:
+    """True when *path* exists with *owner*'s uid, gid and mode."""
     try:
         st = path.stat()
-    except FileNotFoundError:
+    except OSError:
         return False
-    if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner.uid, owner.gid, owner.mode):
+    return (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner.uid, owner.gid, owner.mode)
+
+
+def fix_ownership(path: Path, owner: Ownership) -> bool:
+    """Give an existing file *owner*; True if something changed."""
+    if not path.exists() or owned(path, owner):
         return False
     # Tighten first, so that the file is never readable by the wrong group.
     os.chmod(path, 0o600)

@@ -125,10 +125,10 @@ def password_stamp(text: str | None) -> str | None:
     return found[1] if found else None
 
 
-def new_password_stamp(previous: str | None = None) -> str:
-    """Now, differing from *previous* (the stamp in the file): two password changes in
-    the same second must still give ucf two versions."""
-    now = datetime.datetime.now(datetime.UTC)
+def new_password_stamp(previous: str | None = None, now: datetime.datetime | None = None) -> str:
+    """*now* (by default, now), differing from *previous* (the stamp in the file): two
+    password changes in the same second must still give ucf two versions."""
+    now = now or datetime.datetime.now(datetime.UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     return stamp if stamp != previous else now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

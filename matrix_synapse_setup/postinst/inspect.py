@@ -40,14 +40,6 @@ def _read(path: Path) -> tuple[str | None, str | None]:
         return None, type(err).__name__
 
 
-def _owned(path: Path, owner: atomic.Ownership) -> bool:
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    return (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner.uid, owner.gid, owner.mode)
-
-
 @dataclasses.dataclass
 class Reading:
     """The snippet as read so far; ucf's record of it is still being asked."""
@@ -85,9 +77,9 @@ def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_uc
         text=text,
         values=values,
         problem=problem,
-        owned=exists and _owned(paths.SNIPPET, owner),
+        owned=exists and atomic.owned(paths.SNIPPET, owner),
         passfile_text=passfile_text,
-        passfile_owned=passfile_text is not None and _owned(paths.PASSFILE, passfile_owner),
+        passfile_owned=passfile_text is not None and atomic.owned(paths.PASSFILE, passfile_owner),
         owner=owner,
         passfile_owner=passfile_owner,
     )

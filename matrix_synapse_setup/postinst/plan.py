@@ -165,13 +165,6 @@ class Plan(NamedTuple):
 # --- deciding -------------------------------------------------------------------------------
 
 
-def password_stamp(previous: str | None, state: State) -> str:
-    """Now, differing from *previous*: two password changes within one second still
-    give ucf two versions of the snippet."""
-    stamp = state.clock.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return stamp if stamp != previous else state.clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def resolve_password(answers: Answers, current: str | None, fresh: str) -> str:
     """The new password, else the one in use, else (local) *fresh*, a random one."""
     if answers.password:
@@ -197,7 +190,7 @@ def wanted(state: State) -> tuple[Settings, str | None]:
     previous = current.get("password_set") if current else None
     if current and current.get("password") == settings.password:
         return settings, previous
-    return settings, password_stamp(previous, state)
+    return settings, snippet.new_password_stamp(previous, state.clock)
 
 
 def may_be_unchanged(state: State, settings: Settings, stamp: str | None) -> bool:

@@ -36,6 +36,9 @@ class OnDisk(NamedTuple):
     def exists(self) -> bool:
         return self.text is not None
 
+    def __repr__(self) -> str:
+        return f"OnDisk(exists={self.exists})"  # its texts and values hold the password
+
     @property
     def deleted_by_hand(self) -> bool:
         """No snippet where ucf knows one was installed: the admin deleted it, as one

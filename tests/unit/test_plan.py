@@ -313,3 +313,12 @@ def test_the_number_of_dumps_is_compared_as_a_number():
     )
     with pytest.raises(SetupError):
         p.plan(state(backup_keep="many"))
+
+
+def test_no_record_of_a_run_shows_a_password():
+    """What a traceback or a debugger would print of the state and the plan."""
+    secret = "a-new-password-nobody-sees"
+    run = state(answers=answers(password=secret), admin_user="alice", admin_password=secret)
+    shown = [repr(run), repr(run.on_disk), *map(repr, p.plan(run).steps)]
+    assert PASSWORD in run.on_disk.passfile_text  # the record does hold it
+    assert not [text for text in shown if secret in text or PASSWORD in text]
