@@ -11,8 +11,18 @@ files/state.py's ``KEEP_FILE``: the hook runs outside debconf) and refuses the u
 (non-zero exit) when the dump fails or the disk is too full, unless :data:`SKIP_ENV` is
 set.
 
-``pg_dump`` runs as postgres/dump.py says; its output comes to this root process on a
-pipe, which writes the file.  The restore of a dump is commands/restore.py.
+``pg_dump`` runs as postgres/dump.py says (without the rows of the one-time keys); its
+output comes to this root process on a pipe, which writes the file.  The restore of a
+dump is commands/restore.py.
+
+Next to each dump goes ``synapse-OLDVERSION-TIME.config.tar``: what makes the server
+itself (files/archive.py): homeserver.yaml, all of conf.d, the signing key and the log
+configuration, as Synapse's effective configuration names them.  A plain tar, not a
+compressed one: these files weigh a few KiB, and a plain tar lists and extracts with any
+tar, and a damaged byte costs one member, not the rest of the stream.  The dump is renamed
+into place before its archive, so that an archive never exists without its dump (a crash
+between the two leaves a dump without an archive, as earlier versions made them); an
+archive whose dump is gone is deleted with the dumps beyond the number to keep.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from matrix_synapse_setup.core.output import say
 from matrix_synapse_setup.core.paths import BACKUP_DIR, PACKAGE, POSTGRESQL_SOCKET_DIR, SNIPPET
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.dpkg.packages import SYNAPSE_PACKAGES, installed_synapse
-from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.files import archive, snippet
 from matrix_synapse_setup.files.atomic import private_dir
 from matrix_synapse_setup.files.state import read_keep
 from matrix_synapse_setup.postgres.dump import (
@@ -45,14 +55,19 @@ from matrix_synapse_setup.postgres.dump import (
     pg_tool,
 )
 from matrix_synapse_setup.synapse import config as synapse_config
+from matrix_synapse_setup.synapse.config import ServerFiles
 
 SKIP_ENV = "MATRIX_SYNAPSE_SETUP_SKIP_BACKUP"
 # Free space wanted beyond the database's size (pg_database_size; a custom-format dump is
 # compressed and usually much smaller, so this errs on the side of refusing).
 MARGIN = 64 * 1024 * 1024
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-# synapse-<Debian version, ':' written as '_'>-<UTC time>.dump
-NAME_RE = re.compile(r"synapse-(?P<version>[0-9][A-Za-z0-9.+~_-]*)-(?P<stamp>\d{8}T\d{6}Z)\.dump\Z")
+# synapse-<Debian version, ':' written as '_'>-<UTC time>.dump, and its archive
+DUMP_SUFFIX = ".dump"
+ARCHIVE_SUFFIX = ".config.tar"
+BASE_RE = r"synapse-(?P<version>[0-9][A-Za-z0-9.+~_-]*)-(?P<stamp>\d{8}T\d{6}Z)"
+NAME_RE = re.compile(BASE_RE + re.escape(DUMP_SUFFIX) + r"\Z")
+ARCHIVE_RE = re.compile(BASE_RE + re.escape(ARCHIVE_SUFFIX) + r"\Z")
 
 
 # --- the hook's input (apt's Pre-Install-Pkgs protocol, version 3) -----------------------
@@ -136,14 +151,41 @@ def parse_dump_name(name: str) -> tuple[str, str] | None:
     return found["version"].replace("_", ":"), found["stamp"]
 
 
+def archive_name(dump: str) -> str | None:
+    """The name of the archive that goes with the dump named *dump*; None when *dump* is
+    not the name of one of our dumps."""
+    if not NAME_RE.match(dump):
+        return None
+    return dump[: -len(DUMP_SUFFIX)] + ARCHIVE_SUFFIX
+
+
+def archive_of(dump: Path) -> Path | None:
+    """Where the archive of *dump* is (whether it exists or not)."""
+    name = archive_name(dump.name)
+    return None if name is None else dump.with_name(name)
+
+
+def parse_archive_name(name: str) -> tuple[str, str] | None:
+    """(Synapse's Debian version, the UTC time) from an archive's file name."""
+    found = ARCHIVE_RE.match(name)
+    if not found:
+        return None
+    return found["version"].replace("_", ":"), found["stamp"]
+
+
 def to_delete(names: Iterable[str], keep: int) -> list[str]:
     """Of the file names, our dumps beyond the *keep* newest (by the time in the name),
-    oldest first.  Other files are never included."""
-    ours = sorted(
+    with their archives, and every archive whose dump is not there, sorted by name.
+    Other files are never included."""
+    names = list(names)
+    dumps = sorted(
         ((parsed[1], name) for name in names if (parsed := parse_dump_name(name))),
         reverse=True,
     )
-    return sorted(name for _, name in ours[keep:])
+    kept = {archive_name(name) for _, name in dumps[:keep]}
+    old = [name for _, name in dumps[keep:]]
+    archives = [name for name in names if parse_archive_name(name) and name not in kept]
+    return sorted(old + archives)
 
 
 # --- which database --------------------------------------------------------------
@@ -192,9 +234,11 @@ def dump(
     passfile: str | None = None,
     keep: int | None = None,
     now: datetime.datetime | None = None,
+    server: ServerFiles | None = None,
 ) -> Path:
     """Check the free space, dump Synapse's database into *directory* (0600, written under
-    a temporary name, synced, renamed), then keep the *keep* newest dumps.  The path."""
+    a temporary name, synced, renamed) and, with *server*, the archive of its files beside
+    it (see the module's text), then keep the *keep* newest dumps.  The dump's path."""
     private_dir(directory)
     size, major = database_size(settings)
     free = free_bytes(directory)
@@ -209,9 +253,12 @@ def dump(
             )
         )
     final = directory / dump_name(version, stamp(now))
+    final_archive = directory / str(archive_name(final.name))
     tmp = final.with_name(f".{final.name}.partial")
+    archive_tmp = final_archive.with_name(f".{final_archive.name}.partial")
     cmd, env, kwargs = pg_dump_command(settings, socket_dir, passfile)
     cmd[0] = pg_tool("pg_dump", major)
+    left_out: list[Path] = []
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -236,16 +283,20 @@ def dump(
                     dbname=settings.dbname, reason=reason, env=SKIP_ENV
                 )
             )
+        if server is not None:
+            left_out = archive.write(archive_tmp, server.paths())
+        # The dump first: an archive never stands without its dump.
         os.replace(tmp, final)
-        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        if server is not None:
+            os.replace(archive_tmp, final_archive)
+        archive.sync_directory(directory)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        for partial in (tmp, archive_tmp):
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
         raise
+    for path in left_out:
+        say(messages.ARCHIVE_LEFT_OUT.format(path=path, archive=final_archive))
     for name in to_delete(os.listdir(directory), read_keep() if keep is None else keep):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
@@ -259,9 +310,11 @@ def hook(
     socket_dir: str = POSTGRESQL_SOCKET_DIR,
     database: Callable[[], Settings | None] | None = None,
     passfile: str | None = None,
+    server: ServerFiles | None = None,
 ) -> int:
-    """The apt hook: a dump when Synapse is about to be upgraded; 0 to let apt go on.
-    *database*: what finds Synapse's database (our_database; tests give their own)."""
+    """The apt hook: a dump when Synapse is about to be upgraded, and the archive of the
+    server's files beside it; 0 to let apt go on.  *database*: what finds Synapse's
+    database (our_database; tests give their own, and *server*, the files to archive)."""
     try:
         upgrade = synapse_upgrade(parse_hook_input(stdin))
         if upgrade is None or upgrade.old is None:
@@ -275,6 +328,7 @@ def hook(
             directory=directory,
             socket_dir=socket_dir,
             passfile=passfile if database else passfile_of(),
+            server=server if database else synapse_config.server_files(),
         )
     except SetupError as err:
         if os.environ.get(SKIP_ENV, "") not in ("", "0"):
@@ -290,6 +344,9 @@ def hook(
             path=path, package=upgrade.package, old=upgrade.old, new=upgrade.new
         )
     )
+    written = archive_of(path)
+    if written is not None and written.exists():
+        say(messages.ARCHIVE_WRITTEN.format(path=written))
     return 0
 
 
@@ -299,7 +356,8 @@ def hook_main() -> int:
 
 
 def backup_now(*, directory: Path = BACKUP_DIR, socket_dir: str = POSTGRESQL_SOCKET_DIR) -> Path:
-    """`matrix-synapse-setup backup`: the same dump now, named after the installed Synapse."""
+    """`matrix-synapse-setup backup`: the same dump and archive now, named after the
+    installed Synapse.  The dump's path."""
     settings = our_database()
     if settings is None:
         raise SetupError(messages.BACKUP_NOT_OURS.format(path=SNIPPET))
@@ -307,11 +365,20 @@ def backup_now(*, directory: Path = BACKUP_DIR, socket_dir: str = POSTGRESQL_SOC
     if found is None:
         raise SetupError(messages.BACKUP_NO_SYNAPSE)
     return dump(
-        settings, found[1], directory=directory, socket_dir=socket_dir, passfile=passfile_of()
+        settings,
+        found[1],
+        directory=directory,
+        socket_dir=socket_dir,
+        passfile=passfile_of(),
+        server=synapse_config.server_files(),
     )
 
 
 def command(args: argparse.Namespace) -> int:
-    """``matrix-synapse-setup backup``."""
-    print(backup_now(socket_dir=args.socket_dir))
+    """``matrix-synapse-setup backup``: the dump's path, then its archive's."""
+    path = backup_now(socket_dir=args.socket_dir)
+    print(path)
+    written = archive_of(path)
+    if written is not None and written.exists():
+        print(written)
     return 0

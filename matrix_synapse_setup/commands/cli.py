@@ -38,6 +38,17 @@ def add_backup_commands(commands: Any) -> None:
     sub.set_defaults(func=restore.command)
     sub.add_argument("file", metavar="FILE", help="a dump made by the backup (synapse-*.dump)")
     sub.add_argument("--dry-run", action="store_true", help="print the plan only")
+    sub.add_argument(
+        "--with-config",
+        action="store_true",
+        help="also put back the signing key and configuration from the archive beside FILE "
+        "(asks for a confirmation; the current files are kept)",
+    )
+    sub.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --with-config: confirmed, do not ask (needed without a terminal)",
+    )
     sub.add_argument("--socket-dir", default=POSTGRESQL_SOCKET_DIR, help=argparse.SUPPRESS)
 
 

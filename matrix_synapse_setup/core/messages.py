@@ -578,3 +578,86 @@ PLAN_DATABASE_UNCHANGED = "the database and the snippet are as the answers say; 
 PLAN_HEADER = '"dpkg-reconfigure matrix-synapse-setup" would:'
 PLAN_NOTE = "note: {note}"
 PLAN_STEP = "{number}. {step}"
+
+# --- backups of what a server is, and restores that keep E2EE working ----------------------
+
+ARCHIVE_WRITTEN = "signing key and configuration: {path}"
+ARCHIVE_LEFT_OUT = (
+    "note: {path} is not in {archive}: it does not exist, or is neither a file nor a "
+    "directory; back it up by hand if Synapse needs it."
+)
+ARCHIVE_UNREADABLE = (
+    "{path} cannot be read for the archive of the signing key and configuration: {reason}; "
+    "make it readable by root, or move it out of Synapse's configuration."
+)
+ARCHIVE_BROKEN = (
+    "{path} cannot be read as an archive: {reason}. List what is left with 'tar -tvf {path}' "
+    "and put the files back by hand."
+)
+ARCHIVE_NOT_OURS = (
+    "{path} holds '{member}', which this package never archives (only files and directories "
+    "under absolute paths): it is not an archive of ours; put its files back by hand."
+)
+ARCHIVE_KEPT_EXISTS = (
+    "{path} exists already, and the file it would keep is not to be lost: move it away, "
+    "then run the restore again."
+)
+ARCHIVE_DIRECTORY_IN_THE_WAY = (
+    "{path} is a directory where the archive has a file: move it away, then run the "
+    "restore again."
+)
+RESTORE_NO_PG_RESTORE = (
+    "pg_restore is not installed: install postgresql-client, then run the restore again."
+)
+RESTORE_UNREADABLE_DUMP = (
+    "{path} is not a dump that pg_restore can read ({reason}): give a dump made by "
+    "'matrix-synapse-setup backup' or the upgrade hook."
+)
+RESTORE_PLAN_ONE_TIME_KEYS = (
+    "empty table {table} in it before Synapse uses it: the dump holds one-time keys (made "
+    "before they were left out), and a key handed out since the dump must not be handed out "
+    "again"
+)
+RESTORE_ONE_TIME_KEYS = (
+    "{table}: emptied ({count} one-time key(s) from the dump, some perhaps handed out since "
+    "then; clients upload new ones)"
+)
+RESTORE_ARCHIVE_NOTE = (
+    "note: {archive} holds the signing key and configuration of that time; to put them back "
+    "too: matrix-synapse-setup restore --with-config {dump}"
+)
+RESTORE_NO_ARCHIVE = (
+    "--with-config: there is no {archive} beside the dump (made by an earlier version?): "
+    "restore without --with-config, and put the signing key and configuration back by hand."
+)
+RESTORE_PLAN_CONFIG = (
+    "after a confirmation, put back the signing key and configuration of {archive} (server "
+    "name {server}):"
+)
+RESTORE_CONFIG_REPLACE = "put back {path}, keeping the current file as {kept}"
+RESTORE_CONFIG_CREATE = "put back {path} (missing now)"
+RESTORE_CONFIG_MKDIR = "make the directory {path} (missing now)"
+RESTORE_CONFIG_SAME = "leave {path}: the same as in the archive"
+RESTORE_CONFIG_KEY = " (the signing key: the server's identity to other servers)"
+RESTORE_CONFIG_OURS = (
+    "leave {snippet} and {passfile} as the restore of the database makes them (not from "
+    "the archive)"
+)
+RESTORE_CONFIG_LEFT = "leave {path} as it is (not in the archive)"
+RESTORE_CONFIG_REPLACED = "{path}: put back from the archive; the file before is kept as {kept}"
+RESTORE_CONFIG_CREATED = "{path}: put back from the archive (it was missing)"
+RESTORE_CONFIG_MADE = "{path}: directory made (it was missing)"
+RESTORE_CONFIG_NOTHING = "{archive}: every file is as in the archive already"
+RESTORE_CONFIRM_PROMPT = (
+    "This replaces the server's signing key, its identity to other servers, and its "
+    "configuration with those of {archive}.\nType {expected} to go on: "
+)
+RESTORE_CONFIRM_NEEDED = (
+    "restore --with-config replaces the server's signing key and configuration, so it asks "
+    "for a confirmation on a terminal; nothing was changed: run it on a terminal, or add --yes."
+)
+RESTORE_NOT_CONFIRMED = "The answer was not '{expected}': nothing was changed."
+DOCTOR_BACKUP_ARCHIVE = "; with its signing key and configuration ({name})"
+DOCTOR_BACKUP_NO_ARCHIVE = (
+    "; no archive of the signing key and configuration beside it (the next backup makes one)"
+)

@@ -5,12 +5,18 @@ The local cluster is reached as ``postgres`` over the Unix socket (peer authenti
 a remote server as Synapse's role, with the password file the snippet names
 (``PGPASSFILE``): no password on a command line or in a log.  No PG* variable of the
 admin's shell steers these connections.
+
+No dump holds the rows of Synapse's ``e2e_one_time_keys_json`` (its schema stays): Synapse's
+backup guide says they must not be restored, since a one-time key handed out after the
+dump would be handed out a second time, and the clients that got it could not decrypt.
+A dump made before this rule held them; a restore empties the table then.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,9 @@ from matrix_synapse_setup.postgres.queries import import_psycopg
 from matrix_synapse_setup.postgres.superuser import ensure_database, error_answer
 
 PG_LIB = Path("/usr/lib/postgresql")
+# Synapse's table of the one-time keys that devices uploaded, each to be handed out once.
+ONE_TIME_KEYS = "e2e_one_time_keys_json"
+EXCLUDE_ONE_TIME_KEYS = f"--exclude-table-data={ONE_TIME_KEYS}"
 
 
 def pg_tool(name: str, major: int | None = None, lib: Path = PG_LIB) -> str:
@@ -79,7 +88,8 @@ def pg_dump_command(
     """(argv, environment, subprocess arguments) for pg_dump -Fc to stdout."""
     if settings.local:
         postgres = postgres_user()
-        cmd = ["pg_dump", "-Fc", "-h", settings.socket_dir or socket_dir, "-p", str(settings.port)]
+        cmd = ["pg_dump", "-Fc", EXCLUDE_ONE_TIME_KEYS]
+        cmd += ["-h", settings.socket_dir or socket_dir, "-p", str(settings.port)]
         cmd += ["-d", settings.dbname]
         env = clean_env({"HOME": postgres.pw_dir})
         kwargs = {"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []}
@@ -97,7 +107,7 @@ def pg_dump_command(
         extra["PGSSLROOTCERT"] = settings.sslrootcert
     if passfile:
         extra["PGPASSFILE"] = passfile
-    return ["pg_dump", "-Fc", "-w"], clean_env(extra), {}
+    return ["pg_dump", "-Fc", EXCLUDE_ONE_TIME_KEYS, "-w"], clean_env(extra), {}
 
 
 def pg_restore_command(
@@ -122,6 +132,63 @@ def pg_restore_command(
     env = clean_env({"HOME": postgres.pw_dir})
     kwargs = {"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []}
     return cmd, env, kwargs
+
+
+def holds_table_data(listing: str, table: str) -> bool:
+    """Whether ``pg_restore -l``'s *listing* of a dump has a TABLE DATA entry for *table*
+    (in any schema): "ID; 0 OID TABLE DATA SCHEMA TABLE OWNER"."""
+    for line in listing.splitlines():
+        if line.startswith(";"):
+            continue
+        _, sep, entry = line.partition(" TABLE DATA ")
+        if sep and entry.split()[1:2] == [table]:
+            return True
+    return False
+
+
+def dump_holds_one_time_keys(dump: Path) -> bool:
+    """Whether the dump holds rows of :data:`ONE_TIME_KEYS` (a dump made before they were
+    left out): its table of contents, read by ``pg_restore -l``, which connects nowhere.
+    The file (0600 root) comes on stdin from this root process."""
+    with dump.open("rb") as source:
+        try:
+            proc = subprocess.run(
+                [pg_tool("pg_restore"), "-l"],
+                stdin=source,
+                capture_output=True,
+                check=False,
+                env=clean_env(),
+            )
+        except FileNotFoundError:
+            raise SetupError(messages.RESTORE_NO_PG_RESTORE) from None
+    if proc.returncode != 0:
+        raise SetupError(
+            messages.RESTORE_UNREADABLE_DUMP.format(
+                path=dump, reason=last_line(proc.stderr.decode("utf-8", "replace"))
+            )
+        )
+    return holds_table_data(proc.stdout.decode("utf-8", "replace"), ONE_TIME_KEYS)
+
+
+def empty_one_time_keys(settings: Settings) -> int | None:
+    """As Synapse's role (the owner of the restored tables), in *settings*' database: the
+    number of rows :data:`ONE_TIME_KEYS` had, now none; None when there is no such table."""
+    psycopg = import_psycopg()
+    sql = psycopg.sql
+    with connect_as_role(settings) as conn:
+        found = conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relname = %s AND c.relkind IN ('r', 'p')"
+            " AND pg_catalog.pg_table_is_visible(c.oid)",
+            (ONE_TIME_KEYS,),
+        ).fetchone()
+        if found is None:
+            return None
+        table = sql.Identifier(found[0], ONE_TIME_KEYS)
+        (count,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        if count:
+            conn.execute(sql.SQL("TRUNCATE {}").format(table))
+    return int(count)
 
 
 # --- the database a restore fills, made as postgres ---------------------------------------

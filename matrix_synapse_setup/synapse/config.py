@@ -94,6 +94,60 @@ def server_name(config: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+# --- what makes the server itself: its signing key and configuration --------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerFiles:
+    """The files that make this server itself, besides its database: the configuration
+    Synapse reads, its signing key (its identity to other servers) and its log
+    configuration.  A path is None when the configuration names no such file."""
+
+    homeserver: Path
+    confd: Path
+    signing_key: Path | None
+    log_config: Path | None
+    server_name: str | None
+
+    def paths(self) -> list[Path]:
+        """What to archive, each once: homeserver.yaml, conf.d (all of it), the signing
+        key and the log configuration (when they are not in conf.d already)."""
+        found = [self.homeserver, self.confd]
+        for extra in (self.signing_key, self.log_config):
+            if extra is not None and extra not in found and self.confd not in extra.parents:
+                found.append(extra)
+        return found
+
+
+def _from_working_directory(value: Any) -> Path:
+    """A path of Synapse's configuration as Synapse opens it: a relative one from its
+    working directory."""
+    return Path(os.path.normpath(DATA_DIR / str(value)))
+
+
+def identity_paths(merged: dict[str, Any], files: list[Path]) -> tuple[Path | None, Path | None]:
+    """(signing key file, log configuration file) of the merged configuration, as Synapse
+    finds them: ``signing_key_path``, else SERVER_NAME.signing.key in the directory of the
+    last file it read (none when the key is given inline as ``signing_key``);
+    ``log_config`` when set."""
+    key: Path | None = None
+    if "signing_key" not in merged:
+        if merged.get("signing_key_path"):
+            key = _from_working_directory(merged["signing_key_path"])
+        elif files and server_name(merged):
+            key = files[-1].parent / f"{server_name(merged)}.signing.key"
+    log = merged.get("log_config")
+    return key, _from_working_directory(log) if log else None
+
+
+def server_files(homeserver: Path = HOMESERVER, confd: Path = CONFD) -> ServerFiles:
+    """The files that make this server itself (see :class:`ServerFiles`)."""
+    files = config_files(homeserver, confd)
+    merged, _ = load(files)
+    key, log = identity_paths(merged, files)
+    return ServerFiles(homeserver, confd, key, log, server_name(merged))
+
+
 # --- what a SQLite database holds ------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
-"""Dumps and restores against a real cluster (issue 14): the dump that the apt hook takes
-before a Synapse upgrade, the refusals (pg_dump failing, a full disk) and the override,
-and a restore into a new database."""
+"""Dumps and restores against a real cluster: the dump that the apt hook takes before a
+Synapse upgrade, the refusals (pg_dump failing, a full disk) and the override, a restore
+into a new database; the one-time keys that no dump holds and that a restore of an older
+dump empties; the archive of the server's files beside each dump."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import os
 import stat
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,15 @@ import pytest
 from matrix_synapse_setup.commands import backup, restore
 from matrix_synapse_setup.core.errors import SetupError, run
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres.dump import pg_dump_command
+from matrix_synapse_setup.postgres.dump import (
+    EXCLUDE_ONE_TIME_KEYS,
+    dump_holds_one_time_keys,
+    pg_dump_command,
+)
 from matrix_synapse_setup.postgres.provision import provision
 from matrix_synapse_setup.postgres.queries import import_psycopg
+from matrix_synapse_setup.synapse import config as synapse_config
+from matrix_synapse_setup.synapse.config import ServerFiles
 
 psycopg = import_psycopg()
 sql = psycopg.sql
@@ -42,6 +50,16 @@ def synapse_db(cluster, names):
     with psycopg.connect(**conninfo, password=PASSWORD, sslmode="disable") as conn:
         conn.execute("CREATE TABLE events (id int PRIMARY KEY, body text)")
         conn.execute("INSERT INTO events SELECT n, 'message ' || n FROM generate_series(1, 500) n")
+        # Synapse's table of one-time keys (its columns), with keys of one device.
+        conn.execute(
+            "CREATE TABLE e2e_one_time_keys_json (user_id text NOT NULL, device_id text NOT NULL,"
+            " algorithm text NOT NULL, key_id text NOT NULL, ts_added_ms bigint NOT NULL,"
+            " key_json text NOT NULL, UNIQUE (user_id, device_id, algorithm, key_id))"
+        )
+        conn.execute(
+            "INSERT INTO e2e_one_time_keys_json SELECT '@a:mss.test', 'DEV', 'signed_curve25519',"
+            " 'AAAAA' || n, 0, '{}' FROM generate_series(1, 3) n"
+        )
     return settings
 
 
@@ -279,3 +297,170 @@ def test_every_refusal_of_the_hook_names_the_override(cluster, synapse_db, tmp_p
         backup.hook(UPGRADE, directory=tmp_path / "b", database=lambda: gone)
     assert err.value.message.splitlines()[-1].endswith(f"{backup.SKIP_ENV}=1 apt upgrade")
     assert PASSWORD not in err.value.message
+
+
+# --- one-time keys ----------------------------------------------------------------------
+
+
+def one_time_keys(cluster, dbname: str) -> int:
+    [(count,)] = cluster.query("SELECT count(*) FROM e2e_one_time_keys_json", dbname=dbname)
+    return count
+
+
+def test_a_dump_has_the_one_time_keys_table_but_none_of_its_rows(
+    cluster, synapse_db, tmp_path, restored
+):
+    path = backup.dump(
+        synapse_db, "1.163.2", directory=tmp_path / "backups", socket_dir=cluster.socket_dir
+    )
+    assert dump_holds_one_time_keys(path) is False
+    listing = subprocess.run(
+        ["pg_restore", "-l", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "TABLE public e2e_one_time_keys_json" in listing  # the schema stays
+    assert "TABLE DATA public events" in listing
+    plan = restore.RestorePlan(
+        path, "1.163.2", synapse_db, restore.restore_name(synapse_db.dbname), cluster.socket_dir
+    )
+    assert not any("e2e_one_time_keys_json" in line for line in plan.describe())
+    restored.append(plan.new_dbname)
+    lines = restore.restore_database(plan)
+    assert not any("e2e_one_time_keys_json" in line for line in lines)
+    assert one_time_keys(cluster, plan.new_dbname) == 0
+    [(count,)] = cluster.query("SELECT count(*) FROM events", dbname=plan.new_dbname)
+    assert count == 500
+    assert one_time_keys(cluster, synapse_db.dbname) == 3  # Synapse's database: untouched
+
+
+def test_a_restore_of_an_older_dump_empties_the_one_time_keys(
+    cluster, synapse_db, tmp_path, restored
+):
+    """A dump as earlier versions made it (with the keys' rows): the plan says the table
+    is emptied, the restore empties it in the new database and says how many keys went."""
+    path = tmp_path / "synapse-1.0-20261101T000000Z.dump"
+    cmd, env, kwargs = pg_dump_command(synapse_db, cluster.socket_dir, None)
+    cmd = [c for c in cmd if c != EXCLUDE_ONE_TIME_KEYS]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        subprocess.run(cmd, stdout=out, env=env, check=True, **kwargs)
+    assert dump_holds_one_time_keys(path) is True
+    plan = restore.RestorePlan(
+        path,
+        "1.0",
+        synapse_db,
+        restore.restore_name(synapse_db.dbname),
+        cluster.socket_dir,
+        one_time_keys=dump_holds_one_time_keys(path),
+    )
+    assert any("empty table e2e_one_time_keys_json" in line for line in plan.describe())
+    restored.append(plan.new_dbname)
+    lines = restore.restore_database(plan)
+    assert "e2e_one_time_keys_json: emptied (3 one-time key(s)" in "\n".join(lines)
+    assert one_time_keys(cluster, plan.new_dbname) == 0
+    [(count,)] = cluster.query("SELECT count(*) FROM events", dbname=plan.new_dbname)
+    assert count == 500
+    assert one_time_keys(cluster, synapse_db.dbname) == 3
+
+
+def test_a_dump_that_pg_restore_cannot_read_is_refused_before_anything(tmp_path):
+    bogus = tmp_path / "synapse-1.0-20261201T000000Z.dump"
+    bogus.write_bytes(b"not a dump")
+    with pytest.raises(SetupError, match="not a dump that pg_restore can read"):
+        dump_holds_one_time_keys(bogus)
+
+
+# --- the archive of the server's files --------------------------------------------------
+
+
+def a_server(base: Path) -> ServerFiles:
+    etc = base / "etc" / "matrix-synapse"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "homeserver.yaml").write_text(f"signing_key_path: {etc}/mss.test.signing.key\n")
+    (etc / "conf.d" / "server_name.yaml").write_text("server_name: mss.test\n")
+    (etc / "mss.test.signing.key").write_text("ed25519 a_AAAA secret\n")
+    return synapse_config.server_files(etc / "homeserver.yaml", etc / "conf.d")
+
+
+def test_each_dump_has_its_archive_kept_and_pruned_with_it(cluster, synapse_db, tmp_path):
+    import datetime
+
+    server = a_server(tmp_path)
+    directory = tmp_path / "backups"
+    base = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.UTC)
+    made = []
+    for minute in range(3):
+        made.append(
+            backup.dump(
+                synapse_db,
+                f"1.{minute}",
+                directory=directory,
+                socket_dir=cluster.socket_dir,
+                keep=2,
+                now=base + datetime.timedelta(minutes=minute),
+                server=server,
+            )
+        )
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "synapse-1.1-20261201T090100Z.config.tar",
+        "synapse-1.1-20261201T090100Z.dump",
+        "synapse-1.2-20261201T090200Z.config.tar",
+        "synapse-1.2-20261201T090200Z.dump",
+    ]
+    beside = backup.archive_of(made[-1])
+    st = beside.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    with tarfile.open(beside) as tar:
+        names = tar.getnames()
+    etc = str(tmp_path / "etc" / "matrix-synapse").lstrip("/")
+    assert sorted(names) == sorted(
+        f"{etc}/{n}"
+        for n in ("homeserver.yaml", "conf.d", "conf.d/server_name.yaml", "mss.test.signing.key")
+    )
+
+
+def test_a_failed_dump_leaves_no_archive_either(cluster, synapse_db, tmp_path):
+    directory = tmp_path / "backups"
+    empty = tmp_path / "no-socket-here"
+    empty.mkdir()
+    with pytest.raises(SetupError, match="pg_dump of database"):
+        backup.dump(
+            synapse_db,
+            "1.163.2",
+            directory=directory,
+            socket_dir=str(empty),
+            server=a_server(tmp_path),
+        )
+    assert list(directory.iterdir()) == []
+
+
+def test_the_hook_writes_the_archive_beside_the_dump_and_says_where(
+    cluster, synapse_db, tmp_path, capsys
+):
+    directory = tmp_path / "backups"
+    server = a_server(tmp_path)
+    assert (
+        backup.hook(
+            UPGRADE,
+            directory=directory,
+            socket_dir=cluster.socket_dir,
+            database=lambda: synapse_db,
+            server=server,
+        )
+        == 0
+    )
+    [made] = dumps(directory)
+    beside = backup.archive_of(made)
+    assert beside.is_file()
+    err = capsys.readouterr().err
+    assert f"signing key and configuration: {beside}" in err
+    # A key that is gone is left out, and the hook says so.
+    server.signing_key.unlink()
+    backup.hook(
+        UPGRADE.replace("1.163.2+mss", "1.163.1+mss"),
+        directory=directory,
+        socket_dir=cluster.socket_dir,
+        database=lambda: synapse_db,
+        server=server,
+    )
+    err = capsys.readouterr().err
+    assert f"{server.signing_key} is not in" in err

@@ -1,5 +1,6 @@
 """doctor's checks of the pre-upgrade dumps (commands/backup.py, run by the apt hook):
-room for the next one, and how old the newest is."""
+room for the next one, how old the newest is, and whether the archive of the signing key
+and configuration is beside it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import shutil
 import time
 
+from matrix_synapse_setup.commands.backup import archive_of
 from matrix_synapse_setup.commands.doctor.facts import Facts
 from matrix_synapse_setup.commands.doctor.report import OK, WARN, Check
 from matrix_synapse_setup.core import messages
@@ -73,6 +75,14 @@ def check_last_backup(facts: Facts, now: float | None = None) -> Check:
     mtime, newest = max(dumps)
     days = ((now if now is not None else time.time()) - mtime) / 86400
     detail = messages.DOCTOR_BACKUP.format(path=newest, days=days, count=len(dumps))
+    beside = archive_of(newest)
+    if beside is not None:
+        # Mentioned, not warned: dumps made by earlier versions have none.
+        detail += (
+            messages.DOCTOR_BACKUP_ARCHIVE.format(name=beside.name)
+            if beside.exists()
+            else messages.DOCTOR_BACKUP_NO_ARCHIVE
+        )
     if days > BACKUP_MAX_AGE_DAYS:
         return Check(
             name,
