@@ -465,3 +465,23 @@ def test_restore_with_config_plans_the_key_and_leaves_the_snippet_and_new_files(
     assert done == [f"{key}: put back from the archive; the file before is kept as {kept}"]
     assert "dbname: new" in (etc / "conf.d/database.yaml").read_text()
     assert (etc / "conf.d/added-later.yaml").exists()
+
+
+def test_doctor_says_whether_the_newest_dump_has_its_archive(tmp_path: Path):
+    from matrix_synapse_setup.commands.doctor import backups as doctor_backups
+    from matrix_synapse_setup.commands.doctor.facts import Facts, Paths
+    from matrix_synapse_setup.commands.doctor.report import OK
+
+    directory = tmp_path / "backups"
+    directory.mkdir(mode=0o700)
+    facts = Facts(Paths(backups=directory))
+    dump = directory / "synapse-1.0-20261201T000000Z.dump"
+    dump.write_bytes(b"PGDMP")
+    row = doctor_backups.check_last_backup(facts)
+    assert row.status == OK and "no archive of the signing key and configuration" in row.detail
+    (directory / "synapse-1.0-20261201T000000Z.config.tar").write_bytes(b"")
+    row = doctor_backups.check_last_backup(facts)
+    assert row.status == OK
+    assert "with its signing key and configuration (synapse-1.0-20261201T000000Z.config.tar)" in (
+        row.detail
+    )
