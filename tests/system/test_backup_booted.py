@@ -315,6 +315,7 @@ def restore_facts(root: Root) -> dict[str, str]:
     return {"files": listing, "databases": databases, "pid": steps.synapse_pid(root)}
 
 
+@smoke  # cheap: a booted root on a cached layer, no apt upgrade; tarfile differs by release
 @suites
 def test_a_restore_never_hands_out_a_used_one_time_key_and_brings_the_key_back(
     make_root, debs, suite
