@@ -262,7 +262,7 @@ def restore_database(plan: RestorePlan) -> list[str]:
     lines.append(f"pg_restore {plan.dump.name}: ok")
     new = dataclasses.replace(plan.settings, dbname=plan.new_dbname)
     # Whatever the dump's table of contents said: the rows that arrived are what counts.
-    removed = empty_one_time_keys(new)
+    removed = empty_one_time_keys(new) or 0
     if removed or plan.one_time_keys:
         lines.append(messages.RESTORE_ONE_TIME_KEYS.format(table=ONE_TIME_KEYS, count=removed))
     return lines + [str(step) for step in verify(new)]
