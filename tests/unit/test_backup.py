@@ -485,3 +485,31 @@ def test_doctor_says_whether_the_newest_dump_has_its_archive(tmp_path: Path):
     assert "with its signing key and configuration (synapse-1.0-20261201T000000Z.config.tar)" in (
         row.detail
     )
+
+
+def test_the_confirmation_wants_the_server_name_on_a_terminal(monkeypatch, capsys):
+    """On a real pseudo-terminal: the server name goes on, anything else refuses; without a
+    terminal, only --yes goes on."""
+    import io
+    import pty
+
+    config = restore.ConfigPlan(Path("/b/x.config.tar"), "mss.test", None, [], [])
+    for typed, accepted in (("mss.test", True), ("yes", False), ("", False)):
+        try:
+            master, slave = pty.openpty()
+        except OSError:  # a build chroot without /dev/ptmx
+            pytest.skip("no pseudo-terminal here")
+        with os.fdopen(slave, "r") as terminal, os.fdopen(master, "w") as keyboard:
+            keyboard.write(typed + "\n")
+            keyboard.flush()
+            monkeypatch.setattr("sys.stdin", terminal)
+            if accepted:
+                restore.confirm(config, yes=False)
+            else:
+                with pytest.raises(SetupError, match="not 'mss.test': nothing was changed"):
+                    restore.confirm(config, yes=False)
+        assert "Type mss.test to go on: " in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("mss.test\n"))  # not a terminal
+    with pytest.raises(SetupError, match="or add --yes"):
+        restore.confirm(config, yes=False)
+    restore.confirm(config, yes=True)
