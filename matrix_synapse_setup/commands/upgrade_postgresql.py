@@ -31,7 +31,6 @@ from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.output import note
 from matrix_synapse_setup.core.paths import BACKUP_DIR, SNIPPET
 from matrix_synapse_setup.files import lock as locking
-from matrix_synapse_setup.files.atomic import private_dir
 from matrix_synapse_setup.postgres import tuning
 from matrix_synapse_setup.postgres import upgrade as pg
 from matrix_synapse_setup.postgres.dump import database_size
@@ -137,13 +136,19 @@ def roll_back(plan: pg.Plan, saved: Saved, etc: Path) -> list[str]:
         new = tuning.read_cluster(new_dir)
         if new is not None and tuning.postmaster(new) is not None:
             attempt(lambda: pg.pg_ctlcluster(plan.new_version, old.name, "stop"))
+        # The new cluster takes the port the old one was moved to, and never starts by
+        # itself: at boot it would take Synapse's port before the old one.
         moved = tuning.read_cluster(old.confdir)
         if moved is not None and moved.port != saved.port:
             attempt(lambda: pg.set_port(plan.new_version, old.name, moved.port))
-        attempt(lambda: pg.write_start_conf(new_dir, "manual\n"))
-    attempt(lambda: pg.set_port(old.version, old.name, saved.port))
-    attempt(lambda: pg.write_start_conf(old.confdir, saved.start_conf))
-    pg.daemon_reload()
+        attempt(lambda: pg.write_start_conf(new_dir, pg.MANUAL_START))
+    # Only what pg_upgradecluster changed is changed back.
+    moved = tuning.read_cluster(old.confdir)
+    if moved is None or moved.port != saved.port:
+        attempt(lambda: pg.set_port(old.version, old.name, saved.port))
+    if pg.read_start_conf(old.confdir) != saved.start_conf:
+        attempt(lambda: pg.write_start_conf(old.confdir, saved.start_conf))
+        pg.daemon_reload()
     current = tuning.read_cluster(old.confdir)
     if current is None or tuning.postmaster(current) is None:
         attempt(lambda: pg.pg_ctlcluster(old.version, old.name, "start"))
@@ -195,12 +200,13 @@ def carry_out(
         if saved.synapse_ran:
             services.start_synapse()
         raise SetupError(messages.UPGRADE_SYNAPSE_STILL_ANSWERS.format(url=url))
-    saved.counts = postgres_counts(settings, list(KEY_TABLES))
-    private_dir(LOG_DIR)
     log = LOG_DIR / f"upgrade-postgresql-{old.version}-{plan.new_version}-{stamp}.log"
-    # 4. pg_upgradecluster
-    note(messages.UPGRADE_RUNNING.format(old=old.label, new=plan.new_version, log=log))
+    # From here on, whatever fails puts Synapse back on the old cluster, running.
     try:
+        saved.counts = postgres_counts(settings, list(KEY_TABLES))
+        LOG_DIR.mkdir(parents=True, exist_ok=True, mode=0o750)  # as the migration's log
+        # 4. pg_upgradecluster
+        note(messages.UPGRADE_RUNNING.format(old=old.label, new=plan.new_version, log=log))
         code = pg.pg_upgradecluster(old.version, old.name, log)
         if code != 0:
             raise SetupError(

@@ -332,6 +332,13 @@ def set_port(version: str, name: str, port: int) -> None:
     )
 
 
+# What pg_upgradecluster writes into the old cluster's start.conf.
+MANUAL_START = (
+    "# This cluster was upgraded to a newer major version, which failed: it is kept for\n"
+    "# you to look at or drop (pg_dropcluster), and is not started automatically.\n\nmanual\n"
+)
+
+
 def read_start_conf(confdir: Path) -> str | None:
     try:
         return (confdir / "start.conf").read_text(encoding="utf-8")
@@ -353,7 +360,8 @@ def pg_upgradecluster(version: str, name: str, log: Path) -> int:
     """``pg_upgradecluster VERSION NAME`` (the default method, dump and restore, to the
     newest installed major), its output appended to *log*; its exit code."""
     env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
-    with log.open("ab") as out:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "ab") as out:
         try:
             proc = subprocess.run(
                 ["pg_upgradecluster", version, name],
