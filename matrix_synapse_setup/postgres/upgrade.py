@@ -306,8 +306,21 @@ def cluster_answer(request: dict[str, Any]) -> dict[str, Any]:
 # --- postgresql-common's tools, as root ----------------------------------------------
 
 
+# postgresql-common's own variable for another configuration root (its test suite and
+# ours set it); every tool of it reads it.
+CONF_ROOT_ENV = "PG_CLUSTER_CONF_ROOT"
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """No variable of the admin's shell but postgresql-common's configuration root."""
+    env = {"PATH": SYSTEM_PATH, **extra}
+    if os.environ.get(CONF_ROOT_ENV):
+        env[CONF_ROOT_ENV] = os.environ[CONF_ROOT_ENV]
+    return env
+
+
 def _tool(argv: list[str], what: str) -> None:
-    env = {"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"}
+    env = tool_env(LC_ALL="C.UTF-8")
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL
@@ -359,7 +372,7 @@ def write_start_conf(confdir: Path, text: str | None) -> None:
 def pg_upgradecluster(version: str, name: str, log: Path) -> int:
     """``pg_upgradecluster VERSION NAME`` (the default method, dump and restore, to the
     newest installed major), its output appended to *log*; its exit code."""
-    env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
+    env = tool_env(LANG="C.UTF-8")
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "ab") as out:
         try:

@@ -300,3 +300,93 @@ def test_row_counts_of_synapse_s_key_tables(cluster, provisioned):
         conn.execute("DELETE FROM users WHERE name = 'a'")
     after = postgres_counts(provisioned, list(KEY_TABLES))
     assert pg.count_differences(before, after) == ["users: 2 before, 1 after"]
+
+
+# --- upgrade-postgresql's measurements and its way back, on real parts -------------------
+
+
+@pytest.fixture
+def layout(cluster, tmp_path):
+    """The throwaway cluster as Debian's layout shows it: 15/main in a tree of its own,
+    naming its data directory, port and socket directory."""
+    etc = tmp_path / "etc"
+    confdir = etc / cluster.bindir.parent.name / "main"
+    (confdir / "conf.d").mkdir(parents=True)
+    (confdir / "postgresql.conf").write_text(
+        f"data_directory = '{cluster.datadir}'\nport = {cluster.port}\n"
+        f"unix_socket_directories = '{cluster.socket_dir}'\ninclude_dir = 'conf.d'\n"
+    )
+    return etc
+
+
+def test_upgrade_postgresql_measures_and_plans(cluster, provisioned, layout, monkeypatch):
+    from matrix_synapse_setup.commands import backup, upgrade_postgresql
+    from matrix_synapse_setup.synapse.config import human_size
+
+    monkeypatch.setattr(backup, "our_database", lambda: provisioned)
+    version = cluster.bindir.parent.name
+    monkeypatch.setattr(pg, "installed_majors", lambda: [version])
+    facts = upgrade_postgresql.measure(layout)
+    assert pg.plan_upgrade(facts) is None  # one major installed: nothing to do
+
+    monkeypatch.setattr(pg, "installed_majors", lambda: [version, "99"])
+    facts = upgrade_postgresql.measure(layout)
+    assert facts.running and facts.cluster.label == f"{version}/main"
+    [(total,)] = cluster.query("SELECT sum(pg_database_size(oid)) FROM pg_database")
+    assert facts.cluster_size == int(total) and facts.database_size > 0
+    data, dump = facts.needs
+    assert data.where == Path("/var/lib/postgresql") or data.where.exists()
+    assert data.need == pg.data_need(int(total)) and data.free > 0
+    plan = pg.plan_upgrade(facts)
+    assert plan.new_version == "99" and plan.drop_line() == f"pg_dropcluster {version} main"
+    lines = plan.describe(human_size)
+    assert len(lines) == 8 and human_size(int(total)) in lines[3]
+
+    # Too little room: refused, with the words the release-upgrade test looks for.
+    tight = [n._replace(free=n.need - 1) for n in facts.needs]
+    with pytest.raises(Exception) as refused:
+        pg.refuse_space(pg.space_problems(tight), human_size)
+    assert "free space" in str(refused.value)
+
+
+def test_upgrade_postgresql_refuses_a_remote_server(monkeypatch):
+    from matrix_synapse_setup.commands import backup, upgrade_postgresql
+    from matrix_synapse_setup.core.errors import SetupError
+
+    remote = Settings(host="db.example.org", port=5432, dbname="s", user="s", password="p")
+    monkeypatch.setattr(backup, "our_database", lambda: remote)
+    with pytest.raises(SetupError, match="db.example.org, not a cluster of this machine"):
+        upgrade_postgresql.measure()
+
+
+def test_the_way_back_gives_the_old_cluster_its_port_and_start_conf(tmp_path, monkeypatch):
+    """What pg_upgradecluster leaves when a later step fails: the old cluster on another
+    port, manual; the new one on Synapse's port.  The way back (with postgresql-common's
+    own pg_conftool) swaps them back; nothing runs here, so starting the old cluster is
+    the one thing that fails, and is said."""
+    from matrix_synapse_setup.commands import upgrade_postgresql
+
+    etc = tmp_path / "etc"
+    for version, port, start in (("15", 5433, "manual\n"), ("17", 5432, "auto\n")):
+        confdir = etc / version / "main"
+        confdir.mkdir(parents=True)
+        (confdir / "postgresql.conf").write_text(
+            f"data_directory = '{tmp_path / version}'\nport = {port}\n"
+        )
+        (confdir / "start.conf").write_text(start)
+    monkeypatch.setenv(pg.CONF_ROOT_ENV, str(etc))
+    old = tuning.read_cluster(etc / "15" / "main")
+    facts = pg.Facts(
+        settings=Settings(host="localhost", port=5432, dbname="s", user="s", password="p"),
+        cluster=old._replace(port=5432),
+        running=True,
+        installed=("15", "17"),
+    )
+    plan = pg.Plan(facts, "17")
+    saved = upgrade_postgresql.Saved(port=5432, start_conf="# as it was\nauto\n")
+    problems = upgrade_postgresql.roll_back(plan, saved, etc)
+    assert tuning.read_cluster(etc / "15" / "main").port == 5432
+    assert (etc / "15" / "main" / "start.conf").read_text() == "# as it was\nauto\n"
+    assert tuning.read_cluster(etc / "17" / "main").port == 5433
+    assert pg.read_start_conf(etc / "17" / "main").strip().endswith("manual")
+    assert len(problems) == 1 and "pg_ctlcluster 15 main start" in problems[0]
