@@ -590,6 +590,7 @@ HOOK_WARNING = (
 )
 HOOK_NO_NEW_CLUSTER = "no postgresql.conf in {path}"
 HOOK_NO_INCLUDE_DIR = "{conf} does not read conf.d (include_dir = 'conf.d')"
+HOOK_REFUSED = "PostgreSQL {version} refuses them: {reason}"
 # The postinst: our drop-in in the directory of a cluster that is gone.
 ORPHAN_REMOVED = "removed {path} (its PostgreSQL cluster is gone)"
 

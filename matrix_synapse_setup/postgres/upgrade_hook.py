@@ -15,7 +15,9 @@ In phase ``init``, when the old cluster's conf.d holds our drop-in, the new clus
 it, re-sized for the new cluster (``tuning.text_for``, exactly what a later configure
 writes, so that it then finds the file current and changes nothing), written atomically
 with the cluster owner's ownership, 0644.  The new cluster reads it when it is started
-for good at the end of the upgrade.
+for good at the end of the upgrade, after the old one is stopped: so the new major's
+server is asked first whether it accepts the configuration (``postgres -C``), and a
+drop-in it refuses is taken away again, with the warning.
 
 The standard library only: the hook may run in the middle of a dist-upgrade, when
 python3-psycopg or PyYAML may be unpacked but not configured.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +45,7 @@ _NAME_RE = re.compile(r"[-.\w]+\Z", re.ASCII)
 # postgresql-common's own variable for another configuration root (its test suite
 # sets it); pg_upgradecluster keeps it in the hooks' environment.
 CONF_ROOT_ENV = "PG_CLUSTER_CONF_ROOT"
+PG_LIB = Path("/usr/lib/postgresql")
 
 # What to do (decide()).
 NOTHING, CARRY = "nothing", "carry"
@@ -113,7 +117,50 @@ def carry(request: Request, etc: Path) -> tuple[Path, str]:
     if before == text:
         return new.dropin, "unchanged"
     write_atomic(new.dropin, text, Ownership(st.st_uid, st.st_gid, 0o644), crash_point=None)
+    refused = refusal(request.new_version, new.confdir)
+    if refused is not None:
+        # The new cluster would not start with it, at the end of the upgrade, after the
+        # old one is stopped: put back what was there.
+        if before is None:
+            new.dropin.unlink(missing_ok=True)
+        else:
+            write_atomic(
+                new.dropin, before, Ownership(st.st_uid, st.st_gid, 0o644), crash_point=None
+            )
+        raise HookError(messages.HOOK_REFUSED.format(version=request.new_version, reason=refused))
     return new.dropin, CREATED if before is None else CHANGED
+
+
+def refusal(version: str, confdir: Path, lib: Path = PG_LIB) -> str | None:
+    """Why the new major's server refuses its configuration with our drop-in (``postgres
+    -C``, which reads every file and starts nothing, also beside a running server); None
+    when it accepts it, or when that server is not there to ask."""
+    server = lib / version / "bin" / "postgres"
+    if not os.access(server, os.X_OK):
+        return None
+    # The server refuses to run as root: as the cluster's owner then.
+    owner: dict[str, object] = {}
+    if os.geteuid() == 0:
+        st = (confdir / "postgresql.conf").stat()
+        owner = {"user": st.st_uid, "group": st.st_gid, "extra_groups": []}
+    try:
+        proc = subprocess.run(
+            [str(server), "-D", str(confdir), "-C", "shared_buffers"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd="/",
+            **owner,  # type: ignore[arg-type]
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{server}: {err}"
+    if proc.returncode == 0:
+        return None
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    # Its reason is the line before the FATAL one ("parameter ... requires ...").
+    reasons = [line for line in lines if "FATAL" not in line and "skipping missing" not in line]
+    return (reasons or lines or [f"exit {proc.returncode}"])[-1]
 
 
 def run(

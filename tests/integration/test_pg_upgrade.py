@@ -390,3 +390,50 @@ def test_the_way_back_gives_the_old_cluster_its_port_and_start_conf(tmp_path, mo
     assert tuning.read_cluster(etc / "17" / "main").port == 5433
     assert pg.read_start_conf(etc / "17" / "main").strip().endswith("manual")
     assert len(problems) == 1 and "pg_ctlcluster 15 main start" in problems[0]
+
+
+@pytest.fixture
+def real_major_tree():
+    """Like conf_tree, with this host's own major as the new one, so that its server can
+    be asked about the configuration."""
+    version = pg.installed_majors()[-1]
+    top = Path(tempfile.mkdtemp(prefix="mss-pgconf-"))
+    os.chmod(top, 0o755)
+    postgres = pwd.getpwnam("postgres")
+    etc = top / "etc"
+    for old_or_new in ("9.6", version):
+        confdir = etc / old_or_new / "main"
+        (confdir / "conf.d").mkdir(parents=True)
+        data = top / "data" / old_or_new
+        data.mkdir(parents=True, mode=0o700)
+        (confdir / "postgresql.conf").write_text(
+            f"data_directory = '{data}'\ninclude_dir = 'conf.d'\n"
+        )
+    (etc / "9.6" / "main" / "conf.d" / tuning.DROPIN_NAME).write_text("shared_buffers = 1GB\n")
+    for path in [top, *top.rglob("*")]:
+        os.chown(path, postgres.pw_uid, postgres.pw_gid)
+    yield etc, version
+    shutil.rmtree(top)
+
+
+def test_the_new_server_accepts_the_carried_dropin(real_major_tree):
+    etc, version = real_major_tree
+    result = run_hook(etc, "9.6", "main", version, "init")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    new = tuning.read_cluster(etc / version / "main")
+    assert new.dropin.read_text() == tuning.text_for(new)
+
+
+def test_a_dropin_the_new_server_refuses_is_taken_away(real_major_tree, monkeypatch, capsys):
+    """Run in this (root) process, with a drop-in PostgreSQL refuses: the server is asked
+    as the cluster's owner, and the new cluster is left as it was."""
+    from matrix_synapse_setup.postgres import upgrade_hook
+
+    etc, version = real_major_tree
+    monkeypatch.setattr(tuning, "text_for", lambda cluster: "jit = maybe\n")
+    assert upgrade_hook.run(["9.6", "main", version, "init"], etc=etc) == 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "warning" in err
+    assert f"PostgreSQL {version} refuses them" in err and "jit" in err
+    assert "dpkg-reconfigure matrix-synapse-setup" in err
+    assert not (etc / version / "main" / "conf.d" / tuning.DROPIN_NAME).exists()
