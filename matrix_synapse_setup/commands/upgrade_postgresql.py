@@ -252,6 +252,9 @@ def carry_out(
         lines.append(messages.UPGRADE_SYNAPSE_WAS_STOPPED)
     lines.append(messages.UPGRADE_KEEP_OLD.format(old=old.label))
     lines.append(plan.drop_line())
+    if old.dropin.exists():
+        # pg_dropcluster keeps a conf.d that is not empty; the next configure removes ours.
+        lines.append(messages.UPGRADE_AFTER_DROP.format(path=old.dropin))
     return lines
 
 

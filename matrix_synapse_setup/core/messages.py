@@ -673,6 +673,10 @@ UPGRADE_NOT_TUNED = (
     "removed?): run 'dpkg-reconfigure matrix-synapse-setup'."
 )
 UPGRADE_SYNAPSE_WAS_STOPPED = "Synapse was not running before: it was not started."
+UPGRADE_AFTER_DROP = (
+    "then 'dpkg-reconfigure matrix-synapse-setup' removes {path}, which pg_dropcluster "
+    "leaves behind, and the directories it kept."
+)
 UPGRADE_KEEP_OLD = (
     "The old cluster {old} is kept, stopped (start.conf: manual). Once you no longer need "
     "it, drop it with:"
