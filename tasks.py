@@ -208,7 +208,7 @@ def lint(c):
     c.run(f"{RUFF} format --check --diff .", echo=True)
     scripts = [f"debian/{s}" for s in MAINTAINER_SCRIPTS if (ROOT / "debian" / s).exists()]
     scripts += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "scripts").glob("*.sh"))]
-    scripts += ["scripts/bootstrap", ".ci/run"]
+    scripts += ["scripts/bootstrap", ".ci/run", "debian/pg_upgradecluster.d/matrix-synapse-setup"]
     scripts += [
         str(p.relative_to(ROOT))
         for d in ("debian/tests", "scripts/piuparts")

@@ -21,6 +21,7 @@ from matrix_synapse_setup.commands import (
     plan,
     provision,
     restore,
+    upgrade_postgresql,
     verify,
 )
 from matrix_synapse_setup.core.errors import run
@@ -121,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=doctor.command)
     sub.add_argument("--json", action="store_true", help="print the checks as JSON")
     add_backup_commands(commands)
+    text = "move Synapse's local cluster to the newest installed PostgreSQL major"
+    sub = commands.add_parser(
+        "upgrade-postgresql",
+        help=text,
+        description=text[0].upper() + text[1:] + " (pg_upgradecluster), with a backup, "
+        "Synapse stopped meanwhile, and the row counts compared; on a failure Synapse "
+        "stays on the old cluster.",
+    )
+    sub.set_defaults(func=upgrade_postgresql.command)
+    sub.add_argument("--dry-run", action="store_true", help="print the plan only")
     return parser
 
 

@@ -661,3 +661,141 @@ DOCTOR_BACKUP_ARCHIVE = "; with its signing key and configuration ({name})"
 DOCTOR_BACKUP_NO_ARCHIVE = (
     "; no archive of the signing key and configuration beside it (the next backup makes one)"
 )
+
+# --- PostgreSQL major upgrades and doctor's versions ---------------------------------------
+
+# The pg_upgradecluster hook (postgres/upgrade_hook.py): one line each, on stderr.
+HOOK_CARRIED = "matrix-synapse-setup: PostgreSQL settings for Synapse in {path}: {what}"
+HOOK_WARNING = (
+    "matrix-synapse-setup: warning: the PostgreSQL settings for Synapse were not carried to "
+    "cluster {cluster} ({reason}); once the upgrade is done, run 'dpkg-reconfigure "
+    "matrix-synapse-setup'."
+)
+HOOK_NO_NEW_CLUSTER = "no postgresql.conf in {path}"
+HOOK_NO_INCLUDE_DIR = "{conf} does not read conf.d (include_dir = 'conf.d')"
+HOOK_REFUSED = "PostgreSQL {version} refuses them: {reason}"
+# The postinst: our drop-in in the directory of a cluster that is gone.
+ORPHAN_REMOVED = "removed {path} (its PostgreSQL cluster is gone)"
+
+# matrix-synapse-setup upgrade-postgresql
+UPGRADE_REMOTE = (
+    "Synapse's database is on {host}, not a cluster of this machine: upgrade that server "
+    "where it runs; upgrade-postgresql moves local clusters only."
+)
+UPGRADE_NO_CLUSTER = (
+    "no PostgreSQL cluster in {etc} listens on port {port} (for host {host}): "
+    "upgrade-postgresql moves only Debian's clusters (pg_lsclusters lists them)."
+)
+UPGRADE_ALREADY_NEWEST = (
+    "Synapse's cluster {cluster} is on the newest PostgreSQL installed ({installed}): "
+    "nothing to do. Install a newer postgresql-NN first to move it."
+)
+UPGRADE_TARGET_EXISTS = (
+    "cluster {new} exists already: nothing was changed. If it holds nothing you need, "
+    "drop it (pg_dropcluster --stop {version} {name}) and run upgrade-postgresql again."
+)
+UPGRADE_NOT_RUNNING = (
+    "cluster {cluster} is not running, so its size cannot be measured: nothing was changed. "
+    "Start it (pg_ctlcluster {version} {name} start) and run upgrade-postgresql again."
+)
+UPGRADE_NO_SPACE = (
+    "not enough free space in {where} for {what}: {need} needed, {free} free; nothing was "
+    "changed. Free some space there and run upgrade-postgresql again."
+)
+UPGRADE_NEED_DATA = "cluster {new}'s data (dump and restore)"
+UPGRADE_NEED_BACKUP = "the backup"
+UPGRADE_PLAN_HEADER = (
+    "Synapse's cluster {old} (PostgreSQL {version}) to PostgreSQL {new}, in this order:"
+)
+UPGRADE_PLAN_SPACE = "{what}: {need} needed in {where}, {free} free"
+UPGRADE_PLAN_CHECK = "check the free space: {space}"
+UPGRADE_PLAN_BACKUP = "back up database {dbname} ({size}) into /var/backups/matrix-synapse-setup"
+UPGRADE_PLAN_STOP = "stop Synapse (if it runs), count the rows of its key tables"
+UPGRADE_PLAN_RUN = (
+    "pg_upgradecluster {version} {name}: {old} ({size} of databases) is copied to {new} "
+    "in {datadir}, which takes its port"
+)
+UPGRADE_PLAN_COLLATION = "refresh the collation versions that differ (ALTER DATABASE)"
+UPGRADE_PLAN_COUNTS = "compare the row counts of Synapse's key tables with those before"
+UPGRADE_PLAN_START = "start Synapse (if it ran) and check that it answers"
+UPGRADE_PLAN_KEEP = "keep {old}, stopped, until you drop it ({drop})"
+UPGRADE_BACKED_UP = "backup: {path}"
+UPGRADE_RUNNING = "pg_upgradecluster {old} to {new}; its output goes to {log}"
+UPGRADE_STOP_REFUSED = (
+    "Synapse could not be stopped (policy-rc.d?): nothing was changed but the backup, and "
+    "Synapse runs on. Allow the stop and run upgrade-postgresql again."
+)
+UPGRADE_SYNAPSE_STILL_ANSWERS = (
+    "Synapse still answers at {url} although its service is stopped (started by hand?): "
+    "nothing was changed but the backup. Stop it and run upgrade-postgresql again."
+)
+UPGRADE_PG_UPGRADECLUSTER_FAILED = "pg_upgradecluster failed (exit {code}): {last}"
+UPGRADE_NEW_PORT = "the new cluster does not listen on port {port}, which Synapse uses"
+UPGRADE_COUNTS_DIFFER = "row counts differ: {tables}"
+UPGRADE_SYNAPSE_SILENT = "Synapse did not answer at {url} on the new cluster"
+UPGRADE_TOOL_FAILED = "{what} failed: {reason}"
+UPGRADE_SYNAPSE_NOT_STARTED = "Synapse did not start again"
+UPGRADE_ROLLED_BACK = (
+    "the upgrade failed: {reason}.\nSynapse is on the old cluster {old} again, which runs "
+    "with its port and start.conf; {keep} pg_upgradecluster's output: {log}"
+)
+UPGRADE_NEW_KEPT = "the new cluster {new} is stopped and kept (drop it with '{drop}')."
+UPGRADE_NEW_DROPPED = "pg_upgradecluster removed the new cluster itself."
+UPGRADE_ROLLBACK_FAILED = (
+    "the upgrade failed: {reason}; and going back to {old} failed too: {problems}.\n"
+    "Check pg_lsclusters, start {old} (pg_ctlcluster ... start) and Synapse; "
+    "pg_upgradecluster's output: {log}"
+)
+UPGRADE_DONE = (
+    "Synapse runs on {new} now: {tables} key tables, {rows} rows, as many as on {old}. "
+    "pg_upgradecluster's output: {log}"
+)
+UPGRADE_REFRESHED = "collation versions refreshed: {names}"
+UPGRADE_NOT_TUNED = (
+    "note: {new} has no PostgreSQL settings for Synapse (was the pg_upgradecluster hook "
+    "removed?): run 'dpkg-reconfigure matrix-synapse-setup'."
+)
+UPGRADE_SYNAPSE_WAS_STOPPED = "Synapse was not running before: it was not started."
+UPGRADE_AFTER_DROP = (
+    "then 'dpkg-reconfigure matrix-synapse-setup' removes {path}, which pg_dropcluster "
+    "leaves behind, and the directories it kept."
+)
+UPGRADE_KEEP_OLD = (
+    "The old cluster {old} is kept, stopped (start.conf: manual). Once you no longer need "
+    "it, drop it with:"
+)
+
+# doctor: versions, tuning, collations
+DOCTOR_FIX_UPGRADE_POSTGRESQL = "matrix-synapse-setup upgrade-postgresql"
+DOCTOR_FIX_REMOTE_UPGRADE = "upgrade the PostgreSQL server that Synapse uses, where it runs"
+DOCTOR_VERSION_TOO_OLD_FOR_SYNAPSE = (
+    "PostgreSQL {major} ({where}) is older than the installed Synapse supports "
+    "({minimum} or newer)"
+)
+DOCTOR_VERSION_OBSOLETE = (
+    "PostgreSQL {major} ({where}) is obsolete on this release, which supports {supported}"
+)
+DOCTOR_VERSION_OK = "PostgreSQL {major} ({where})"
+DOCTOR_FIX_RETUNE = "dpkg-reconfigure matrix-synapse-setup"
+DOCTOR_TUNING_OK = "cluster {cluster} holds the PostgreSQL settings for Synapse"
+DOCTOR_TUNING_MISSING = (
+    "cluster {cluster} lacks the PostgreSQL settings for Synapse, which tune-postgresql asks for"
+)
+DOCTOR_TUNING_STALE = (
+    "cluster {cluster} holds PostgreSQL settings for Synapse that are not sized for it"
+)
+DOCTOR_TUNING_NOT_WANTED = "cluster {cluster}: not tuned (tune-postgresql says no)"
+DOCTOR_TUNING_NO_CONF_D = "cluster {cluster} does not read conf.d (include_dir), so it is not tuned"
+DOCTOR_TUNING_UNKNOWN = (
+    "cluster {cluster} {present} PostgreSQL settings for Synapse (debconf not readable: "
+    "run doctor as root, not during apt)"
+)
+DOCTOR_TUNING_REMOTE = "the server is {host}: its settings are its admin's"
+DOCTOR_TUNING_NO_CLUSTER = "no Debian cluster in /etc/postgresql listens on port {port}"
+DOCTOR_COLLATION_OK = "every database's collation version matches the library's"
+DOCTOR_COLLATION_UNRECORDED = "this PostgreSQL does not record collation versions (before 15)"
+DOCTOR_COLLATION_DIFFERS = "collation version changed since the database was made: {found}"
+DOCTOR_FIX_COLLATION = (
+    "runuser -u postgres -- psql -d {dbname} -c 'REINDEX DATABASE {quoted}' (indexes on "
+    "text may sort otherwise now), then: runuser -u postgres -- psql -c '{statement}'"
+)

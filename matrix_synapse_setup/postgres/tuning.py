@@ -475,12 +475,52 @@ def clusters(etc: Path = ETC) -> list[Cluster]:
     return found
 
 
-def cluster_for_port(port: int, etc: Path = ETC) -> Cluster | None:
-    """The local cluster that listens on *port*; of two on one port (only one can run),
-    the running one, else the newest version.  No pg_lsclusters: it is slow Perl."""
+def cluster_for_port(
+    port: int, etc: Path = ETC, *, socket_dir: str | None = None
+) -> Cluster | None:
+    """The local cluster that listens on *port* (and, when Synapse connects over a Unix
+    socket, has its socket in *socket_dir*: another directory is another cluster's); of
+    two on one port (only one can run), the running one, else the newest version.  No
+    pg_lsclusters: it is slow Perl."""
     matching = [c for c in clusters(etc) if c.port == port]
+    if socket_dir is not None:
+        wanted = os.path.realpath(socket_dir)
+        matching = [c for c in matching if os.path.realpath(c.socket_dir) == wanted]
     running = [c for c in matching if postmaster(c) is not None]
     return (running or matching or [None])[0]
+
+
+def cluster_exists(confdir: Path) -> bool:
+    """Whether postgresql-common counts *confdir* as a cluster: it has a postgresql.conf
+    (a dangling symbolic link counts too, as in PgCommon's get_version_clusters)."""
+    conffile = confdir / "postgresql.conf"
+    return conffile.exists() or conffile.is_symlink()
+
+
+def orphaned_dropins(etc: Path = ETC) -> tuple[Path, ...]:
+    """Our drop-ins in a cluster directory whose cluster is gone (pg_dropcluster keeps a
+    conf.d that is not empty, and with it the version's directory).  One glob: this runs
+    on every configure."""
+    found = etc.glob(f"*/*/conf.d/{DROPIN_NAME}")
+    return tuple(sorted(path for path in found if not cluster_exists(path.parent.parent)))
+
+
+def remove_orphan(path: Path) -> list[str]:
+    """Remove our drop-in *path* of a cluster that is gone, then the directories it kept
+    alive (conf.d, the cluster's, the version's) when they are empty; nothing else.
+    What was removed, in order."""
+    if cluster_exists(path.parent.parent):
+        return []  # the cluster came back since we looked: its drop-in is current business
+    removed = []
+    if remove(path).outcome == CHANGED:
+        removed.append(str(path))
+    for directory in (path.parent, path.parent.parent, path.parent.parent.parent):
+        try:
+            directory.rmdir()
+        except OSError:
+            break  # not empty (or gone): it is not ours to remove, nor its parents
+        removed.append(str(directory))
+    return removed
 
 
 # --- the drop-in --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from matrix_synapse_setup.dpkg import debconf, packages, ucf
 from matrix_synapse_setup.dpkg.debconf import Conversation
 from matrix_synapse_setup.files import atomic
 from matrix_synapse_setup.files import state as state_files
-from matrix_synapse_setup.postgres import provision
+from matrix_synapse_setup.postgres import provision, tuning
 from matrix_synapse_setup.postinst import admin, upgrades
 from matrix_synapse_setup.postinst import plan as p
 from matrix_synapse_setup.synapse import porting, service
@@ -168,6 +168,12 @@ def store_backup_keep(run: Run, step: p.StoreBackupKeep) -> None:
     state_files.store_keep(step.value)
 
 
+def remove_orphaned_dropins(run: Run, step: p.RemoveOrphanedDropins) -> None:
+    for path in step.paths:
+        for removed in tuning.remove_orphan(path):
+            say(messages.ORPHAN_REMOVED.format(path=removed))
+
+
 def admin_account(conv: Conversation, user: str, password: str) -> None:
     """Create the admin account, or change its password; explain and ask again what
     Synapse refuses (its password policy, an account that is someone else's)."""
@@ -195,4 +201,5 @@ HANDLERS: dict[type, Any] = {
     p.WriteSnippet: write_snippet,
     p.Restart: restart,
     p.StoreBackupKeep: store_backup_keep,
+    p.RemoveOrphanedDropins: remove_orphaned_dropins,
 }

@@ -86,9 +86,13 @@ def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_uc
     return Reading(disk, ucf.Query(paths.SNIPPET) if exists or ask_ucf else None)
 
 
-def cluster_facts(port: int, tune: tuple[bool, bool]) -> Cluster | None:
-    """The local cluster serving *port*, when it is one of Debian's (/etc/postgresql)."""
-    cluster = tuning.cluster_for_port(port)
+def cluster_facts(
+    port: int, tune: tuple[bool, bool], socket_dir: str | None = None
+) -> Cluster | None:
+    """The local cluster that the snippet's host and port reach (*socket_dir*: its
+    Unix socket directory, when the host names one), when it is one of Debian's
+    (/etc/postgresql).  Only that cluster is ever tuned."""
+    cluster = tuning.cluster_for_port(port, socket_dir=socket_dir)
     if cluster is None:
         return None
     wanted, _ = tune
@@ -187,6 +191,7 @@ def inspect(
         admin_created_here=bool(admin_user)
         and state_files.created_here(admin_user, state_files.read_record()),
         upgrades_due=upgrades.due(old_version, reconfigure=reconfigure),
+        orphaned_dropins=tuning.orphaned_dropins(),
     )
     found = _with_database_facts(found, deferred=deferred)
     disk = reading.finished()
@@ -207,7 +212,7 @@ def _with_database_facts(found: State, *, deferred: bool) -> State:
         return found._replace(template=snippet.load_template())  # the plan says why
     changes: dict[str, object] = {}
     if settings.local:
-        changes["cluster"] = cluster_facts(settings.port, found.tune)
+        changes["cluster"] = cluster_facts(settings.port, found.tune, settings.socket_dir)
     proof = None
     if plan.may_be_unchanged(found, settings, stamp):
         changes["template"], steps = _template_while_logging_in(settings)

@@ -131,6 +131,17 @@ class AdminAccount(NamedTuple):
         return f"{what} the admin account {self.user} (when Synapse answers)"
 
 
+class RemoveOrphanedDropins(NamedTuple):
+    """Our PostgreSQL settings left in the directory of a cluster that is gone
+    (pg_dropcluster keeps a conf.d that is not empty): remove them, and the directories
+    they kept alive when those are then empty."""
+
+    paths: tuple[Path, ...]
+
+    def describe(self) -> str:
+        return "remove " + ", ".join(map(str, self.paths)) + " (its cluster is gone)"
+
+
 PlanStep = (
     Upgrade
     | Defer
@@ -141,6 +152,7 @@ PlanStep = (
     | Restart
     | StoreBackupKeep
     | AdminAccount
+    | RemoveOrphanedDropins
 )
 
 
@@ -290,9 +302,11 @@ def refuse_another_database(state: State, database: Database, settings: Settings
 
 
 def extras(state: State) -> list[PlanStep]:
-    """What every successful run does besides the database: the apt hook's number of
-    dumps, and the admin account."""
+    """What every successful run does besides the database: our settings left behind by
+    a cluster that is gone, the apt hook's number of dumps, and the admin account."""
     steps: list[PlanStep] = []
+    if state.orphaned_dropins:
+        steps.append(RemoveOrphanedDropins(state.orphaned_dropins))
     keep = str(validate_keep(state.backup_keep.strip() or paths.DEFAULT_BACKUP_KEEP))
     if keep != state.backup_keep_stored:
         steps.append(StoreBackupKeep(keep))

@@ -90,6 +90,7 @@ class State(NamedTuple):
     admin_password: str = ""
     admin_created_here: bool = False
     upgrades_due: tuple[str, ...] = ()  # names of version upgrades this run must make
+    orphaned_dropins: tuple[Path, ...] = ()  # ours, in cluster directories that are gone
 
     @property
     def owner(self) -> Ownership:

@@ -82,9 +82,11 @@ def doctor_on_a_healthy_install(root: Root) -> None:
     table = root.run(["matrix-synapse-setup", "doctor"])
     root.check(
         table.code == 0
-        and table.output.rstrip().endswith("overall: ok (11 ok, 0 warn, 0 fail, 0 skipped)"),
+        and table.output.rstrip().endswith(
+            f"overall: ok ({len(ROWS)} ok, 0 warn, 0 fail, 0 skipped)"
+        ),
         "the table says ok (exit 0)",
-        "overall: ok (11 ok, ...), exit 0",
+        f"overall: ok ({len(ROWS)} ok, ...), exit 0",
         f"exit {table.code}",
         table,
     )

@@ -45,7 +45,7 @@ def synopsis_blocks(body: str) -> dict[str, str]:
     blocks = {}
     for block in re.findall(r"^\.SY .*?^\.YS", body, flags=re.MULTILINE | re.DOTALL):
         words = plain(block).split()
-        command = words[2] if len(words) > 2 and re.fullmatch("[a-z]+", words[2]) else ""
+        command = words[2] if len(words) > 2 and re.fullmatch("[a-z][a-z-]*", words[2]) else ""
         blocks[command] = " ".join(words)
     return blocks
 

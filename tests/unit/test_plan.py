@@ -322,3 +322,31 @@ def test_no_record_of_a_run_shows_a_password():
     shown = [repr(run), repr(run.on_disk), *map(repr, p.plan(run).steps)]
     assert PASSWORD in run.on_disk.passfile_text  # the record does hold it
     assert not [text for text in shown if secret in text or PASSWORD in text]
+
+
+# --- our PostgreSQL settings left behind by a cluster that is gone -------------------------
+
+ORPHAN = Path("/etc/postgresql/15/main/conf.d/00-matrix-synapse-setup.conf")
+
+
+def test_an_orphaned_dropin_is_removed_even_by_an_unchanged_run():
+    plan = p.plan(state(orphaned_dropins=(ORPHAN,)))
+    assert plan.database_unchanged
+    assert kinds(plan) == [p.RemoveOrphanedDropins]
+    assert plan.steps[0].paths == (ORPHAN,)
+    assert plan.describe() == [f"remove {ORPHAN} (its cluster is gone)"]
+
+
+def test_an_orphaned_dropin_is_removed_by_a_run_that_changes_the_database_too():
+    plan = p.plan(state(answers=answers(password="a-new-password"), orphaned_dropins=(ORPHAN,)))
+    assert kinds(plan) == [p.Provision, p.WriteSnippet, p.Restart, p.RemoveOrphanedDropins]
+
+
+def test_no_orphan_no_step():
+    assert p.RemoveOrphanedDropins not in kinds(p.plan(state(answers=answers(password="x1"))))
+
+
+def test_an_upgrade_that_respects_a_deleted_snippet_leaves_orphans_for_the_next_run():
+    deleted = OnDisk(ucf=UcfState(registered=True, unedited=True))
+    plan = p.plan(state(on_disk=deleted, old_version="0.6.0", orphaned_dropins=(ORPHAN,)))
+    assert plan.stop and p.RemoveOrphanedDropins not in kinds(plan)

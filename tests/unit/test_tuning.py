@@ -510,7 +510,7 @@ def test_tuned_as_answered(tmp_path, monkeypatch):
     plain = a_cluster(tmp_path / "b", include=False)
 
     def as_answered(found, wanted: bool, explicit: bool) -> bool:
-        monkeypatch.setattr(tuning, "cluster_for_port", lambda port: found)
+        monkeypatch.setattr(tuning, "cluster_for_port", lambda port, **_: found)
         facts = inspect.cluster_facts(5432, (wanted, explicit))
         nothing = dict.fromkeys(State._fields)
         state = State(**(nothing | {"cluster": facts, "tune": (wanted, explicit)}))

@@ -13,7 +13,8 @@ This module is the command and the order of the rows (:data:`CHECKS`).  The rest
 first: ``report`` (a row, the overall status, the table and the JSON), ``server`` (the one
 login as Synapse's role), ``facts`` (what the checks share, read once), then the checks by
 what they look at: ``files`` (the snippet, its password file), ``database`` (Synapse's
-effective database, PostgreSQL), ``synapse`` (whether it answers), ``backups``.
+effective database, PostgreSQL), ``synapse`` (whether it answers), ``backups``,
+``versions`` (PostgreSQL's major, our tuning, the collation versions).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping
 
-from matrix_synapse_setup.commands.doctor import backups, database, files, synapse
+from matrix_synapse_setup.commands.doctor import backups, database, files, synapse, versions
 from matrix_synapse_setup.commands.doctor.facts import TIMEOUT, Facts, Paths
 from matrix_synapse_setup.commands.doctor.report import (
     FAIL,
@@ -47,6 +48,9 @@ CHECKS: Mapping[str, Callable[[Facts], Check]] = {
     "synapse": synapse.check_synapse,
     "backup disk": backups.check_backup_disk,
     "last backup": backups.check_last_backup,
+    "postgresql version": versions.check_version,
+    "tuning": versions.check_tuning,
+    "collation": versions.check_collation,
 }
 ROWS = tuple(CHECKS)
 
