@@ -262,13 +262,13 @@ def full_upgrade_keeps_postgresql_15(root: Root) -> None:
     steps.check_cluster_booted(root)
     steps.synapse_up(root, "Synapse starts at the first boot of Debian 13")
     synapse_serves_from(root, OLD, "after the reboot into Debian 13")
+    dropin_in_effect(root, OLD, "after the reboot into Debian 13")
 
 
 def moved_to_17(root: Root, what: str) -> None:
     """Synapse serves every user and message from 17/main, tuned; 15/main is kept,
     stopped, beside it."""
     synapse_serves_from(root, NEW, what)
-    dropin_in_effect(root, NEW, what)
     old = clusters(root).get(OLD)
     root.check(
         old is not None and old[1] == "down" and old[0] != 5432,
@@ -282,6 +282,7 @@ def moved_to_17(root: Root, what: str) -> None:
         "present",
         "absent",
     )
+    dropin_in_effect(root, NEW, what)
 
 
 def reconfigure(root: Root, what: str) -> str:
@@ -319,7 +320,9 @@ class TestReleaseUpgradeCommand:
 
     def test_no_free_space_changes_nothing(self, root):
         target = f"/var/lib/postgresql/{NEW}"
-        root.ok(["mkdir", "-p", target], what=f"making {target}")
+        made = not root.exists(target)
+        if made:
+            root.ok(["install", "-d", "-o", "postgres", "-g", "postgres", target], what=target)
         root.ok(
             ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", target],
             what=f"a 1 MB file system at {target}",
@@ -340,6 +343,8 @@ class TestReleaseUpgradeCommand:
         same_state(root, before, "a refused upgrade changes nothing")
         no_cluster(root, NEW, f"no {NEW}/main after the refusal")
         root.ok(["umount", target], what=f"unmounting {target}")
+        if made:
+            root.ok(["rmdir", target], what=f"removing {target} again")
         synapse_serves_from(root, OLD, "after the refusal")
 
     def test_dry_run_changes_nothing(self, root):
