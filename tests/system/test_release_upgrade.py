@@ -246,9 +246,9 @@ def full_upgrade_keeps_postgresql_15(root: Root) -> None:
     ).output
     unfinished = [line for line in broken.splitlines() if not line.startswith(("ii", "rc"))]
     root.check(not unfinished, "every package is configured", "ii", repr(unfinished), upgrade)
-    new_server = root.run(["dpkg-query", "-W", "-f", "${Version}", f"postgresql-{NEW}"])
+    new_server = root.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", f"postgresql-{NEW}"])
     root.check(
-        new_server.code == 0,
+        new_server.output.startswith("ii"),
         f"postgresql-{NEW} is installed (trixie's postgresql pulled it)",
         "installed",
         new_server.output,
