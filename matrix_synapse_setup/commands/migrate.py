@@ -37,12 +37,15 @@ def command(args: argparse.Namespace) -> int:
     if source != SNIPPET:
         raise SetupError(messages.SNIPPET_OVERRIDDEN.format(source=source, path=SNIPPET))
     print(state.sqlite.describe())
+    migration.check_space(state.sqlite, settings)  # refused before anything changes
+    print(messages.PORT_SPACE_STEP)
     plan = [
         f"provision role {settings.user} and database {settings.dbname} on {settings.host}"
         if settings.local
         else f"verify database {settings.dbname} on {settings.host}",
         "port a snapshot with synapse_port_db while Synapse runs (if it runs)",
         "stop Synapse, port the rest from a second snapshot",
+        messages.PORT_UPDATES_STEP,
         f"compare row counts of {len(migration.KEY_TABLES)} key tables",
         f"write {SNIPPET}, start Synapse again if it ran",
         f"keep a copy of {state.sqlite.path} in {BACKUP_DIR}",

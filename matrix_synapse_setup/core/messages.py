@@ -320,10 +320,6 @@ ADMIN_NO_SYNAPSE = (
     "(through this package's trigger on Synapse's unit); the password waits in debconf's "
     "root-only store until then."
 )
-ADMIN_SYNAPSE_STOPPED = (
-    "Synapse is not running, so {user_id} was not created yet: start Synapse, then run "
-    "'matrix-synapse-setup admin create' (the password waits in debconf's root-only store)."
-)
 ADMIN_NO_ANSWER = (
     "Synapse did not answer at {url} within {seconds} s, so {user_id} was not created yet: "
     "see 'journalctl -u matrix-synapse', then run 'matrix-synapse-setup admin create'."
@@ -799,3 +795,56 @@ DOCTOR_FIX_COLLATION = (
     "runuser -u postgres -- psql -d {dbname} -c 'REINDEX DATABASE {quoted}' (indexes on "
     "text may sort otherwise now), then: runuser -u postgres -- psql -c '{statement}'"
 )
+
+# --- migrations that finish; "running" means "answers" -----------------------------------
+UPDATES_RUNNING = (
+    "Synapse is stopped and its SQLite database has {count} background update(s) pending: "
+    "running them on the copy to be ported, with {tool} (Synapse's own tool; the live file "
+    "is not touched); log: {log}"
+)
+UPDATES_RUN_FAILED = (
+    "Running Synapse's pending background updates on the copy of its SQLite database "
+    "failed: {reason}. Synapse stays on SQLite with all its data; full log: {log}; start "
+    "Synapse (systemctl start matrix-synapse), let it run a few minutes, then retry with: "
+    "{retry}."
+)
+UPDATES_LEFT = (
+    "{count} background update(s) are still pending in the copy of Synapse's SQLite "
+    "database after {tool} ran, so it cannot be ported; Synapse stays on SQLite with all "
+    "its data; full log: {log}; start Synapse (systemctl start matrix-synapse), let it run "
+    "a few minutes, then retry with: {retry}."
+)
+NO_SPACE_TO_PORT = (
+    "Not enough free disk space to move Synapse's SQLite database {path} ({size}) to "
+    "PostgreSQL: {short}. Nothing was changed and Synapse stays on SQLite: free that much "
+    "space (or grow the filesystem), then retry with: {retry}."
+)
+NO_SPACE_THERE = "{where}: {free} free, {need} needed ({parts})"
+PORT_UPDATES_STEP = (
+    "run pending background updates on the final snapshot with update_synapse_database "
+    "if Synapse is stopped"
+)
+PORT_SPACE_STEP = (
+    "free disk space: enough for PostgreSQL (twice the SQLite file) and the snapshots "
+    "(twice again)"
+)
+RESTART_BY_HAND = (
+    "note: no service manager knows Synapse here (no running systemd, no "
+    "/etc/init.d/matrix-synapse): if Synapse runs (in a container, under another "
+    "supervisor), restart it so that it reads {path}."
+)
+ADMIN_NOT_ANSWERING = (
+    "Synapse does not answer at {url} and its service is not running, so {user_id} was not "
+    "created yet: start Synapse, then run 'matrix-synapse-setup admin create' (the password "
+    "waits in debconf's root-only store)."
+)
+ADMIN_RESTART_FOR_SECRET = (
+    "Synapse answers at {url} but runs outside the service manager, so it was not restarted "
+    "and has not read {snippet}: restart Synapse yourself, then run 'matrix-synapse-setup "
+    "admin create' again ({user_id} was not created yet)."
+)
+DOCTOR_SERVICE_NOT_RUNNING = (
+    "; the service manager does not show it running (systemctl is-active matrix-synapse, "
+    "or its init script): it runs outside it, so this package cannot restart it"
+)
+DOCTOR_SERVICE_RUNNING = "; yet the service manager shows it running (starting, or hung?)"

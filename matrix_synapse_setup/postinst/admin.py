@@ -44,6 +44,7 @@ from matrix_synapse_setup.synapse.client import Client, HttpError
 SECRET_FILE = SYNAPSE_CONFD / "registration.secret"
 REGISTRATION_SNIPPET = SYNAPSE_CONFD / "registration.yaml"
 WAIT_SECONDS = 90  # how long a run waits for Synapse to answer
+PROBE_SECONDS = 10  # one request to a Synapse that its service manager does not know
 
 REGISTRATION_TEXT = f"""\
 # Managed by matrix-synapse-setup: the shared secret that lets it (and
@@ -158,26 +159,41 @@ def ensure(
     if target.server_name is None:
         raise SetupError(messages.ADMIN_NO_SERVER_NAME)
     user_id = f"@{user}:{target.server_name}"
+    secret_written = False
     if target.source == "none":
         if ensure_secret(conv):
             say(
                 messages.ADMIN_SECRET_WRITTEN.format(path=SECRET_FILE, snippet=REGISTRATION_SNIPPET)
             )
             restart("try-restart")
+            secret_written = True
         target = inspect(effective_config())
     if target.secret is None:
         where = config.get("registration_shared_secret_path") or SECRET_FILE
         raise SetupError(messages.ADMIN_SECRET_UNREADABLE.format(path=where))
     if target.url is None:
         raise SetupError(messages.ADMIN_NO_LISTENER)
-    if not running():
-        return Outcome("waiting", messages.ADMIN_SYNAPSE_STOPPED.format(user_id=user_id))
     client = Client(target.url)
-    if not client.wait(wait_seconds, say):
+    # Synapse's own answer decides; the service manager's view is a hint only: a Synapse
+    # in a container, under another supervisor or started by hand is unknown to it.
+    if running():
+        if not client.wait(wait_seconds, say):
+            return Outcome(
+                "waiting",
+                messages.ADMIN_NO_ANSWER.format(
+                    url=target.url, seconds=int(wait_seconds), user_id=user_id
+                ),
+            )
+    elif not answers(target.url):
+        return Outcome(
+            "waiting", messages.ADMIN_NOT_ANSWERING.format(url=target.url, user_id=user_id)
+        )
+    elif secret_written:
+        # The restart reached no process: the Synapse that answers has no secret yet.
         return Outcome(
             "waiting",
-            messages.ADMIN_NO_ANSWER.format(
-                url=target.url, seconds=int(wait_seconds), user_id=user_id
+            messages.ADMIN_RESTART_FOR_SECRET.format(
+                url=target.url, snippet=REGISTRATION_SNIPPET, user_id=user_id
             ),
         )
     try:
@@ -189,6 +205,15 @@ def ensure(
     except OSError as err:
         reason = getattr(err, "reason", None) or err
         raise SetupError(messages.ADMIN_API_FAILED.format(user_id=user_id, error=reason)) from None
+
+
+def answers(url: str, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether Synapse's client listener at *url* answers /_matrix/client/versions now."""
+    try:
+        Client(url, timeout).call("GET", "/_matrix/client/versions")
+    except (OSError, HttpError, ValueError):
+        return False
+    return True
 
 
 def _apply(

@@ -88,7 +88,8 @@ class Port(NamedTuple):
 
     def describe(self) -> str:
         return (
-            "port Synapse's SQLite data (synapse_port_db); compare row counts; "
+            "port Synapse's SQLite data (synapse_port_db; a stopped Synapse's pending "
+            "background updates first, on the snapshot); compare row counts; "
             f"write {paths.SNIPPET} (ucf); start Synapse again if it ran"
         )
 

@@ -11,10 +11,17 @@ module makes it safe around the port tool:
 3. two phases when Synapse runs: a first port while it serves, then Synapse is stopped
    (``deb-systemd-invoke``/``invoke-rc.d``, honouring ``policy-rc.d``), a second snapshot
    is ported (the port tool resumes: append-only tables carry on, the others are copied
-   again), so the downtime is the second phase only;
+   again), so the downtime is the second phase only.  A running Synapse finishes its
+   pending background updates (which the port tool refuses) by itself, so the port waits
+   for them; a stopped one cannot, so upstream's ``update_synapse_database`` runs them on
+   the final snapshot, as Synapse's user, before it is ported;
 4. the row counts of key tables must match between the final snapshot and PostgreSQL;
 5. only then the switch (the caller writes the snippet), and Synapse starts again if it ran;
 6. the old file stays where it is, and a copy goes to /var/backups/matrix-synapse-setup.
+
+Before anything changes, the callers check the free space (check_space): PostgreSQL's
+data directory needs up to twice the SQLite file (Synapse's porting guide), the work
+directory two snapshots.
 
 On any failure before the switch, Synapse stays on SQLite with all its data and is
 started again if it ran; the message names the log and the command that retries.  A
@@ -36,7 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
@@ -53,14 +60,27 @@ from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.core.steps import CHANGED, OK, Step
 from matrix_synapse_setup.core.yamlload import safe_dump
 from matrix_synapse_setup.files.atomic import private_dir
+from matrix_synapse_setup.postgres import tuning
 from matrix_synapse_setup.postgres.provision import connect_as_role
 from matrix_synapse_setup.postgres.queries import import_psycopg
 from matrix_synapse_setup.synapse import service as services
-from matrix_synapse_setup.synapse.config import SqliteFacts, table_counts
+from matrix_synapse_setup.synapse.config import SqliteFacts, human_size, table_counts
 
 PORT_TOOLS = (
     Path("/opt/venvs/matrix-synapse/bin/synapse_port_db"),  # upstream's matrix-synapse-py3
     Path("/usr/bin/synapse_port_db"),  # Debian's matrix-synapse
+)
+# Runs a database's pending background updates without starting the homeserver; each
+# package ships it beside its port tool.
+UPDATE_TOOLS = (
+    Path("/opt/venvs/matrix-synapse/bin/update_synapse_database"),
+    Path("/usr/bin/update_synapse_database"),
+)
+# Lines after which update_synapse_database never exits by itself: its background
+# process failed, and nothing stops its reactor.
+UPDATES_ABORTED = (
+    "background update failures; aborting",
+    "Background process 'background_updates' threw an exception",
 )
 WORKDIR = STATE_DIR / "migration"
 STATE_FILE = STATE_DIR / "migration.json"
@@ -99,6 +119,99 @@ def find_port_tool() -> Path:
             return tool
     raise MigrationFailed(
         messages.PORT_TOOL_MISSING.format(paths=" or ".join(map(str, PORT_TOOLS)))
+    )
+
+
+def find_update_tool() -> Path | None:
+    """Upstream's update_synapse_database next to the installed port tool, else the other
+    package's; None when neither is there."""
+    for tool in UPDATE_TOOLS:
+        if os.access(tool, os.X_OK):
+            return tool
+    return None
+
+
+# --- free space -------------------------------------------------------------------------
+# PostgreSQL may need up to twice the SQLite file's size (Synapse's porting guide).  At
+# most two snapshots lie in the work directory at once (the copy the target reflects and
+# the next one; a stopped Synapse's one snapshot grows by its background updates).
+TARGET_FACTOR = 2
+SNAPSHOT_FACTOR = 2
+
+
+class Place(NamedTuple):
+    """A directory the port writes to, what it needs there, and its filesystem."""
+
+    what: str  # "PostgreSQL's data directory", "the migration's work directory"
+    path: Path
+    device: int
+    free: int
+    need: int
+
+
+def shortages(places: list[Place]) -> list[tuple[list[Place], int, int]]:
+    """The filesystems without room: (the places on it, free, needed), the needs of the
+    places on one filesystem added up."""
+    by_device: dict[int, list[Place]] = {}
+    for place in places:
+        by_device.setdefault(place.device, []).append(place)
+    short = []
+    for group in by_device.values():
+        need = sum(place.need for place in group)
+        if group[0].free < need:
+            short.append((group, group[0].free, need))
+    return short
+
+
+def existing(path: Path) -> Path:
+    """*path*, or its nearest ancestor that exists (what a directory made later is on)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def place(what: str, path: Path, need: int) -> Place:
+    there = existing(path)
+    stat = os.statvfs(there)
+    return Place(what, path, os.stat(there).st_dev, stat.f_bavail * stat.f_frsize, need)
+
+
+def sqlite_size(live: Path) -> int:
+    """The SQLite file's bytes with its write-ahead log: what a snapshot copies."""
+    size = 0
+    for path in (live, live.with_name(live.name + "-wal")):
+        with contextlib.suppress(OSError):
+            size += path.stat().st_size
+    return size
+
+
+def check_space(facts: SqliteFacts, settings: Settings) -> None:
+    """Refuse, before anything changed, a port that would fill a filesystem: the local
+    cluster's data directory (a remote server's is not ours to see) and the work
+    directory of the snapshots."""
+    size = sqlite_size(facts.path)
+    places = [place("the migration's work directory", WORKDIR, SNAPSHOT_FACTOR * size)]
+    cluster = tuning.cluster_for_port(settings.port) if settings.local else None
+    if cluster is not None:
+        places.append(
+            place("PostgreSQL's data directory", cluster.data_directory, TARGET_FACTOR * size)
+        )
+    short = shortages(places)
+    if not short:
+        return
+    lines = []
+    for group, free, need in short:
+        where = " and ".join(f"{p.what} {p.path}" for p in group)
+        parts = ", ".join(f"{human_size(p.need)} for {p.what}" for p in group)
+        lines.append(
+            messages.NO_SPACE_THERE.format(
+                where=where, free=human_size(free), need=human_size(need), parts=parts
+            )
+        )
+    raise MigrationFailed(
+        messages.NO_SPACE_TO_PORT.format(
+            path=facts.path, size=human_size(size), short="; ".join(lines), retry=RETRY
+        )
     )
 
 
@@ -323,6 +436,44 @@ def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> st
     return safe_dump(data, default_flow_style=False)
 
 
+def update_config(config: dict[str, Any], sqlite: Path, workdir: Path) -> str:
+    """update_synapse_database's configuration: what Synapse's configuration parser needs
+    (server name, signing key) and the snapshot as the database, never the live file."""
+    name = str(config.get("server_name") or "")
+    key = config.get("signing_key_path") or SYNAPSE_ETC / f"{name}.signing.key"
+    data = {
+        "server_name": name,
+        "signing_key_path": str(key),
+        "media_store_path": str(workdir / "media"),  # it makes the directory; never used
+        "report_stats": False,
+        "database": {"name": "sqlite3", "args": {"database": str(sqlite)}},
+    }
+    return safe_dump(data, default_flow_style=False)
+
+
+def write_private(path: Path, text: str, owner: tuple[int, int]) -> None:
+    """*text* in *path*, 0600 and owned by *owner* (Synapse's user) from its creation."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchown(fd, *owner)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def checkpoint(sqlite: Path) -> None:
+    """Fold a snapshot's write-ahead log into the file itself: the snapshot is renamed
+    later, and a log left beside the old name would take its rows with it."""
+    try:
+        conn = sqlite3.connect(sqlite, timeout=60)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise MigrationFailed(messages.SNAPSHOT_FAILED.format(path=sqlite, reason=err)) from None
+
+
 def pending_updates(live: Path) -> int:
     """Synapse's background updates not done yet in the SQLite database *live* (the port
     tool refuses to run while there are any)."""
@@ -338,12 +489,15 @@ def pending_updates(live: Path) -> int:
 
 def wait_for_updates(live: Path, running: bool, say: Callable[[str], None]) -> None:
     """A running Synapse finishes its pending background updates by itself: wait for it
-    (bounded, printed).  A stopped one cannot: say how to let it finish."""
+    (bounded, printed).  A stopped one cannot: the port runs them on its snapshot with
+    upstream's tool (run_updates); without that tool, say how to let Synapse finish."""
     pending = pending_updates(live)
     if not pending:
         return
     if not running:
-        raise MigrationFailed(messages.UPDATES_PENDING_STOPPED.format(count=pending))
+        if find_update_tool() is None:
+            raise MigrationFailed(messages.UPDATES_PENDING_STOPPED.format(count=pending))
+        return
     limit = int(os.environ.get(UPDATES_WAIT_ENV, UPDATES_WAIT))
     say(messages.WAITING_FOR_UPDATES.format(count=pending, limit=limit))
     deadline = time.monotonic() + limit
@@ -370,9 +524,36 @@ class Porter:
 
     def port(self, sqlite: Path, phase: str) -> float:
         """Port *sqlite*; the seconds it took.  MigrationFailed with the tool's last words."""
-        started = time.monotonic()
         cmd = [str(self.tool), "--sqlite-database", str(sqlite), "--postgres-config"]
         cmd += [str(self.config), "--batch-size", "5000"]
+        started = time.monotonic()
+        code, tail = self.run(cmd, phase)
+        if code:
+            raise MigrationFailed(
+                messages.PORT_FAILED.format(reason=why(tail, code), log=self.log, retry=RETRY)
+            )
+        return time.monotonic() - started
+
+    def update(self, tool: Path, config: Path, phase: str) -> float:
+        """Run the pending background updates of the database *config* names (a
+        snapshot) with upstream's *tool*; the seconds it took."""
+        cmd = [str(tool), "--database-config", str(config), "--run-background-updates"]
+        started = time.monotonic()
+        code, tail = self.run(cmd, phase, give_up=UPDATES_ABORTED)
+        if code:
+            raise MigrationFailed(
+                messages.UPDATES_RUN_FAILED.format(
+                    reason=why(tail, code), log=self.log, retry=RETRY
+                )
+            )
+        return time.monotonic() - started
+
+    def run(
+        self, cmd: list[str], phase: str, give_up: tuple[str, ...] = ()
+    ) -> tuple[int, list[str]]:
+        """*cmd* as Synapse's user, its output into the log; (exit code, last lines).
+        A line holding one of *give_up* ends it (exit 1): the tool would hang there."""
+        started = time.monotonic()
         env = {
             "PATH": SYSTEM_PATH,
             "HOME": str(self.workdir),
@@ -380,6 +561,7 @@ class Porter:
         }
         tail: list[str] = []
         done: dict[str, tuple[int, int]] = {}
+        gave_up = False
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"=== {time.strftime('%F %T')} {phase}: {' '.join(cmd)}\n")
             log.flush()
@@ -407,6 +589,10 @@ class Porter:
                 log.write(line)
                 line = line.rstrip("\n")
                 tail = [*tail, line][-20:]
+                if any(text in line for text in give_up):
+                    gave_up = True
+                    proc.kill()
+                    break
                 match = PROGRESS_RE.match(line)
                 if match:
                     done[match[1]] = (int(match[3]), int(match[4]))
@@ -415,11 +601,7 @@ class Porter:
                         last_shown = now
                         self.show(progress_line(phase, done, now - started))
             code = proc.wait()
-        if code:
-            raise MigrationFailed(
-                messages.PORT_FAILED.format(reason=why(tail, code), log=self.log, retry=RETRY)
-            )
-        return time.monotonic() - started
+        return (code or 1) if gave_up else code, tail
 
 
 def progress_line(phase: str, done: dict[str, tuple[int, int]], elapsed: float) -> str:
@@ -490,14 +672,10 @@ def migrate(
     # Synapse's user must reach its working directory inside.
     STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
     private_dir(WORKDIR, user.pw_uid, user.pw_gid)
-    conf = WORKDIR / "port.yaml"
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchown(fd, user.pw_uid, user.pw_gid)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(port_config(settings, config, WORKDIR))
-    porter = Porter(tool, WORKDIR, conf, log, user, show)
     owner = (user.pw_uid, user.pw_gid)
+    conf = WORKDIR / "port.yaml"
+    write_private(conf, port_config(settings, config, WORKDIR), owner)
+    porter = Porter(tool, WORKDIR, conf, log, user, show)
 
     # Whether Synapse ran before we (or an earlier, interrupted run of ours) stopped it.
     state = read_state()
@@ -526,6 +704,7 @@ def migrate(
         started = time.monotonic()
         snapshot(facts.path, final, owner)
         steps.append(Step("final snapshot", OK, f"{time.monotonic() - started:.1f} s"))
+        run_updates(porter, final, config, owner, steps, say)
         say(messages.PORT_PHASE.format(phase="final copy", log=log))
         took = port_run(porter, settings, final, "final copy", resumable, steps)
         steps.append(Step("port the rest" if stopped_at else "port", OK, f"{took:.1f} s"))
@@ -555,6 +734,37 @@ def migrate(
     backup = keep_backup(facts.path, stamp)
     shutil.rmtree(WORKDIR, ignore_errors=True)
     return Result(steps, backup, downtime)
+
+
+def run_updates(
+    porter: Porter,
+    snap: Path,
+    config: dict[str, Any],
+    owner: tuple[int, int],
+    steps: list[Step],
+    say: Callable[[str], None],
+) -> None:
+    """The snapshot *snap* of a stopped Synapse may hold pending background updates, which
+    the port tool refuses: run them there with upstream's update_synapse_database, as
+    Synapse's user; the live file is never touched.  Refuses when any remain."""
+    checkpoint(snap)  # counted by root without leaving root's files beside it
+    pending = pending_updates(snap)
+    if not pending:
+        return
+    tool = find_update_tool()
+    if tool is None:
+        raise MigrationFailed(messages.UPDATES_PENDING_STOPPED.format(count=pending))
+    conf = WORKDIR / "update.yaml"
+    write_private(conf, update_config(config, snap, WORKDIR), owner)
+    say(messages.UPDATES_RUNNING.format(count=pending, tool=tool, log=porter.log))
+    took = porter.update(tool, conf, "background updates")
+    checkpoint(snap)
+    left = pending_updates(snap)
+    if left:
+        raise MigrationFailed(
+            messages.UPDATES_LEFT.format(count=left, tool=tool, log=porter.log, retry=RETRY)
+        )
+    steps.append(Step("background updates on the snapshot", OK, f"{pending} run, {took:.1f} s"))
 
 
 def port_run(

@@ -49,6 +49,12 @@ def daemon_reload() -> None:
             pass  # systemd runs but systemctl is gone: nothing we can do
 
 
+def invoke_command(action: str) -> list[str] | None:
+    """The command that would run *action* on Synapse's service; None when no service
+    manager knows it (no systemd running, no init script)."""
+    return _command(action)
+
+
 def _command(action: str) -> list[str] | None:
     if systemd_runs():
         return ["deb-systemd-invoke", action, UNIT]

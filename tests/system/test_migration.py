@@ -276,3 +276,98 @@ def test_changes_between_the_phases_are_not_lost(make_root, debs, suite):
         out.tail(30),
     )
     migrated(root, key)  # the judge logs in with the new password
+
+
+def init_script_runs(root: Root) -> bool:
+    """Whether Synapse runs, in a root without an init system (the stand-in's script)."""
+    return root.run(["/etc/init.d/matrix-synapse", "status"]).code == 0
+
+
+def sqlite_pending(root: Root) -> int:
+    """Synapse's pending background updates in homeserver.db (Synapse stopped: read as
+    immutable, so that no file of root's is left beside it)."""
+    script = (
+        "import sqlite3, sys; "
+        "c = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro&immutable=1', uri=True); "
+        "print(c.execute('SELECT count(*) FROM background_updates').fetchone()[0])"
+    )
+    out = root.ok(["python3", "-c", script, HOMESERVER_DB], what="counting pending updates")
+    return int(out.output.strip())
+
+
+@smoke
+@suites
+def test_synapse_stopped_with_background_updates_pending(make_root, debs, suite):
+    """A Synapse used for under a minute, then stopped, still has background updates pending
+    in SQLite (which the port tool refuses).  `apt install` with migration preseeded runs
+    them with upstream's update_synapse_database on the snapshot, never on the live file,
+    ports, and ends configured, on PostgreSQL, with every user and message.  The `synapse`
+    layer, not synapse-data: its test-only setting makes Synapse finish its updates at once."""
+    root = make_root(suite, layer="synapse")  # no init system: the stand-in's init script
+    root.check(
+        not root.exists(layers.FAST_UPDATES_FILE),
+        "Synapse does its background updates at its own pace",
+        "no test-only setting",
+        layers.FAST_UPDATES_FILE,
+    )
+    steps.synapse_chats(root, messages=5)  # a real client registers, sends and reads
+    root.ok(["invoke-rc.d", "matrix-synapse", "stop"], what="stopping Synapse")
+    pending = sqlite_pending(root)
+    root.check(pending > 0, "background updates are pending in SQLite", "> 0", str(pending))
+    key = sha256(root, SIGNING_KEY)
+    steps.preseed(root, sqlite_data="migrate")
+    out = steps.apt_install(root, debs["current"], what="apt install, migration preseeded")
+    root.check(
+        "update_synapse_database" in out.output
+        and "background updates on the snapshot: ok" in out.output
+        and "compare row counts: ok" in out.output,
+        "the updates ran on the snapshot before the port, and the copy was checked",
+        "update_synapse_database; 'background updates on the snapshot: ok'; counts equal",
+        out.tail(40),
+    )
+    root.check(package_status(root) == "ii", "the package is configured", "ii", "not")
+    root.check(
+        sqlite_pending(root) == pending,
+        "the live SQLite file was not updated (only its snapshot)",
+        str(pending),
+        str(sqlite_pending(root)),
+    )
+    root.check(not init_script_runs(root), "a stopped Synapse stays stopped", "stopped", "runs")
+    root.ok(["invoke-rc.d", "matrix-synapse", "start"], what="starting Synapse")
+    migrated(root, key)
+
+
+@suites
+def test_too_little_free_space_is_refused_before_anything_changes(make_root, debs, suite):
+    """The migration's work directory is a 1 MiB filesystem, too small for two snapshots of
+    homeserver.db: the install refuses with the numbers, and nothing is changed (no role,
+    no database, no snippet, SQLite and Synapse as they were)."""
+    root = make_root(suite, layer="synapse-data", synapse_started=False)
+    key, before = sha256(root, SIGNING_KEY), sqlite_users(root)
+    work = "/var/lib/matrix-synapse-setup/migration"
+    root.ok(f"mkdir -p {work} && mount -t tmpfs -o size=1m tmpfs {work}", what="a small fs")
+    steps.preseed(root, sqlite_data="migrate")
+    out = steps.apt_install(root, debs["current"], ok=False, what="apt install, no room")
+    root.check(
+        "Not enough free disk space" in out.output
+        and f"work directory {work}: " in out.output
+        and " free, " in out.output
+        and " MiB needed (" in out.output
+        and "Traceback" not in out.output,
+        "a clear refusal with what is free and what is needed",
+        "Not enough free disk space ... work directory ...: N free, M MiB needed (...)",
+        out.tail(20),
+    )
+    root.check(not root.exists(SNIPPET), "no snippet is written", "absent", "present")
+    found = steps.psql(
+        root,
+        "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'synapse') + "
+        "(SELECT count(*) FROM pg_database WHERE datname = 'synapse')",
+        "postgres",
+        what="looking for the role and the database",
+    )
+    root.check(found == "0", "no role and no database were made", "0", found)
+    root.check(sqlite_users(root) == before, "SQLite keeps all rows", before, sqlite_users(root))
+    root.check(sha256(root, SIGNING_KEY) == key, "the signing key is unchanged", key, "changed")
+    root.check(not init_script_runs(root), "Synapse stays stopped", "stopped", "runs")
+    root.check(package_status(root) != "ii", "the package is not configured", "not ii", "ii")

@@ -142,3 +142,35 @@ def test_the_registration_snippet_names_the_secret_file_only():
     # Synapse reads only *.yaml in conf.d: the secret's own file is not one.
     assert admin.SECRET_FILE.suffix != ".yaml"
     assert admin.REGISTRATION_SNIPPET.suffix == ".yaml"
+
+
+def test_synapse_runs_when_its_client_listener_answers(monkeypatch):
+    """Synapse's own answer, not the service manager's view, tells that it runs (it may be
+    in a container, under another supervisor, or started by hand)."""
+    import http.server
+    import socket
+    import threading
+
+    class Versions(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path == "/_matrix/client/versions"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps({"versions": ["v1.11"]}).encode())
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setenv("http_proxy", "http://192.0.2.1:9")  # never used: no proxy for this
+    server = http.server.HTTPServer(("127.0.0.1", 0), Versions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert admin.answers(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert not admin.answers(f"http://127.0.0.1:{port}", timeout=2)

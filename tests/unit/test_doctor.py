@@ -332,26 +332,39 @@ def listen_on(etc: Path, port: int) -> None:
     )
 
 
+def managed(running):
+    return lambda: running
+
+
 def test_synapse_answering_is_ok_and_not_answering_fails(etc, monkeypatch):
+    """Synapse's answer decides; the service manager's view is told when it disagrees."""
     monkeypatch.setenv("http_proxy", "http://192.0.2.1:9")  # never used: no proxy for this
     server = http.server.HTTPServer(("127.0.0.1", 0), Versions)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         listen_on(etc, server.server_address[1])
-        row = synapse.check_synapse(Facts(paths_in(etc)))
+        row = synapse.check_synapse(Facts(paths_in(etc), service_running=managed(True)))
         assert row.status == OK, row
         assert "v1.11" in row.detail
+        assert "service manager" not in row.detail
+        # Started by hand, in a container, under another supervisor: still answering.
+        row = synapse.check_synapse(Facts(paths_in(etc), service_running=managed(False)))
+        assert row.status == OK, row
+        assert "answers at" in row.detail and "service manager does not show it" in row.detail
     finally:
         server.shutdown()
         server.server_close()
     listen_on(etc, free_port())
     started = time.monotonic()
-    row = synapse.check_synapse(Facts(paths_in(etc), timeout=2))
+    row = synapse.check_synapse(Facts(paths_in(etc), timeout=2, service_running=managed(False)))
     assert time.monotonic() - started < 5
     assert row.status == FAIL
     assert "does not answer at http://127.0.0.1:" in row.detail
+    assert "service manager" not in row.detail
     assert "journalctl -u matrix-synapse" in row.fix
+    row = synapse.check_synapse(Facts(paths_in(etc), timeout=2, service_running=managed(True)))
+    assert row.status == FAIL and "yet the service manager shows it running" in row.detail
 
 
 def test_synapse_not_installed_warns(etc):

@@ -102,12 +102,86 @@ def test_an_empty_or_missing_database_is_no_migration(tmp_path):
     assert not synapse_config.sqlite_facts(schemaless).has_data
 
 
-def test_pending_background_updates_are_counted(tmp_path):
+def test_pending_background_updates_are_counted(tmp_path, monkeypatch):
+    """A stopped Synapse's pending updates are refused only where upstream's tool that runs
+    them (update_synapse_database) is missing; with it, the port runs them on its snapshot."""
     path = tmp_path / "homeserver.db"
     make_sqlite(path, users=1, updates=3)
     assert migration.pending_updates(path) == 3
+    monkeypatch.setattr(migration, "UPDATE_TOOLS", (tmp_path / "missing",))
     with pytest.raises(SetupError, match="3 background update"):
         migration.wait_for_updates(path, running=False, say=print)
+    tool = tmp_path / "update_synapse_database"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(migration, "UPDATE_TOOLS", (tmp_path / "missing", tool))
+    assert migration.find_update_tool() == tool
+    migration.wait_for_updates(path, running=False, say=print)  # not refused
+
+
+def test_the_update_tool_gets_the_snapshot_never_the_live_file(tmp_path):
+    import yaml
+
+    snap = tmp_path / "final.db"
+    config = {"server_name": "mss.test", "database": {"name": "sqlite3", "args": {}}}
+    data = yaml.safe_load(migration.update_config(config, snap, tmp_path))
+    assert data["database"] == {"name": "sqlite3", "args": {"database": str(snap)}}
+    assert data["server_name"] == "mss.test"
+    assert data["signing_key_path"] == "/etc/matrix-synapse/mss.test.signing.key"
+    assert data["media_store_path"] == str(tmp_path / "media")
+
+
+def test_a_checkpointed_snapshot_is_read_without_files_beside_it(tmp_path):
+    """Counting as root must leave no root-owned log beside a snapshot that Synapse's user
+    opens next; and a log beside it would be lost when the snapshot is renamed."""
+    path = tmp_path / "final.db"
+    make_sqlite(path, users=1, updates=2)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("INSERT INTO background_updates VALUES ('y')")
+    conn.commit()
+    conn.close()
+    migration.checkpoint(path)
+    assert migration.pending_updates(path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.db"]
+
+
+def place(what, device, free, need):
+    return migration.Place(what, migration.Path("/x") / what, device, free, need)
+
+
+def test_free_space_needs_add_up_on_one_filesystem():
+    apart = [place("work", 1, 300, 200), place("data", 2, 300, 200)]
+    assert migration.shortages(apart) == []
+    together = [place("work", 1, 300, 200), place("data", 1, 300, 200)]
+    [(group, free, need)] = migration.shortages(together)
+    assert (len(group), free, need) == (2, 300, 400)
+    [(group, free, need)] = migration.shortages([place("work", 1, 100, 200), apart[1]])
+    assert ([p.what for p in group], free, need) == (["work"], 100, 200)
+
+
+def test_too_little_space_is_refused_with_the_numbers(tmp_path, monkeypatch):
+    import os
+
+    from matrix_synapse_setup.core.settings import Settings
+
+    live = tmp_path / "homeserver.db"
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    with open(live, "wb") as fh:
+        fh.truncate(free)  # sparse: takes no room, needs twice its size
+    facts = synapse_config.SqliteFacts(live, free, 1, 0, 0)
+    monkeypatch.setattr(migration, "WORKDIR", tmp_path / "migration")
+    remote = Settings.from_answers(host="db.example.org", password="x", sslmode="require")
+    with pytest.raises(SetupError) as err:
+        migration.check_space(facts, remote)  # a remote server: the work directory only
+    text = err.value.message
+    assert f"work directory {tmp_path / 'migration'}" in text
+    assert "PostgreSQL's data directory" not in text
+    assert f"{synapse_config.human_size(2 * free)} needed" in text
+    assert "free" in text and "Nothing was changed" in text and "dpkg-reconfigure" in text
+    live.unlink()
+    make_sqlite(live, users=1)
+    migration.check_space(facts._replace(size=live.stat().st_size), remote)  # room: no error
 
 
 def test_snapshot_is_a_consistent_private_copy(tmp_path):
@@ -162,3 +236,24 @@ def test_progress_says_tables_rows_and_time_left():
     assert migration.progress_line("first copy", done, 10.0) == (
         "first copy: 1/2 tables, 510/1010 rows, about 10 s left"
     )
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="runs a tool as a user (setgroups)")
+def test_an_update_tool_that_would_hang_after_its_failure_is_ended(tmp_path):
+    """update_synapse_database never exits once its background process failed: that line
+    ends it, and the failure names the log."""
+    import pwd
+
+    tool = tmp_path / "update_synapse_database"
+    tool.write_text(
+        "#!/bin/sh\necho \"Background process 'background_updates' threw an exception\"\n"
+        "exec sleep 600\n"
+    )
+    tool.chmod(0o755)
+    log = tmp_path / "migrate.log"
+    user = pwd.getpwuid(0)
+    porter = migration.Porter(tmp_path / "port", tmp_path, tmp_path / "c", log, user, print)
+    with pytest.raises(SetupError, match="background updates .* failed") as err:
+        porter.update(tool, tmp_path / "update.yaml", "background updates")
+    assert str(log) in err.value.message
+    assert "threw an exception" in log.read_text()

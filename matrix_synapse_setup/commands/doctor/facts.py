@@ -6,6 +6,7 @@ for the row of its root cause; the other rows that need it are skipped."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from matrix_synapse_setup.core.paths import BACKUP_DIR, SNIPPET, SYNAPSE_USER
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.files import snippet
 from matrix_synapse_setup.synapse import config as synapse_config
+from matrix_synapse_setup.synapse import service as services
 
 TIMEOUT = 5  # seconds, for each network step (login, query, HTTP request)
 
@@ -34,9 +36,17 @@ class Paths:
 class Facts:
     """The reads one doctor run shares among its checks (each check receives this)."""
 
-    def __init__(self, paths: Paths | None = None, *, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        paths: Paths | None = None,
+        *,
+        timeout: float = TIMEOUT,
+        service_running: Callable[[], bool] | None = None,
+    ) -> None:
         self.paths = paths or Paths()
         self.timeout = timeout
+        # The service manager's view of Synapse (tests give their own): a hint only.
+        self.service_running = service_running or services.synapse_running
         self._found: dict[str, Any] | None | bool = False  # False: not read yet
         self.found_error: str | None = None
         self._config: tuple[dict, dict] | None = None

@@ -35,15 +35,20 @@ def check_synapse(facts: Facts) -> Check:
             messages.DOCTOR_NO_LISTENER.format(path=homeserver),
             messages.DOCTOR_FIX_LISTENER,
         )
+    # Synapse's answer is the verdict; the service manager's view, when it disagrees, is
+    # told beside it (a Synapse in a container or started by hand is unknown to it).
     answer, error = get_versions(url, facts.timeout)
+    managed = facts.service_running()
     if error is not None:
+        hint = messages.DOCTOR_SERVICE_RUNNING if managed else ""
         return Check(
             name,
             FAIL,
-            messages.DOCTOR_SYNAPSE_DOWN.format(url=url, reason=error),
+            messages.DOCTOR_SYNAPSE_DOWN.format(url=url, reason=error) + hint,
             messages.DOCTOR_FIX_SYNAPSE,
         )
-    return Check(name, OK, messages.DOCTOR_SYNAPSE_OK.format(url=url, versions=answer))
+    hint = "" if managed else messages.DOCTOR_SERVICE_NOT_RUNNING
+    return Check(name, OK, messages.DOCTOR_SYNAPSE_OK.format(url=url, versions=answer) + hint)
 
 
 def client_url(config: dict[str, Any]) -> str | None:
