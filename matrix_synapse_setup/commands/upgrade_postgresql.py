@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from matrix_synapse_setup.commands import backup
-from matrix_synapse_setup.commands.doctor.synapse import client_url
+from matrix_synapse_setup.commands.doctor.synapse import CLIENT_PATH
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.output import note
@@ -113,6 +113,8 @@ class Saved:
 
 
 def synapse_answers(url: str | None, timeout: float) -> bool:
+    """Whether the client listener at *url* (its base: Client adds the path) answers
+    within *timeout* seconds."""
     if url is None:
         return False
     return Client(url, timeout).wait(timeout, lambda _: None)
@@ -187,7 +189,7 @@ def carry_out(
     """Steps 2 to 8 (step 1 is the plan's); the lines to print at the end."""
     old, settings = plan.old, plan.facts.settings
     stamp = backup.stamp(now)
-    url = client_url(synapse_config.load(synapse_config.config_files())[0])
+    url = synapse_config.client_listener(synapse_config.load(synapse_config.config_files())[0])
     # 2. a backup
     dump = backup.backup_now(socket_dir=old.socket_dir)
     note(messages.UPGRADE_BACKED_UP.format(path=dump))
@@ -199,7 +201,7 @@ def carry_out(
     if url is not None and synapse_answers(url, 2):
         if saved.synapse_ran:
             services.start_synapse()
-        raise SetupError(messages.UPGRADE_SYNAPSE_STILL_ANSWERS.format(url=url))
+        raise SetupError(messages.UPGRADE_SYNAPSE_STILL_ANSWERS.format(url=f"{url}{CLIENT_PATH}"))
     log = LOG_DIR / f"upgrade-postgresql-{old.version}-{plan.new_version}-{stamp}.log"
     # From here on, whatever fails puts Synapse back on the old cluster, running.
     try:
@@ -229,7 +231,7 @@ def carry_out(
             services.start_synapse()
             if not synapse_answers(url, SYNAPSE_WAIT):
                 services.stop_synapse()
-                raise SetupError(messages.UPGRADE_SYNAPSE_SILENT.format(url=url))
+                raise SetupError(messages.UPGRADE_SYNAPSE_SILENT.format(url=f"{url}{CLIENT_PATH}"))
     except SetupError as err:
         raise failed(plan, saved, etc, err.message, log) from None
     except Exception as err:  # noqa: BLE001 - whatever broke, Synapse goes back
