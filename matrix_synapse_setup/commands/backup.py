@@ -46,10 +46,10 @@ from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.dpkg.packages import SYNAPSE_PACKAGES, installed_synapse
 from matrix_synapse_setup.files import archive, snippet
 from matrix_synapse_setup.files.atomic import private_dir
+from matrix_synapse_setup.files.space import free_bytes
 from matrix_synapse_setup.files.state import read_keep
 from matrix_synapse_setup.postgres.dump import (
     database_size,
-    free_bytes,
     last_line,
     pg_dump_command,
     pg_tool,

@@ -31,6 +31,7 @@ from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.output import note
 from matrix_synapse_setup.core.paths import BACKUP_DIR, SNIPPET
 from matrix_synapse_setup.files import lock as locking
+from matrix_synapse_setup.files import space
 from matrix_synapse_setup.postgres import tuning
 from matrix_synapse_setup.postgres import upgrade as pg
 from matrix_synapse_setup.postgres.dump import database_size
@@ -75,22 +76,14 @@ def measure(etc: Path = tuning.ETC) -> pg.Facts:
         return facts  # the plan says so
     answer = as_postgres(cluster, "facts")
     synapse_size, _ = database_size(settings)
-    datadir = pg.nearest_existing(pg.DATA_ROOT / target / cluster.name)
-    backups = pg.nearest_existing(BACKUP_DIR)
     needs = (
-        pg.Need(
+        space.measure(
             messages.UPGRADE_NEED_DATA.format(new=f"{target}/{cluster.name}"),
-            datadir,
-            pg.device_of(datadir),
-            pg.free_bytes(datadir),
+            space.existing(pg.DATA_ROOT / target / cluster.name),
             pg.data_need(answer["size"]),
         ),
-        pg.Need(
-            messages.UPGRADE_NEED_BACKUP,
-            backups,
-            pg.device_of(backups),
-            pg.free_bytes(backups),
-            synapse_size + backup.MARGIN,
+        space.measure(
+            messages.UPGRADE_NEED_BACKUP, space.existing(BACKUP_DIR), synapse_size + backup.MARGIN
         ),
     )
     return facts._replace(
@@ -287,7 +280,7 @@ def command(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(
                     messages.UPGRADE_NO_SPACE.format(
-                        where=problem.where,
+                        where=problem.path,
                         free=size(problem.free),
                         need=size(problem.need),
                         what=problem.what,

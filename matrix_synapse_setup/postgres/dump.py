@@ -63,11 +63,6 @@ def database_size(settings: Settings) -> tuple[int, int]:
     return int(size), major
 
 
-def free_bytes(directory: Path) -> int:
-    st = os.statvfs(directory)
-    return st.f_bavail * st.f_frsize
-
-
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """No PG* variable of the admin's shell steers our connections."""
     env = without_libpq_variables(dict(os.environ))

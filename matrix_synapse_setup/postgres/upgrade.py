@@ -21,7 +21,9 @@ from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.paths import SYSTEM_PATH
 from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.files import space
 from matrix_synapse_setup.files.atomic import Ownership, write_atomic
+from matrix_synapse_setup.files.space import Need
 from matrix_synapse_setup.postgres import tuning
 from matrix_synapse_setup.postgres.queries import import_psycopg
 from matrix_synapse_setup.postgres.superuser import error_answer
@@ -82,33 +84,13 @@ def obsolete(major: int, supported: list[int]) -> bool:
 # --- free space ------------------------------------------------------------------------
 
 
-def nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-class Need(NamedTuple):
-    what: str  # "the new cluster's data" ...
-    where: Path  # the nearest existing directory
-    device: int  # its filesystem
-    free: int
-    need: int
-
-
 def space_problems(needs: list[Need]) -> list[Need]:
-    """The needs that do not fit: needs on one filesystem add up (each shows the sum,
-    the first of them stands for the filesystem)."""
-    by_device: dict[int, list[Need]] = {}
-    for need in needs:
-        by_device.setdefault(need.device, []).append(need)
-    short = []
-    for group in by_device.values():
-        total = sum(n.need for n in group)
-        if total > group[0].free:
-            what = " and ".join(n.what for n in group)
-            short.append(group[0]._replace(what=what, need=total))
-    return short
+    """The needs that do not fit (space.shortages), one per filesystem: the first need
+    on it stands for it, with the others' names joined and their sum."""
+    return [
+        short.needs[0]._replace(what=" and ".join(n.what for n in short.needs), need=short.need)
+        for short in space.shortages(needs)
+    ]
 
 
 def data_need(cluster_size: int) -> int:
@@ -153,7 +135,7 @@ class Plan(NamedTuple):
         old, facts = self.old, self.facts
         space = "; ".join(
             messages.UPGRADE_PLAN_SPACE.format(
-                what=n.what, where=n.where, need=size(n.need), free=size(n.free)
+                what=n.what, where=n.path, need=size(n.need), free=size(n.free)
             )
             for n in facts.needs
         )
@@ -210,7 +192,7 @@ def refuse_space(problems: list[Need], size: Any) -> None:
         raise SetupError(
             "\n".join(
                 messages.UPGRADE_NO_SPACE.format(
-                    where=n.where, free=size(n.free), need=size(n.need), what=n.what
+                    where=n.path, free=size(n.free), need=size(n.need), what=n.what
                 )
                 for n in problems
             )
@@ -405,12 +387,3 @@ def daemon_reload() -> None:
     if Path("/run/systemd/system").is_dir():
         with contextlib.suppress(OSError):
             subprocess.run(["systemctl", "daemon-reload"], check=False, stdin=subprocess.DEVNULL)
-
-
-def device_of(path: Path) -> int:
-    return os.stat(path).st_dev
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize

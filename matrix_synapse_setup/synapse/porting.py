@@ -43,7 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
@@ -59,6 +59,7 @@ from matrix_synapse_setup.core.paths import (
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.core.steps import CHANGED, OK, Step
 from matrix_synapse_setup.core.yamlload import safe_dump
+from matrix_synapse_setup.files import space
 from matrix_synapse_setup.files.atomic import private_dir
 from matrix_synapse_setup.postgres import tuning
 from matrix_synapse_setup.postgres.provision import connect_as_role
@@ -139,43 +140,6 @@ TARGET_FACTOR = 2
 SNAPSHOT_FACTOR = 2
 
 
-class Place(NamedTuple):
-    """A directory the port writes to, what it needs there, and its filesystem."""
-
-    what: str  # "PostgreSQL's data directory", "the migration's work directory"
-    path: Path
-    device: int
-    free: int
-    need: int
-
-
-def shortages(places: list[Place]) -> list[tuple[list[Place], int, int]]:
-    """The filesystems without room: (the places on it, free, needed), the needs of the
-    places on one filesystem added up."""
-    by_device: dict[int, list[Place]] = {}
-    for place in places:
-        by_device.setdefault(place.device, []).append(place)
-    short = []
-    for group in by_device.values():
-        need = sum(place.need for place in group)
-        if group[0].free < need:
-            short.append((group, group[0].free, need))
-    return short
-
-
-def existing(path: Path) -> Path:
-    """*path*, or its nearest ancestor that exists (what a directory made later is on)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def place(what: str, path: Path, need: int) -> Place:
-    there = existing(path)
-    stat = os.statvfs(there)
-    return Place(what, path, os.stat(there).st_dev, stat.f_bavail * stat.f_frsize, need)
-
-
 def sqlite_size(live: Path) -> int:
     """The SQLite file's bytes with its write-ahead log: what a snapshot copies."""
     size = 0
@@ -190,13 +154,15 @@ def check_space(facts: SqliteFacts, settings: Settings) -> None:
     cluster's data directory (a remote server's is not ours to see) and the work
     directory of the snapshots."""
     size = sqlite_size(facts.path)
-    places = [place("the migration's work directory", WORKDIR, SNAPSHOT_FACTOR * size)]
+    places = [space.measure("the migration's work directory", WORKDIR, SNAPSHOT_FACTOR * size)]
     cluster = tuning.cluster_for_port(settings.port) if settings.local else None
     if cluster is not None:
         places.append(
-            place("PostgreSQL's data directory", cluster.data_directory, TARGET_FACTOR * size)
+            space.measure(
+                "PostgreSQL's data directory", cluster.data_directory, TARGET_FACTOR * size
+            )
         )
-    short = shortages(places)
+    short = space.shortages(places)
     if not short:
         return
     lines = []

@@ -335,7 +335,7 @@ def test_upgrade_postgresql_measures_and_plans(cluster, provisioned, layout, mon
     [(total,)] = cluster.query("SELECT sum(pg_database_size(oid)) FROM pg_database")
     assert facts.cluster_size == int(total) and facts.database_size > 0
     data, dump = facts.needs
-    assert data.where == Path("/var/lib/postgresql") or data.where.exists()
+    assert data.path == Path("/var/lib/postgresql") or data.path.exists()
     assert data.need == pg.data_need(int(total)) and data.free > 0
     plan = pg.plan_upgrade(facts)
     assert plan.new_version == "99" and plan.drop_line() == f"pg_dropcluster {version} main"

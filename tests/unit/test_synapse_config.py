@@ -146,20 +146,6 @@ def test_a_checkpointed_snapshot_is_read_without_files_beside_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.db"]
 
 
-def place(what, device, free, need):
-    return migration.Place(what, migration.Path("/x") / what, device, free, need)
-
-
-def test_free_space_needs_add_up_on_one_filesystem():
-    apart = [place("work", 1, 300, 200), place("data", 2, 300, 200)]
-    assert migration.shortages(apart) == []
-    together = [place("work", 1, 300, 200), place("data", 1, 300, 200)]
-    [(group, free, need)] = migration.shortages(together)
-    assert (len(group), free, need) == (2, 300, 400)
-    [(group, free, need)] = migration.shortages([place("work", 1, 100, 200), apart[1]])
-    assert ([p.what for p in group], free, need) == (["work"], 100, 200)
-
-
 def test_too_little_space_is_refused_with_the_numbers(tmp_path, monkeypatch):
     import os
 
