@@ -375,11 +375,23 @@ def snapshot(live: Path, dest: Path, owner: tuple[int, int], mode: int = 0o600) 
         ) from None
 
 
-def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> str:
-    """The port tool's configuration: what it parses (server name, signing key) and the
-    target database, as Synapse will use it (the snippet's values)."""
+def tool_config(config: dict[str, Any], workdir: Path, database: dict[str, Any]) -> dict:
+    """What Synapse's tools parse before they touch a database (the server name, the
+    signing key, a media store), and *database*."""
     name = str(config.get("server_name") or "")
     key = config.get("signing_key_path") or SYNAPSE_ETC / f"{name}.signing.key"
+    return {
+        "server_name": name,
+        "signing_key_path": str(key),
+        "media_store_path": str(workdir / "media"),  # it makes the directory; never used
+        "report_stats": False,
+        "database": database,
+    }
+
+
+def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> str:
+    """The port tool's configuration: the target database as Synapse will use it (the
+    snippet's values)."""
     args: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -390,31 +402,17 @@ def port_config(settings: Settings, config: dict[str, Any], workdir: Path) -> st
     }
     if settings.sslrootcert:
         args["sslrootcert"] = settings.sslrootcert
-    data = {
-        "server_name": name,
-        "signing_key_path": str(key),
-        "media_store_path": str(workdir / "media"),  # it makes the directory; never used
-        "report_stats": False,
-        # The port tool runs the target's background updates itself: without pauses.
-        "background_updates": {"sleep_enabled": False},
-        "database": {"name": "psycopg2", "args": args},
-    }
+    data = tool_config(config, workdir, {"name": "psycopg2", "args": args})
+    # The port tool runs the target's background updates itself: without pauses.
+    data["background_updates"] = {"sleep_enabled": False}
     return safe_dump(data, default_flow_style=False)
 
 
 def update_config(config: dict[str, Any], sqlite: Path, workdir: Path) -> str:
-    """update_synapse_database's configuration: what Synapse's configuration parser needs
-    (server name, signing key) and the snapshot as the database, never the live file."""
-    name = str(config.get("server_name") or "")
-    key = config.get("signing_key_path") or SYNAPSE_ETC / f"{name}.signing.key"
-    data = {
-        "server_name": name,
-        "signing_key_path": str(key),
-        "media_store_path": str(workdir / "media"),  # it makes the directory; never used
-        "report_stats": False,
-        "database": {"name": "sqlite3", "args": {"database": str(sqlite)}},
-    }
-    return safe_dump(data, default_flow_style=False)
+    """update_synapse_database's configuration: the snapshot as the database, never the
+    live file."""
+    database = {"name": "sqlite3", "args": {"database": str(sqlite)}}
+    return safe_dump(tool_config(config, workdir, database), default_flow_style=False)
 
 
 def write_private(path: Path, text: str, owner: tuple[int, int]) -> None:
