@@ -42,7 +42,7 @@ WHAT = "PostgreSQL settings for Synapse"
 MB = 1024**2
 GB = 1024**3
 
-# Synapse's connection pool (cp_max) is 10 per process; the cluster's max_connections
+# Our snippet gives Synapse a pool of cp_max 10 per process; the cluster's max_connections
 # is left at Debian's 100, which is what work_mem is sized for.
 MAX_CONNECTIONS = 100
 # max_worker_processes (needs its own restart, default 8) is left alone: parallel

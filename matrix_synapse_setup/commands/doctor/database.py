@@ -16,7 +16,9 @@ from matrix_synapse_setup.synapse import config as synapse_config
 
 CONNECTIONS_LIMIT = 0.8  # of max_connections
 SYNAPSE_PROCESSES = 1  # a single-process Synapse (workers would multiply cp_max)
-DEFAULT_CP_MAX = 10  # Synapse's (twisted.enterprise.adbapi's) default pool size
+# twisted.enterprise.adbapi's pool size, which Synapse keeps when its config names none
+# (our snippet names cp_max 10).
+DEFAULT_CP_MAX = 5
 NO_SETTINGS = "the snippet's values are not usable (see 'snippet')"
 NO_SERVER = "no connection to PostgreSQL (see 'postgresql')"
 
