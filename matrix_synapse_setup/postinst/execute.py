@@ -43,10 +43,6 @@ def execute(conv: Conversation, plan: p.Plan, owner: atomic.Ownership) -> Run:
         say(messages.ALL_UNCHANGED.format(path=paths.SNIPPET))
     elif plan.steps:
         say("plan: " + "; ".join(plan.describe()))
-    for port_step in plan.of(p.Port):
-        # Before provisioning: a port that cannot fit is refused with nothing changed.
-        assert port_step.synapse.sqlite is not None  # noqa: S101 - the plan ports data only
-        porting.check_space(port_step.synapse.sqlite, port_step.settings)
     for step in plan.steps:
         if isinstance(step, p.AdminAccount):
             continue  # after the password has left debconf (below)

@@ -21,13 +21,14 @@ from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.core.steps import Step
 from matrix_synapse_setup.dpkg import packages, ucf
-from matrix_synapse_setup.dpkg.debconf import BACKUP_KEEP, Conversation
+from matrix_synapse_setup.dpkg.debconf import BACKUP_KEEP, MIGRATE, Conversation
 from matrix_synapse_setup.files import atomic, snippet
 from matrix_synapse_setup.files import state as state_files
 from matrix_synapse_setup.postgres import provision, tuning
 from matrix_synapse_setup.postinst import plan, upgrades
 from matrix_synapse_setup.postinst.state import Cluster, OnDisk, State
 from matrix_synapse_setup.synapse import config as synapse_config
+from matrix_synapse_setup.synapse import porting
 
 
 def _read(path: Path) -> tuple[str | None, str | None]:
@@ -204,8 +205,8 @@ def inspect(
 
 def _with_database_facts(found: State, *, deferred: bool) -> State:
     """The facts that depend on the settings the answers ask for: the cluster's
-    tuning, the proof by login, PostgreSQL packages still being installed; and the
-    snippet's template."""
+    tuning, the free space a port needs, the proof by login, PostgreSQL packages still
+    being installed; and the snippet's template."""
     try:
         settings, stamp = plan.wanted(found)
     except SetupError:
@@ -213,6 +214,9 @@ def _with_database_facts(found: State, *, deferred: bool) -> State:
     changes: dict[str, object] = {}
     if settings.local:
         changes["cluster"] = cluster_facts(settings.port, found.tune, settings.socket_dir)
+    sqlite = found.synapse.sqlite if found.synapse is not None else None
+    if found.sqlite_choice == MIGRATE and sqlite is not None:
+        changes["port_space"] = porting.port_space(sqlite, settings)
     proof = None
     if plan.may_be_unchanged(found, settings, stamp):
         changes["template"], steps = _template_while_logging_in(settings)

@@ -19,6 +19,7 @@ from matrix_synapse_setup.dpkg.debconf import KEEP_SQLITE, MIGRATE, START_EMPTY,
 from matrix_synapse_setup.files import snippet
 from matrix_synapse_setup.postinst import upgrades
 from matrix_synapse_setup.postinst.state import State
+from matrix_synapse_setup.synapse import porting
 from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
 
 # --- the steps ----------------------------------------------------------------------------
@@ -363,6 +364,9 @@ def plan(state: State) -> Plan:
     if choice == KEEP_SQLITE:
         steps.append(KeepSqlite(synapse.sqlite))  # type: ignore[union-attr,arg-type]
     elif choice == MIGRATE:
+        if state.port_space is not None:
+            # A port that cannot fit is refused here, before anything changes.
+            porting.refuse_short(synapse.sqlite.path, state.port_space)  # type: ignore[union-attr]
         steps.append(Port(synapse, settings, text))  # type: ignore[arg-type]
     else:
         sqlite = synapse.sqlite if choice == START_EMPTY and synapse is not None else None

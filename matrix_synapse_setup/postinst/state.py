@@ -91,6 +91,7 @@ class State(NamedTuple):
     admin_created_here: bool = False
     upgrades_due: tuple[str, ...] = ()  # names of version upgrades this run must make
     orphaned_dropins: tuple[Path, ...] = ()  # ours, in cluster directories that are gone
+    port_space: Any = None  # synapse/porting.PortSpace, when the answer is to migrate
 
     @property
     def owner(self) -> Ownership:

@@ -19,9 +19,10 @@ module makes it safe around the port tool:
 5. only then the switch (the caller writes the snippet), and Synapse starts again if it ran;
 6. the old file stays where it is, and a copy goes to /var/backups/matrix-synapse-setup.
 
-Before anything changes, the callers check the free space (check_space): PostgreSQL's
-data directory needs up to twice the SQLite file (Synapse's porting guide), the work
-directory two snapshots.
+Before anything changes, the free space is checked (the postinst's inspection measures
+it with port_space and its plan refuses with refuse_short; the migrate command calls
+check_space): PostgreSQL's data directory needs up to twice the SQLite file (Synapse's
+porting guide), the work directory two snapshots.
 
 On any failure before the switch, Synapse stays on SQLite with all its data and is
 started again if it ran; the message names the log and the command that retries.  A
@@ -43,7 +44,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
@@ -149,20 +150,36 @@ def sqlite_size(live: Path) -> int:
     return size
 
 
-def check_space(facts: SqliteFacts, settings: Settings) -> None:
-    """Refuse, before anything changed, a port that would fill a filesystem: the local
-    cluster's data directory (a remote server's is not ours to see) and the work
-    directory of the snapshots."""
+class PortSpace(NamedTuple):
+    """What a port of a SQLite file of *size* bytes needs where (read by port_space)."""
+
+    size: int
+    needs: tuple[space.Need, ...]
+
+
+def port_space(facts: SqliteFacts, settings: Settings) -> PortSpace:
+    """Measure the filesystems a port writes to: the work directory of the snapshots, and
+    the data directory of the local cluster *settings* reach (a remote server's is not
+    ours to see)."""
     size = sqlite_size(facts.path)
-    places = [space.measure("the migration's work directory", WORKDIR, SNAPSHOT_FACTOR * size)]
-    cluster = tuning.cluster_for_port(settings.port) if settings.local else None
+    needs = [space.measure("the migration's work directory", WORKDIR, SNAPSHOT_FACTOR * size)]
+    cluster = (
+        tuning.cluster_for_port(settings.port, socket_dir=settings.socket_dir)
+        if settings.local
+        else None
+    )
     if cluster is not None:
-        places.append(
+        needs.append(
             space.measure(
                 "PostgreSQL's data directory", cluster.data_directory, TARGET_FACTOR * size
             )
         )
-    short = space.shortages(places)
+    return PortSpace(size, tuple(needs))
+
+
+def refuse_short(path: Path, found: PortSpace) -> None:
+    """Refuse, before anything changed, a port of *path* that would fill a filesystem."""
+    short = space.shortages(list(found.needs))
     if not short:
         return
     lines = []
@@ -176,9 +193,14 @@ def check_space(facts: SqliteFacts, settings: Settings) -> None:
         )
     raise MigrationFailed(
         messages.NO_SPACE_TO_PORT.format(
-            path=facts.path, size=human_size(size), short="; ".join(lines), retry=RETRY
+            path=path, size=human_size(found.size), short="; ".join(lines), retry=RETRY
         )
     )
+
+
+def check_space(facts: SqliteFacts, settings: Settings) -> None:
+    """port_space, then refuse_short: for the migrate command, which has no plan."""
+    refuse_short(facts.path, port_space(facts, settings))
 
 
 # --- the target ---------------------------------------------------------------------------

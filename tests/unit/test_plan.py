@@ -21,9 +21,11 @@ from matrix_synapse_setup.dpkg.debconf import KEEP_SQLITE, MIGRATE, START_EMPTY,
 from matrix_synapse_setup.dpkg.ucf import UcfState
 from matrix_synapse_setup.files import snippet
 from matrix_synapse_setup.files.atomic import Ownership
+from matrix_synapse_setup.files.space import Need
 from matrix_synapse_setup.postinst import plan as p
 from matrix_synapse_setup.postinst.state import Cluster, OnDisk, State
 from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
+from matrix_synapse_setup.synapse.porting import PortSpace
 
 TEMPLATE = snippet.load_template()
 CLOCK = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=datetime.UTC)
@@ -185,6 +187,18 @@ def test_a_migration_that_a_later_file_would_undo_is_refused():
     assert refused.value.message == messages.SNIPPET_OVERRIDDEN.format(
         source=later, path=paths.SNIPPET
     )
+
+
+def test_a_migration_that_cannot_fit_is_refused_before_any_step():
+    work = Need("the migration's work directory", Path("/var/lib/x"), 1, 10 * 2**20, 8 * 2**20)
+    data = Need("PostgreSQL's data directory", Path("/var/lib/p"), 1, 10 * 2**20, 8 * 2**20)
+    short = PortSpace(4 * 2**20, (work, data))  # 16 MiB on one filesystem with 10 free
+    migrating = state(on_disk=OnDisk(), proof=None, synapse=sqlite_synapse(), sqlite_choice=MIGRATE)
+    with pytest.raises(SetupError) as refused:
+        p.plan(migrating._replace(port_space=short))
+    assert "16.0 MiB" in refused.value.message and "10.0 MiB" in refused.value.message
+    room = short._replace(needs=(work, data._replace(device=2)))  # apart: each fits
+    assert kinds(p.plan(migrating._replace(port_space=room))) == [p.Provision, p.Port]
 
 
 def test_remote_verifies_only():
