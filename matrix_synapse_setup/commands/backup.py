@@ -44,7 +44,7 @@ from matrix_synapse_setup.core.output import say
 from matrix_synapse_setup.core.paths import BACKUP_DIR, PACKAGE, POSTGRESQL_SOCKET_DIR, SNIPPET
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.dpkg.packages import SYNAPSE_PACKAGES, installed_synapse
-from matrix_synapse_setup.files import archive, snippet
+from matrix_synapse_setup.files import archive, atomic, snippet
 from matrix_synapse_setup.files.atomic import private_dir
 from matrix_synapse_setup.files.space import free_bytes
 from matrix_synapse_setup.files.state import read_keep
@@ -289,7 +289,7 @@ def dump(
         os.replace(tmp, final)
         if server is not None:
             os.replace(archive_tmp, final_archive)
-        archive.sync_directory(directory)
+        atomic.sync_directory(directory)
     except BaseException:
         for partial in (tmp, archive_tmp):
             with contextlib.suppress(FileNotFoundError):

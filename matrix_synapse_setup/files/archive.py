@@ -30,6 +30,7 @@ from pathlib import Path
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
+from matrix_synapse_setup.files import atomic
 
 KEPT_INFIX = ".before-restore-"
 
@@ -93,14 +94,6 @@ def write(path: Path, paths: Iterable[Path]) -> list[Path]:
             path.unlink()
         raise
     return left_out
-
-
-def sync_directory(directory: Path) -> None:
-    dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 # --- reading an archive back ------------------------------------------------------------
@@ -247,5 +240,5 @@ def put_back(planned: Iterable[Change]) -> list[Change]:
                 os.unlink(tmp)
         raise
     for directory in {change.member.path.parent for change in work}:
-        sync_directory(directory)
+        atomic.sync_directory(directory)
     return work
