@@ -653,6 +653,9 @@ RESTORE_CONFIRM_NEEDED = (
     "for a confirmation on a terminal; nothing was changed: run it on a terminal, or add --yes."
 )
 RESTORE_NOT_CONFIRMED = "The answer was not '{expected}': nothing was changed."
+# Why a doctor row that needs another row's result was skipped.
+DOCTOR_NO_SETTINGS = "the snippet's values are not usable (see 'snippet')"
+DOCTOR_NO_SERVER = "no connection to PostgreSQL (see 'postgresql')"
 DOCTOR_BACKUP_ARCHIVE = "; with its signing key and configuration ({name})"
 DOCTOR_BACKUP_NO_ARCHIVE = (
     "; no archive of the signing key and configuration beside it (the next backup makes one)"

@@ -19,8 +19,6 @@ SYNAPSE_PROCESSES = 1  # a single-process Synapse (workers would multiply cp_max
 # twisted.enterprise.adbapi's pool size, which Synapse keeps when its config names none
 # (our snippet names cp_max 10).
 DEFAULT_CP_MAX = 5
-NO_SETTINGS = "the snippet's values are not usable (see 'snippet')"
-NO_SERVER = "no connection to PostgreSQL (see 'postgresql')"
 
 
 def _need_server(facts: Facts, name: str) -> dict[str, Any] | Check:
@@ -29,8 +27,8 @@ def _need_server(facts: Facts, name: str) -> dict[str, Any] | Check:
     if server is not None:
         return server
     if facts.settings() is None:
-        return skipped(name, NO_SETTINGS)
-    return skipped(name, NO_SERVER)
+        return skipped(name, messages.DOCTOR_NO_SETTINGS)
+    return skipped(name, messages.DOCTOR_NO_SERVER)
 
 
 # --- Synapse's effective database ----------------------------------------------------
@@ -73,7 +71,7 @@ def check_postgresql(facts: Facts) -> Check:
     name = "postgresql"
     settings = facts.settings()
     if settings is None:
-        return skipped(name, NO_SETTINGS)
+        return skipped(name, messages.DOCTOR_NO_SETTINGS)
     server = facts.server()
     if server is None:
         detail, fix = facts.server_error or ("?", "")
@@ -149,7 +147,7 @@ def check_tls(facts: Facts) -> Check:
         return server
     settings = facts.settings()
     if settings is None:  # cannot be: the facts came from a login with them
-        return skipped(name, NO_SETTINGS)
+        return skipped(name, messages.DOCTOR_NO_SETTINGS)
     if server["ssl"]:
         detail = messages.DOCTOR_TLS_OK.format(
             version=server["ssl_version"], cipher=server["ssl_cipher"], sslmode=settings.sslmode

@@ -31,8 +31,6 @@ SYNAPSE_ENGINES = (
 )
 SYNAPSE_MIN_RE = re.compile(r"self\._version\s*<\s*(\d{5,6})\b")
 SYNAPSE_MIN_FALLBACK = 140000
-NO_SETTINGS = "the snippet's values are not usable (see 'snippet')"
-NO_SERVER = "no connection to PostgreSQL (see 'postgresql')"
 
 
 # --- what the installed Synapse and the release say ---------------------------------------
@@ -145,14 +143,14 @@ def check_version(facts: Facts) -> Check:
     name = "postgresql version"
     settings = facts.settings()
     if settings is None:
-        return skipped(name, NO_SETTINGS)
+        return skipped(name, messages.DOCTOR_NO_SETTINGS)
     cluster = local_cluster(facts)
     if cluster is not None:
         major, where = pg.major_key(cluster.version)[0], f"cluster {cluster.label}"
     else:
         server = facts.server()
         if server is None:
-            return skipped(name, NO_SERVER)
+            return skipped(name, messages.DOCTOR_NO_SERVER)
         major, where = server["version"] // 10000, server["where"]
     supported = pg.supported_majors() if settings.local else None
     status, detail, fix = judge_version(
@@ -165,7 +163,7 @@ def check_tuning(facts: Facts) -> Check:
     name = "tuning"
     settings = facts.settings()
     if settings is None:
-        return skipped(name, NO_SETTINGS)
+        return skipped(name, messages.DOCTOR_NO_SETTINGS)
     if not settings.local:
         return Check(name, OK, messages.DOCTOR_TUNING_REMOTE.format(host=settings.host))
     cluster = local_cluster(facts)
@@ -199,10 +197,10 @@ def collation_rows(facts: Facts) -> list[tuple[Any, Any, Any]]:
 def check_collation(facts: Facts) -> Check:
     name = "collation"
     if facts.settings() is None:
-        return skipped(name, NO_SETTINGS)
+        return skipped(name, messages.DOCTOR_NO_SETTINGS)
     server = facts.server()
     if server is None:
-        return skipped(name, NO_SERVER)
+        return skipped(name, messages.DOCTOR_NO_SERVER)
     if server["version"] < pg.COLLATIONS_MIN_VERSION:
         return Check(name, OK, messages.DOCTOR_COLLATION_UNRECORDED)
     status, detail, fix = judge_collations(pg.collation_mismatches(collation_rows(facts)))
