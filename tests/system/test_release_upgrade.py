@@ -296,10 +296,9 @@ def reconfigure(root: Root, what: str) -> str:
 # --- the journeys -----------------------------------------------------------------------
 
 
-@pytest.mark.journey
-@pytest.mark.parametrize("suite", SUITES, scope="class")
-class TestReleaseUpgradeCommand:
-    """Debian 12 -> 13, then `matrix-synapse-setup upgrade-postgresql`."""
+class OnDebian13:
+    """The first steps of both journeys (not collected by itself: its name is not
+    Test*); pytest orders a journey's steps by line, so these come first."""
 
     @pytest.fixture(scope="class")
     def root(self, journey_root, suite) -> Root:
@@ -310,6 +309,12 @@ class TestReleaseUpgradeCommand:
 
     def test_full_upgrade_keeps_postgresql_15(self, root):
         full_upgrade_keeps_postgresql_15(root)
+
+
+@pytest.mark.journey
+@pytest.mark.parametrize("suite", SUITES, scope="class")
+class TestReleaseUpgradeCommand(OnDebian13):
+    """Debian 12 -> 13, then `matrix-synapse-setup upgrade-postgresql`."""
 
     def test_doctor_names_the_command(self, root):
         code, out = doctor(root)
@@ -410,18 +415,8 @@ class TestReleaseUpgradeCommand:
 
 @pytest.mark.journey
 @pytest.mark.parametrize("suite", SUITES, scope="class")
-class TestReleaseUpgradeByHand:
+class TestReleaseUpgradeByHand(OnDebian13):
     """Debian 12 -> 13, then the cluster upgraded the way Debian documents it."""
-
-    @pytest.fixture(scope="class")
-    def root(self, journey_root, suite) -> Root:
-        return journey_root(suite, booted=True, layer=release_layer.BELOW)
-
-    def test_install_on_postgresql_15(self, root, debs):
-        install_on_postgresql_15(root, debs)
-
-    def test_full_upgrade_keeps_postgresql_15(self, root):
-        full_upgrade_keeps_postgresql_15(root)
 
     def test_pg_upgradecluster_carries_the_tuning(self, root):
         root.ok(["systemctl", "stop", SYNAPSE_UNIT], what="the admin stops Synapse")
