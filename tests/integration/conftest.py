@@ -20,6 +20,8 @@ import secrets
 
 import pytest
 
+from matrix_synapse_setup.core.settings import Settings
+from matrix_synapse_setup.postgres.provision import provision
 from scripts.devtools.pgcluster import free_port, psycopg, throwaway_cluster
 
 LC_MESSAGES_ENV = "MSS_PG_LC_MESSAGES"
@@ -138,3 +140,19 @@ def names(cluster):
     with cluster.connect() as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+
+
+@pytest.fixture
+def provisioned(request, cluster, names):
+    """Synapse's role and database (*names*), provisioned on the throwaway cluster as the
+    package does, with the password of the test module's PASSWORD; their settings."""
+    dbname, user = names
+    settings = Settings(
+        host="localhost",
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password=request.module.PASSWORD,
+    )
+    provision(settings, socket_dir=cluster.socket_dir)
+    return settings

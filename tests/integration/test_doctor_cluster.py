@@ -18,7 +18,6 @@ from matrix_synapse_setup.commands.doctor.facts import Paths
 from matrix_synapse_setup.commands.doctor.report import FAIL, OK, SKIPPED, WARN, Check, exit_code
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.files import snippet
-from matrix_synapse_setup.postgres.provision import provision
 from scripts.devtools.pgcluster import free_port
 
 PASSWORD = "doctor's pass:word \\ ü"
@@ -61,16 +60,6 @@ def write_snippet(etc: Path, settings: Settings) -> Paths:
 
 def rows_of(paths: Paths) -> dict[str, Check]:
     return {row.name: row for row in doctor.run(paths)}
-
-
-@pytest.fixture
-def provisioned(cluster, names):
-    dbname, user = names
-    settings = Settings(
-        host="localhost", port=cluster.port, dbname=dbname, user=user, password=PASSWORD
-    )
-    provision(settings, socket_dir=cluster.socket_dir)
-    return settings
 
 
 def sql(cluster, statement: str, dbname: str = "postgres") -> None:

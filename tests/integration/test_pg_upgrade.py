@@ -21,7 +21,7 @@ from matrix_synapse_setup.commands.doctor.report import OK, WARN
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.postgres import tuning
 from matrix_synapse_setup.postgres import upgrade as pg
-from matrix_synapse_setup.postgres.provision import Superuser, postgres_user, provision
+from matrix_synapse_setup.postgres.provision import Superuser, postgres_user
 from matrix_synapse_setup.synapse.porting import KEY_TABLES, postgres_counts
 
 pytestmark = pytest.mark.integration
@@ -209,16 +209,6 @@ def test_the_tuned_cluster_is_the_one_the_socket_reaches(conf_tree):
 
 
 # --- collations and row counts on the real cluster ---------------------------------------
-
-
-@pytest.fixture
-def provisioned(cluster, names):
-    dbname, user = names
-    settings = Settings(
-        host="localhost", port=cluster.port, dbname=dbname, user=user, password=PASSWORD
-    )
-    provision(settings, socket_dir=cluster.socket_dir)
-    return settings
 
 
 def versioned_locale() -> str | None:

@@ -16,18 +16,12 @@ from matrix_synapse_setup.postgres.provision import (
     verify,
 )
 
+PASSWORD = "s3cret-Pass"  # the conftest's provisioned fixture uses it
 
-def local(cluster, dbname, user, password="s3cret-Pass") -> Settings:
+
+def local(cluster, dbname, user, password=PASSWORD) -> Settings:
     return Settings(host="localhost", port=cluster.port, dbname=dbname, user=user,
                     password=password)  # fmt: skip
-
-
-@pytest.fixture
-def provisioned(cluster, names):
-    dbname, user = names
-    settings = local(cluster, dbname, user)
-    provision(settings, socket_dir=cluster.socket_dir)
-    return settings
 
 
 def test_quick_verify_proves_what_verify_proves(cluster, provisioned):
