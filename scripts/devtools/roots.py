@@ -66,8 +66,12 @@ DOWNLOAD_ONLY = [
     "ucf",
     "debconf",
     "libpq5",
+    # Synapse's workers: Redis between the processes, nginx routing to them.
+    "redis-server",
+    "nginx",
 ]
-SYNAPSE_PIP = ["matrix-synapse==1.163.2", "psycopg2-binary==2.9.10"]
+# The redis extra (txredisapi, hiredis): workers talk to each other through Redis.
+SYNAPSE_PIP = ["matrix-synapse[redis]==1.163.2", "psycopg2-binary==2.9.10"]
 JUDGE_PIP = ["matrix-nio==0.26.0"]
 
 
