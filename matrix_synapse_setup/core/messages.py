@@ -851,3 +851,30 @@ DOCTOR_SERVICE_NOT_RUNNING = (
     "or its init script): it runs outside it, so this package cannot restart it"
 )
 DOCTOR_SERVICE_RUNNING = "; yet the service manager shows it running (starting, or hung?)"
+
+# --- workers: the questions and the postinst ---
+WORKERS_INVALID = (
+    "'{value}' is not a worker preset. Answer one of {choices} "
+    "(dpkg-reconfigure matrix-synapse-setup)."
+)
+CLIENT_WORKERS_INVALID = (
+    "'{value}' is not a number of client workers. Use a whole number from 1 to {maximum}, "
+    "or leave it empty for one per core beyond the first."
+)
+WORKERS_NEED_REDIS = (
+    "Synapse's workers need a Redis server, and none is installed. Install one "
+    "(apt install redis-server, or valkey-server), or answer none to the workers question "
+    "(dpkg-reconfigure matrix-synapse-setup)."
+)
+WORKERS_NO_LISTENERS = (
+    "Synapse's configuration could not be read for its listeners, which {path} must "
+    "repeat. Fix the error Synapse's files give, then run dpkg-reconfigure matrix-synapse-setup."
+)
+WORKERS_SECRET_MADE = "made {path} ({owner})"
+WORKERS_FILE_WRITTEN = "wrote {path}"
+WORKERS_FILE_REMOVED = "removed {path}"
+WORKERS_LISTENERS_LATER = (
+    "{source} sets Synapse's listeners after {path}, so the workers' replication listener "
+    "would be lost. Move the listeners to homeserver.yaml, or answer none to the workers "
+    "question (dpkg-reconfigure matrix-synapse-setup)."
+)

@@ -221,6 +221,39 @@ def validate_keep(value: str | int) -> int:
     return int(text)
 
 
+# Synapse's worker presets (debconf's workers question), "none" first: the default.
+WORKER_PRESETS = ("none", "federation", "client")
+MAX_CLIENT_WORKERS = 16
+
+
+def validate_workers(value: str) -> str:
+    """One of the presets."""
+    text = value.strip()
+    if text not in WORKER_PRESETS:
+        raise SetupError(
+            messages.WORKERS_INVALID.format(value=text, choices=", ".join(WORKER_PRESETS))
+        )
+    return text
+
+
+def default_client_workers(cores: int) -> int:
+    """One client worker per core beyond the first, one to four: the main process,
+    the event persister and PostgreSQL need the rest."""
+    return max(1, min(4, cores - 1))
+
+
+def validate_client_workers(value: str, cores: int = 1) -> int:
+    """The number of client workers: empty means default_client_workers(cores)."""
+    text = value.strip()
+    if not text:
+        return default_client_workers(cores)
+    if not text.isdigit() or not 1 <= int(text) <= MAX_CLIENT_WORKERS:
+        raise SetupError(
+            messages.CLIENT_WORKERS_INVALID.format(value=text, maximum=MAX_CLIENT_WORKERS)
+        )
+    return int(text)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Where Synapse's database lives and how Synapse logs in to it."""

@@ -46,6 +46,8 @@ ADMIN_USER = f"{PACKAGE}/admin-user"
 ADMIN_PASSWORD = f"{PACKAGE}/admin-password"
 ADMIN_PASSWORD_AGAIN = f"{PACKAGE}/admin-password-again"
 BACKUP_KEEP = f"{PACKAGE}/backup-keep"
+WORKERS = f"{PACKAGE}/workers"
+CLIENT_WORKERS = f"{PACKAGE}/client-workers"
 
 # debconf protocol codes
 SKIPPED = 30  # INPUT: the question will not be shown; GO: the user backed up
@@ -267,6 +269,8 @@ class Conversation:
             self._admin_password_step,
             lambda st: self._show(st, PURGE, LOW),
             self._string_step(BACKUP_KEEP, LOW, settings.validate_keep),
+            self._workers_step,
+            self._client_workers_step,
         ]
         self._walk(steps, state)
         return self.answers()
@@ -374,6 +378,31 @@ class Conversation:
         if not settings.is_local(self.get(HOST)):
             return not state["backing"]
         return self._show(state, TUNE, LOW)
+
+    def _workers_step(self, state: dict[str, Any]) -> bool:
+        """The workers' preset, checked before INPUT like the TLS mode: debconf would
+        replace a preseeded value that is not a choice with the first one."""
+        preseeded = self.get(WORKERS).strip()
+        if preseeded and preseeded not in settings.WORKER_PRESETS:
+            try:
+                settings.validate_workers(preseeded)
+            except SetupError as err:
+                self.complain(WORKERS, err.message)
+                state["priority"][WORKERS] = CRITICAL
+                state["reasked"] = True
+        return self._string_step(WORKERS, MEDIUM, settings.validate_workers)(state)
+
+    def _client_workers_step(self, state: dict[str, Any]) -> bool:
+        """How many client workers: for the client preset only; empty is the default."""
+        if self.get(WORKERS).strip() != "client":
+            return not state["backing"]
+        return self._string_step(
+            CLIENT_WORKERS, LOW, settings.validate_client_workers, empty_is_valid=True
+        )(state)
+
+    def workers(self) -> tuple[str, str]:
+        """The workers' preset (empty: the default, none) and the client workers' count."""
+        return self.get(WORKERS).strip() or "none", self.get(CLIENT_WORKERS).strip()
 
     def tune(self) -> tuple[bool, bool]:
         """(the answer to tune-postgresql, whether an admin gave it: preseeded or

@@ -11,6 +11,9 @@ from matrix_synapse_setup.core.output import child_fds
 # unpacked in the same dpkg run, is configured.
 PROVISION_TRIGGER = "matrix-synapse-setup-provision"
 POSTGRESQL_PACKAGES = ("postgresql", "postgresql-common", "postgresql-[0-9]*")
+# The Redis servers the workers use: their postinst makes the user and group our
+# instance's configuration is given to.
+REDIS_PACKAGES = ("redis-server", "valkey-server")
 SYNAPSE_PACKAGES = ("matrix-synapse-py3", "matrix-synapse")
 
 
@@ -28,8 +31,13 @@ def trigger(name: str) -> bool:
 
 def postgresql_being_installed() -> list[str]:
     """PostgreSQL packages unpacked but not configured yet (same dpkg run as ours)."""
+    return being_installed(POSTGRESQL_PACKAGES)
+
+
+def being_installed(patterns: tuple[str, ...]) -> list[str]:
+    """Packages matching *patterns* unpacked but not configured yet (same dpkg run)."""
     proc = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *POSTGRESQL_PACKAGES],
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *patterns],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

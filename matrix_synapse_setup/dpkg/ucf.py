@@ -214,3 +214,37 @@ def ucfr_register(path: Path) -> None:
     proc = subprocess.run(["ucfr", PACKAGE, str(path)], **child_fds())
     if proc.returncode:
         raise SetupError(f"ucfr {PACKAGE} {path} failed (exit {proc.returncode}).")
+
+
+def install_file(conv: Conversation | None, path: Path, text: str, owner: Ownership) -> bool:
+    """Put *text* in *path* through ucf (it asks about, or keeps, an admin's edit), with
+    *owner*; True when the file changed.  For the files without a password: the
+    database snippet has :func:`install`."""
+    before = current_text(path)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
+    try:
+        new = Path(tmpdir) / path.name
+        write_atomic(new, text, owner)
+        ucf(conv, ["--debconf-ok", str(new), str(path)])
+    finally:
+        for leftover in Path(tmpdir).iterdir():
+            leftover.unlink()
+        os.rmdir(tmpdir)
+    ucfr_register(path)
+    fix_ownership(path, owner)
+    for suffix in UCF_BACKUP_SUFFIXES:
+        fix_ownership(path.with_name(path.name + suffix), owner)
+    return current_text(path) != before
+
+
+def remove_file(path: Path) -> bool:
+    """Remove *path* and ucf's record of it (and its backups); True when it existed."""
+    existed = path.exists()
+    for suffix in ("", *UCF_BACKUP_SUFFIXES):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).unlink()
+    if ucf_state(path).registered:
+        subprocess.run(["ucf", "--purge", str(path)], **child_fds())
+        subprocess.run(["ucfr", "--purge", PACKAGE, str(path)], **child_fds())
+    return existed

@@ -26,9 +26,10 @@ from matrix_synapse_setup.files import atomic, snippet
 from matrix_synapse_setup.files import state as state_files
 from matrix_synapse_setup.postgres import provision, tuning
 from matrix_synapse_setup.postinst import plan, upgrades
+from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.postinst.state import Cluster, OnDisk, State
 from matrix_synapse_setup.synapse import config as synapse_config
-from matrix_synapse_setup.synapse import porting
+from matrix_synapse_setup.synapse import porting, workers
 
 
 def _read(path: Path) -> tuple[str | None, str | None]:
@@ -88,7 +89,10 @@ def on_disk(owner: atomic.Ownership, passfile_owner: atomic.Ownership, *, ask_uc
 
 
 def cluster_facts(
-    port: int, tune: tuple[bool, bool], socket_dir: str | None = None
+    port: int,
+    tune: tuple[bool, bool],
+    socket_dir: str | None = None,
+    max_connections: int | None = None,
 ) -> Cluster | None:
     """The local cluster that the snippet's host and port reach (*socket_dir*: its
     Unix socket directory, when the host names one), when it is one of Debian's
@@ -97,7 +101,11 @@ def cluster_facts(
     if cluster is None:
         return None
     wanted, _ = tune
-    text = tuning.text_for(cluster) if wanted and cluster.includes_conf_d else ""
+    text = (
+        tuning.text_for(cluster, max_connections=max_connections)
+        if wanted and cluster.includes_conf_d
+        else ""
+    )
     installed, _ = _read(cluster.dropin)
     if not wanted:
         current = installed is None
@@ -170,6 +178,9 @@ def inspect(
         choice = conv.ask_sqlite(facts.describe(), minutes) if ask else conv.sqlite_choice()
     admin_user, admin_password = conv.admin_answers()
     keep_stored, _ = _read(state_files.KEEP_FILE)
+    preset, count = conv.workers()
+    redis = workers.find_redis()
+    with_workers = preset != workers.NONE
     found = State(
         answers=answers,
         on_disk=disk,
@@ -193,6 +204,15 @@ def inspect(
         and state_files.created_here(admin_user, state_files.read_record()),
         upgrades_due=upgrades.due(old_version, reconfigure=reconfigure),
         orphaned_dropins=tuning.orphaned_dropins(),
+        workers=(preset, count),
+        cores=os.cpu_count() or 1,
+        workers_on_disk=run_workers.read(redis),
+        listeners=synapse_config.listeners(paths.WORKERS_SNIPPET) if with_workers else None,
+        redis=redis,
+        redis_pending=tuple(packages.being_installed(packages.REDIS_PACKAGES))
+        if with_workers and not deferred
+        else (),
+        fresh_secrets=(workers.new_secret(), workers.new_secret()) if with_workers else ("", ""),
     )
     found = _with_database_facts(found, deferred=deferred)
     disk = reading.finished()
@@ -213,7 +233,13 @@ def _with_database_facts(found: State, *, deferred: bool) -> State:
         return found._replace(template=snippet.load_template())  # the plan says why
     changes: dict[str, object] = {}
     if settings.local:
-        changes["cluster"] = cluster_facts(settings.port, found.tune, settings.socket_dir)
+        changes["cluster"] = cluster_facts(
+            settings.port, found.tune, settings.socket_dir, plan.max_connections(found)
+        )
+    elif found.workers[0] != workers.NONE:
+        # The budget of a remote server's connections is checked before anything is
+        # written; without an answer from the server the full path explains.
+        changes["server_limits"] = provision.server_limits(settings)
     sqlite = found.synapse.sqlite if found.synapse is not None else None
     if found.sqlite_choice == MIGRATE and sqlite is not None:
         changes["port_space"] = porting.port_space(sqlite, settings)

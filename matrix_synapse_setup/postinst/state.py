@@ -92,6 +92,14 @@ class State(NamedTuple):
     upgrades_due: tuple[str, ...] = ()  # names of version upgrades this run must make
     orphaned_dropins: tuple[Path, ...] = ()  # ours, in cluster directories that are gone
     port_space: Any = None  # synapse/porting.PortSpace, when the answer is to migrate
+    workers: tuple[str, str] = ("none", "")  # the answers: preset, client workers' count
+    cores: int = 1
+    workers_on_disk: Any = None  # postinst/workers.WorkersOnDisk (None: not read)
+    listeners: Any = None  # (Synapse's listeners without our workers snippet, their file)
+    redis: Any = None  # synapse/workers.RedisServer: the Redis server installed
+    redis_pending: tuple[str, ...] = ()  # Redis unpacked, not configured yet
+    server_limits: Any = None  # postgres/budget.Limits of a remote server, with workers
+    fresh_secrets: tuple[str, str] = ("", "")  # replication's and Redis's, if needed
 
     @property
     def owner(self) -> Ownership:

@@ -64,6 +64,23 @@ def load(files: list[Path], texts: dict[Path, str] | None = None) -> tuple[dict,
     return merged, origin
 
 
+def listeners(
+    exclude: Path, homeserver: Path = HOMESERVER, confd: Path = CONFD
+) -> tuple[list[dict[str, Any]], Path | None] | None:
+    """Synapse's effective ``listeners`` without the file *exclude* (the workers'
+    snippet, which repeats them: Synapse replaces a top-level key, it does not merge
+    lists), and the file that set them; None when Synapse's files cannot be read."""
+    files = [f for f in config_files(homeserver, confd) if f != exclude]
+    try:
+        merged, origin = load(files)
+    except SetupError:
+        return None
+    found = merged.get("listeners")
+    if not isinstance(found, list):
+        return [], None
+    return [item for item in found if isinstance(item, dict)], origin.get("listeners")
+
+
 @dataclasses.dataclass(frozen=True)
 class Database:
     """Synapse's effective ``database:`` setting."""
