@@ -851,3 +851,16 @@ DOCTOR_SERVICE_NOT_RUNNING = (
     "or its init script): it runs outside it, so this package cannot restart it"
 )
 DOCTOR_SERVICE_RUNNING = "; yet the service manager shows it running (starting, or hung?)"
+
+# --- workers: routing ---
+ROUTING_NO_PATTERNS = (
+    "{path} lists no endpoint pattern: reinstall matrix-synapse-setup to restore it."
+)
+ROUTING_BAD_PATTERN = (
+    "{where}: {pattern!r} is not a path pattern that nginx can take (it must start with "
+    '"^/" and hold no double quote, no space and no backslash escape that nginx rewrites): '
+    "reinstall matrix-synapse-setup to restore its patterns."
+)
+ROUTING_BAD_PORTS = (
+    "the client workers' ports {ports} are not distinct port numbers from 1 to 65535."
+)
