@@ -878,3 +878,15 @@ WORKERS_LISTENERS_LATER = (
     "would be lost. Move the listeners to homeserver.yaml, or answer none to the workers "
     "question (dpkg-reconfigure matrix-synapse-setup)."
 )
+# --- workers: routing ---
+ROUTING_NO_PATTERNS = (
+    "{path} lists no endpoint pattern: reinstall matrix-synapse-setup to restore it."
+)
+ROUTING_BAD_PATTERN = (
+    "{where}: {pattern!r} is not a path pattern that nginx can take (it must start with "
+    '"^/" and hold no double quote, no space and no backslash escape that nginx rewrites): '
+    "reinstall matrix-synapse-setup to restore its patterns."
+)
+ROUTING_BAD_PORTS = (
+    "the client workers' ports {ports} are not distinct port numbers from 1 to 65535."
+)
