@@ -40,6 +40,11 @@ class Limits(NamedTuple):
     reserved: int = 0  # reserved_connections (PostgreSQL >= 16), 0 before
 
 
+# PostgreSQL's defaults (superuser_reserved_connections 3; reserved_connections 0), for
+# when the server cannot be asked.
+DEFAULT_LIMITS = Limits(DEFAULT_MAX_CONNECTIONS, 3, 0)
+
+
 class Pool(NamedTuple):
     process: str  # "main", or a worker's name
     size: int  # its cp_max
