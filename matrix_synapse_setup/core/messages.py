@@ -890,3 +890,33 @@ ROUTING_BAD_PATTERN = (
 ROUTING_BAD_PORTS = (
     "the client workers' ports {ports} are not distinct port numbers from 1 to 65535."
 )
+# --- workers: the connection budget ---
+BUDGET_SAME_POOLS = "{count} {processes} x {size} = {total} of {available}"
+BUDGET_MIXED_POOLS = "{count} {processes} ({pools}) = {total} of {available}"
+BUDGET_ONE_PROCESS = "process"
+BUDGET_PROCESSES = "processes"
+BUDGET_LIMITS = (
+    "max_connections {max_connections} - {superuser_reserved} superuser_reserved_connections"
+)
+BUDGET_RESERVED = " - {reserved} reserved_connections"
+BUDGET_MARGIN = " - {margin} kept for admins and backups"
+BUDGET_REFUSED = (
+    "The workers preset '{preset}' needs more connections than PostgreSQL at {host} allows: "
+    "{budget}. Raise max_connections there to at least {needed} (then restart PostgreSQL), "
+    "or choose fewer client workers or the preset 'none' (dpkg-reconfigure "
+    "matrix-synapse-setup)."
+)
+DOCTOR_BUDGET_FITS = "Synapse's pools fit: {budget}"
+DOCTOR_BUDGET_MARGIN = (
+    "Synapse's pools leave less than the {margin} connections kept for admins and backups "
+    "(pg_dump, psql): {budget}"
+)
+DOCTOR_BUDGET_OVER = (
+    "Synapse's pools need more connections than PostgreSQL allows, so its processes will "
+    "be refused under load: {budget}"
+)
+DOCTOR_FIX_BUDGET = (
+    "raise max_connections to at least {needed}, then restart PostgreSQL (it applies only "
+    "then), or choose fewer workers or the preset 'none' (dpkg-reconfigure "
+    "matrix-synapse-setup)"
+)

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from matrix_synapse_setup.core.paths import POSTGRESQL_SOCKET_DIR
 from matrix_synapse_setup.core.steps import CHANGED, CREATED, UNCHANGED, Step
 from matrix_synapse_setup.files.atomic import Ownership, current_text, write_atomic
+from matrix_synapse_setup.postgres.budget import DEFAULT_MAX_CONNECTIONS
 
 # Sorts before any name an admin is likely to give (letters, or "10-"...), so that
 # the admin's own conf.d files win over ours; see the module docstring.
@@ -42,9 +43,10 @@ WHAT = "PostgreSQL settings for Synapse"
 MB = 1024**2
 GB = 1024**3
 
-# Our snippet gives Synapse a pool of cp_max 10 per process; the cluster's max_connections
-# is left at Debian's 100, which is what work_mem is sized for.
-MAX_CONNECTIONS = 100
+# Our snippet gives Synapse a pool of cp_max 10 per process.  The cluster's max_connections
+# is left at Debian's 100 unless the connection budget (budget.py: the main process and its
+# workers) needs more; work_mem is sized for whichever applies.
+MAX_CONNECTIONS = DEFAULT_MAX_CONNECTIONS
 # max_worker_processes (needs its own restart, default 8) is left alone: parallel
 # workers are taken from it.
 MAX_WORKER_PROCESSES = 8
@@ -206,6 +208,7 @@ class Machine(NamedTuple):
     memory: int  # bytes
     cores: int
     rotational: bool | None  # None: unknown, taken as SSD (what servers have today)
+    max_connections: int = MAX_CONNECTIONS  # what the cluster will run with
 
     @property
     def shared_buffers(self) -> int:
@@ -238,9 +241,9 @@ RULES: tuple[Rule, ...] = (
     Rule("maintenance_work_mem", lambda m: size(_clamp(m.memory // 16, 64 * MB, GB)),
          "VACUUM and CREATE INDEX (Synapse's background updates build big indexes)"),
     Rule("work_mem",
-         lambda m: size(_clamp((m.memory - m.shared_buffers) // (MAX_CONNECTIONS * 3),
+         lambda m: size(_clamp((m.memory - m.shared_buffers) // (m.max_connections * 3),
                                4 * MB, 64 * MB)),
-         "per sort/hash, several per query: what is left over 100 connections x 3 (4MB..64MB)"),
+         "per sort/hash, several per query: what is left over max_connections x 3 (4MB..64MB)"),
     Rule("wal_buffers", lambda m: "16MB",
          "the most that helps; the default (1/32 of shared_buffers) stops at 16MB anyway"),
     Rule("checkpoint_completion_target", lambda m: "0.9",
@@ -269,11 +272,26 @@ RULES: tuple[Rule, ...] = (
 NEVER = frozenset({"fsync", "full_page_writes", "synchronous_commit"})
 
 
-def recommended(memory: int, cores: int, rotational: bool | None) -> dict[str, str]:
+def recommended(
+    memory: int, cores: int, rotational: bool | None, max_connections: int | None = None
+) -> dict[str, str]:
     """The PostgreSQL settings (postgresql.conf values, with units) for a cluster that
-    serves Synapse on a machine with *memory* bytes and *cores* cores."""
-    machine = Machine(memory=memory, cores=max(1, cores), rotational=rotational)
+    serves Synapse on a machine with *memory* bytes and *cores* cores.
+
+    *max_connections*: what the connection budget needs (budget.needed_max_connections).
+    Written only when it is more than Debian's 100, which the cluster otherwise keeps
+    (an admin's own value, in postgresql.conf, is then left alone); work_mem is sized for
+    it.  It applies at PostgreSQL's next restart only (apply() says so)."""
+    wanted = max_connections if max_connections and max_connections > MAX_CONNECTIONS else None
+    machine = Machine(
+        memory=memory,
+        cores=max(1, cores),
+        rotational=rotational,
+        max_connections=wanted or MAX_CONNECTIONS,
+    )
     values = {rule.name: rule.value(machine) for rule in RULES}
+    if wanted is not None:
+        values["max_connections"] = str(wanted)
     if NEVER & values.keys():  # pragma: no cover - a table edit gone wrong
         raise AssertionError(f"tuning must not set {sorted(NEVER & values.keys())}")
     return values
@@ -545,22 +563,45 @@ def render(values: dict[str, str], *, memory: int, rotational: bool | None) -> s
     return header + body
 
 
-def text_for(cluster: Cluster) -> str:
+def configured_max_connections(cluster: Cluster) -> int | None:
+    """The max_connections the cluster's configuration sets apart from our drop-in
+    (postgresql.conf, the other files of conf.d, ALTER SYSTEM); None when none does."""
+    found = None
+    for name, value, where in effective_settings(cluster.conffile):
+        if name == "max_connections" and where != cluster.dropin:
+            found = value
+    auto = _read(cluster.data_directory / "postgresql.auto.conf")
+    found = parse_conf(auto or "").get("max_connections", found)
+    return int(found) if found is not None and found.strip().isdigit() else None
+
+
+def text_for(cluster: Cluster, max_connections: int | None = None) -> str:
     """The drop-in this machine calls for: its memory, cores, and the storage under the
-    cluster's data directory."""
+    cluster's data directory; *max_connections* as recommended() takes it, unless the
+    cluster's own configuration already sets as many or more (ours would lower it)."""
+    own = configured_max_connections(cluster)
+    if max_connections is not None and own is not None and own >= max_connections:
+        max_connections = None
     memory = machine_memory()
     disk = rotational(cluster.data_directory)
-    return render(recommended(memory, os.cpu_count() or 1, disk), memory=memory, rotational=disk)
+    values = recommended(memory, os.cpu_count() or 1, disk, max_connections)
+    return render(values, memory=memory, rotational=disk)
 
 
-def current(cluster: Cluster, wanted: bool) -> bool:
+def dropin_max_connections(text: str | None) -> int | None:
+    """The max_connections a drop-in's *text* sets (None: none, or not a number)."""
+    value = parse_conf(text or "").get("max_connections", "")
+    return int(value) if value.isdigit() else None
+
+
+def current(cluster: Cluster, wanted: bool, max_connections: int | None = None) -> bool:
     """True when ensure()/remove() would change nothing (reads only)."""
     if not wanted:
         return not cluster.dropin.exists()
     if not cluster.includes_conf_d:
         return True  # ensure() skips it
     try:
-        return cluster.dropin.read_text(encoding="utf-8") == text_for(cluster)
+        return cluster.dropin.read_text(encoding="utf-8") == text_for(cluster, max_connections)
     except (OSError, UnicodeDecodeError):
         return False
 

@@ -13,7 +13,9 @@ of ours may ever fail: a problem is one line of warning naming the fix, and exit
 
 In phase ``init``, when the old cluster's conf.d holds our drop-in, the new cluster gets
 it, re-sized for the new cluster (``tuning.text_for``, exactly what a later configure
-writes, so that it then finds the file current and changes nothing), written atomically
+writes, so that it then finds the file current and changes nothing: with the old drop-in's
+max_connections, which the connection budget of Synapse's processes had set and a later
+configure computes again from the same processes), written atomically
 with the cluster owner's ownership, 0644.  The new cluster reads it when it is started
 for good at the end of the upgrade, after the old one is stopped: so the new major's
 server is asked first whether it accepts the configuration (``postgres -C``), and a
@@ -109,7 +111,12 @@ def carry(request: Request, etc: Path) -> tuple[Path, str]:
         conf_d.mkdir(mode=0o755)
         if os.geteuid() == 0:
             os.chown(conf_d, st.st_uid, st.st_gid)
-    text = tuning.text_for(new)
+    old = request.old_confdir(etc) / "conf.d" / tuning.DROPIN_NAME
+    try:
+        carried = tuning.dropin_max_connections(old.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        carried = None
+    text = tuning.text_for(new, carried)
     try:
         before = new.dropin.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -96,16 +96,13 @@ def cluster_facts(
 ) -> Cluster | None:
     """The local cluster that the snippet's host and port reach (*socket_dir*: its
     Unix socket directory, when the host names one), when it is one of Debian's
-    (/etc/postgresql).  Only that cluster is ever tuned."""
+    (/etc/postgresql).  Only that cluster is ever tuned; *max_connections*: what the
+    connection budget needs of it (tuning.recommended)."""
     cluster = tuning.cluster_for_port(port, socket_dir=socket_dir)
     if cluster is None:
         return None
     wanted, _ = tune
-    text = (
-        tuning.text_for(cluster, max_connections=max_connections)
-        if wanted and cluster.includes_conf_d
-        else ""
-    )
+    text = tuning.text_for(cluster, max_connections) if wanted and cluster.includes_conf_d else ""
     installed, _ = _read(cluster.dropin)
     if not wanted:
         current = installed is None

@@ -22,7 +22,7 @@ from scripts.devtools.pgcluster import free_port
 
 PASSWORD = "doctor's pass:word \\ ü"
 USER = "nobody"  # stands in for matrix-synapse: owns the password file
-PG_ROWS = ("postgresql", "database", "privileges", "tls", "connections")
+PG_ROWS = ("postgresql", "database", "privileges", "tls", "connections", "connection budget")
 
 
 @pytest.fixture
@@ -55,6 +55,7 @@ def write_snippet(etc: Path, settings: Settings) -> Paths:
         snippet=snip,
         backups=etc / "backups",
         synapse_user=USER,
+        workers=etc / "workers",
     )
 
 
@@ -84,6 +85,49 @@ def test_a_healthy_database_gives_ok_rows(cluster, provisioned, etc):
     # The database's size is known now: the free disk is compared with it.
     assert "the database takes" in rows["backup disk"].detail
     assert PASSWORD not in json.dumps([row.as_dict() for row in rows.values()])
+
+
+def workers(etc: Path, count: int) -> None:
+    """*count* worker files, as the workers' presets write them (one per process)."""
+    directory = etc / "workers"
+    directory.mkdir(exist_ok=True)
+    for path in directory.glob("*.yaml"):
+        path.unlink()
+    for i in range(1, count + 1):
+        (directory / f"client{i}.yaml").write_text(
+            f"worker_app: synapse.app.generic_worker\nworker_name: client{i}\n"
+        )
+
+
+def test_the_connection_budget_counts_every_process_against_the_servers_limits(
+    cluster, provisioned, etc
+):
+    [(max_connections,)] = cluster.query("SHOW max_connections")
+    [(superuser_reserved,)] = cluster.query("SHOW superuser_reserved_connections")
+    allowed = int(max_connections) - int(superuser_reserved)  # before PostgreSQL 16
+    available = allowed - 10
+    paths = write_snippet(etc, provisioned)  # cp_max 10 for each process
+    row = rows_of(paths)["connection budget"]
+    assert row.status == OK, row
+    assert row.detail == (
+        f"Synapse's pools fit: 1 process x 10 = 10 of {available} (max_connections "
+        f"{max_connections} - {superuser_reserved} superuser_reserved_connections - 10 kept "
+        "for admins and backups)"
+    )
+    fitting = available // 10  # processes
+    workers(etc, fitting - 1)
+    assert rows_of(paths)["connection budget"].status == OK
+    # One more eats into the margin; as many as the role may open and one more cannot fit.
+    workers(etc, fitting)
+    row = rows_of(paths)["connection budget"]
+    assert row.status == WARN, row
+    assert f"{fitting + 1} processes x 10 = {(fitting + 1) * 10} of {available}" in row.detail
+    needed = (fitting + 1) * 10 + int(superuser_reserved) + 10
+    assert f"raise max_connections to at least {needed}" in row.fix
+    workers(etc, allowed // 10)
+    rows = rows_of(paths)
+    assert rows["connection budget"].status == FAIL, rows["connection budget"]
+    assert exit_code(list(rows.values())) == 2
 
 
 def test_a_database_with_the_wrong_collation_fails_naming_it(cluster, provisioned, etc):

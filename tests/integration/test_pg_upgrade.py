@@ -414,13 +414,28 @@ def test_the_new_server_accepts_the_carried_dropin(real_major_tree):
     assert new.dropin.read_text() == tuning.text_for(new)
 
 
+def test_the_budgets_max_connections_is_carried_and_accepted(real_major_tree):
+    """An old drop-in that raised max_connections for Synapse's workers: the new cluster's
+    has the same (what a configure for the same processes writes), and its server takes it."""
+    etc, version = real_major_tree
+    old = etc / "9.6" / "main" / "conf.d" / tuning.DROPIN_NAME
+    old.write_text("shared_buffers = 1GB\nmax_connections = '140'\n")
+    result = run_hook(etc, "9.6", "main", version, "init")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    new = tuning.read_cluster(etc / version / "main")
+    text = new.dropin.read_text()
+    assert text == tuning.text_for(new, 140)
+    assert tuning.dropin_max_connections(text) == 140
+    assert tuning.current(new, True, max_connections=140)
+
+
 def test_a_dropin_the_new_server_refuses_is_taken_away(real_major_tree, monkeypatch, capsys):
     """Run in this (root) process, with a drop-in PostgreSQL refuses: the server is asked
     as the cluster's owner, and the new cluster is left as it was."""
     from matrix_synapse_setup.postgres import upgrade_hook
 
     etc, version = real_major_tree
-    monkeypatch.setattr(tuning, "text_for", lambda cluster: "jit = maybe\n")
+    monkeypatch.setattr(tuning, "text_for", lambda cluster, max_connections=None: "jit = maybe\n")
     assert upgrade_hook.run(["9.6", "main", version, "init"], etc=etc) == 0
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "warning" in err

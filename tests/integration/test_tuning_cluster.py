@@ -18,7 +18,8 @@ import pwd
 
 import pytest
 
-from matrix_synapse_setup.postgres import tuning
+from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.postgres import budget, tuning
 from scripts.devtools.pgcluster import throwaway_cluster
 
 pytestmark = pytest.mark.integration
@@ -151,6 +152,33 @@ def test_small_and_large_machines_are_accepted(pg, layout, memory, cores, rotati
     if memory <= GiB:  # this machine can restart with it (8GB of shared_buffers: not here)
         restart(pg)
         check_applied(pg, layout, values)
+    apply(pg, request(pg, None))
+    restart(pg)
+
+
+def test_the_budgets_max_connections_waits_for_a_restart_then_fits(pg, layout):
+    """A budget that needs more than 100: max_connections is reported as waiting for a
+    restart (the postinst says so with TUNING_PENDING), then the server has it, and the
+    budget that asked for it fits."""
+    processes = ["main", *[f"client{i}" for i in range(1, 10)], "events1"]  # 11 x 10
+    with pg.connect() as conn:
+        before = budget.read_limits(conn)
+    needed = budget.needed_max_connections(len(processes) * 10, before)
+    assert needed > 100 and not budget.budget(processes, 10, before).fits
+    values = tuning.recommended(4 * GiB, 2, False, max_connections=needed)
+    text = tuning.render(values, memory=4 * GiB, rotational=False)
+    answer = apply(pg, request(pg, text))
+    assert answer["refused"] == [] and "max_connections" in answer["pending"]
+    note = messages.TUNING_PENDING.format(
+        cluster="15/main", names=", ".join(answer["pending"]), unit="postgresql@15-main"
+    )
+    assert "except " in note and "max_connections" in note and "restarts" in note
+    restart(pg)
+    check_applied(pg, layout, values)
+    with pg.connect() as conn:
+        after = budget.read_limits(conn)
+    assert after == before._replace(max_connections=needed)
+    assert budget.budget(processes, 10, after).fits
     apply(pg, request(pg, None))
     restart(pg)
 

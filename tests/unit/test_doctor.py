@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from matrix_synapse_setup.commands import doctor
-from matrix_synapse_setup.commands.doctor import backups, database, files, report, synapse
+from matrix_synapse_setup.commands.doctor import backups, database, facts, files, report, synapse
 from matrix_synapse_setup.commands.doctor.facts import Facts, Paths
 from matrix_synapse_setup.commands.doctor.report import FAIL, OK, SKIPPED, WARN, Check
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.postgres import budget
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="gives files to another user (chown)")
@@ -117,6 +118,7 @@ def paths_in(etc: Path, user: str = USER) -> Paths:
         snippet=etc / "conf.d" / "database.yaml",
         backups=etc / "backups",
         synapse_user=user,
+        workers=etc / "workers",
     )
 
 
@@ -175,7 +177,8 @@ def test_without_our_snippet_synapse_uses_homeserver_yaml_and_that_fails(etc):
     assert str(etc / "homeserver.yaml") in rows["effective database"].detail
     assert rows["snippet"].status == FAIL and "does not exist" in rows["snippet"].detail
     # What needs the snippet's values is skipped, pointing at the cause.
-    for name in ("passfile", "postgresql", "database", "privileges", "tls", "connections"):
+    skips = ("passfile", "postgresql", "database", "privileges", "tls", "connections")
+    for name in (*skips, "connection budget"):
         assert rows[name].status == SKIPPED, name
         assert "'snippet'" in rows[name].detail
 
@@ -384,6 +387,78 @@ def test_connections_warn_past_80_percent_with_synapses_whole_pool():
     row = database.connections_check(75, 0, 10, 100)
     assert row.status == WARN
     assert "max_connections to at least 107" in row.fix
+
+
+# --- the connection budget -------------------------------------------------------------------
+
+DEBIAN = budget.Limits(max_connections=100, superuser_reserved=3)
+
+
+def test_the_budget_fits():
+    row = database.budget_check(budget.budget(["main", "client1", "events1"], 10, DEBIAN))
+    assert (row.name, row.status, row.fix) == ("connection budget", OK, "")
+    assert row.detail == (
+        "Synapse's pools fit: 3 processes x 10 = 30 of 87 (max_connections 100 - 3 "
+        "superuser_reserved_connections - 10 kept for admins and backups)"
+    )
+
+
+def test_a_budget_exactly_at_what_is_available_fits():
+    limits = DEBIAN._replace(max_connections=53)  # 40 available
+    assert database.budget_check(budget.budget(["main", *"abc"], 10, limits)).status == OK
+
+
+def test_a_budget_into_the_margin_warns():
+    # 9 x 10 = 90: more than the 87 available, within the 97 the server lets the role open.
+    row = database.budget_check(budget.budget([f"p{i}" for i in range(9)], 10, DEBIAN))
+    assert row.status == WARN
+    assert "less than the 10 connections kept for admins and backups" in row.detail
+    assert "9 processes x 10 = 90 of 87" in row.detail
+    assert row.fix.startswith("raise max_connections to at least 103, then restart PostgreSQL")
+    assert "dpkg-reconfigure matrix-synapse-setup" in row.fix
+
+
+def test_a_budget_over_what_the_server_allows_fails():
+    pg16 = budget.Limits(max_connections=50, superuser_reserved=3, reserved=2)
+    row = database.budget_check(
+        budget.budget(["main", *[f"client{i}" for i in range(5)]], 10, pg16)
+    )
+    assert row.status == FAIL
+    assert "6 processes x 10 = 60 of 35" in row.detail
+    assert "- 2 reserved_connections" in row.detail
+    assert "at least 75" in row.fix  # 60 + 3 + 2 + 10
+
+
+def test_the_processes_are_main_and_every_worker_file(etc):
+    facts = Facts(paths_in(etc))
+    assert facts.processes() == ["main"]  # no workers' directory
+    workers = etc / "workers"
+    workers.mkdir()
+    for name in ("client2.yaml", "client1.yaml", "events1.yaml", "redis.secret", "x.yaml.bak"):
+        (workers / name).write_text("worker_app: synapse.app.generic_worker\n")
+    (workers / "notes.yaml").mkdir()  # a directory is no worker
+    assert Facts(paths_in(etc)).processes() == ["main", "client1", "client2", "events1"]
+
+
+def test_the_pool_size_is_the_effective_cp_max(etc):
+    assert Facts(paths_in(etc)).pool_size() == 10  # our snippet's
+    (etc / "conf.d" / "database.yaml").unlink()  # homeserver.yaml's SQLite: twisted's 5
+    assert Facts(paths_in(etc)).pool_size() == facts.DEFAULT_CP_MAX == 5
+
+
+def test_without_a_server_the_tuning_needs_what_the_budget_needs_with_defaults(etc):
+    facts_ = Facts(paths_in(etc))
+    assert facts_.server() is None  # nothing listens on the snippet's port
+    assert facts_.connection_budget() is None
+    assert database.check_budget(facts_).status == SKIPPED
+    assert "'postgresql'" in database.check_budget(facts_).detail
+    assert facts_.needed_max_connections() == 100  # 1 x 10 fits Debian's default
+    workers = etc / "workers"
+    workers.mkdir()
+    for i in range(12):
+        (workers / f"client{i}.yaml").write_text("")
+    # 13 x 10 + 3 superuser_reserved_connections + 10 kept
+    assert Facts(paths_in(etc)).needed_max_connections() == 143
 
 
 def test_backups_none_recent_and_old(etc):

@@ -83,6 +83,48 @@ def test_recommended_on_a_machine_like_this_one():
     assert values["max_parallel_workers"] == "2"
 
 
+@pytest.mark.parametrize("max_connections", [None, 0, 50, 100])
+def test_max_connections_is_written_only_above_debians_100(max_connections):
+    values = tuning.recommended(4 * GiB, 2, False, max_connections=max_connections)
+    assert values == tuning.recommended(4 * GiB, 2, False)
+    assert "max_connections" not in values
+    assert values["work_mem"] == "10MB"  # sized for 100
+
+
+@pytest.mark.parametrize(
+    ("memory", "max_connections", "work_mem"),
+    [
+        (4 * GiB, 101, "10MB"),
+        (4 * GiB, 150, "6MB"),  # (4 GiB - 1 GiB) / 450
+        (24 * GiB, 200, "30MB"),  # (24 - 6) GiB / 600
+        (1 * GiB, 300, "4MB"),  # the floor
+    ],
+)
+def test_a_budget_above_100_is_written_and_sizes_work_mem(memory, max_connections, work_mem):
+    values = tuning.recommended(memory, 2, False, max_connections=max_connections)
+    assert values["max_connections"] == str(max_connections)
+    assert values["work_mem"] == work_mem
+    plain = tuning.recommended(memory, 2, False)
+    # shared_buffers is a quarter of memory whatever the connections
+    assert values["shared_buffers"] == plain["shared_buffers"]
+    assert {k: v for k, v in values.items() if k not in ("max_connections", "work_mem")} == {
+        k: v for k, v in plain.items() if k != "work_mem"
+    }
+    if memory >= 2 * GiB:  # every connection's 3 sorts still fit beside shared_buffers
+        shared = to_bytes(values["shared_buffers"])
+        assert shared + 3 * max_connections * to_bytes(work_mem) <= memory
+    text = tuning.render(values, memory=memory, rotational=False)
+    assert f"max_connections = '{max_connections}'" in text.splitlines()
+    assert tuning.dropin_max_connections(text) == max_connections
+
+
+def test_dropin_max_connections_reads_only_a_number():
+    assert tuning.dropin_max_connections(TEXT) is None
+    assert tuning.dropin_max_connections(None) is None
+    assert tuning.dropin_max_connections("max_connections = 'lots'\n") is None
+    assert tuning.dropin_max_connections("max_connections = 120\n") == 120
+
+
 @pytest.mark.parametrize(
     ("cores", "per_gather", "workers"),
     [(1, "1", "1"), (2, "1", "2"), (8, "4", "8"), (64, "4", "8")],
@@ -464,6 +506,39 @@ def test_current_tells_whether_ensure_or_remove_would_change_anything(tmp_path):
     assert not tuning.current(cluster, wanted=False)
     cluster.dropin.write_text(tuning.text_for(cluster).replace("jit = 'off'", "jit = 'on'"))
     assert not tuning.current(cluster, wanted=True)
+
+
+def test_text_for_and_current_follow_the_budgets_max_connections(tmp_path):
+    cluster = a_cluster(tmp_path)
+    plain = tuning.text_for(cluster)
+    assert tuning.text_for(cluster, None) == tuning.text_for(cluster, 100) == plain
+    more = tuning.text_for(cluster, 140)
+    assert "max_connections = '140'" in more.splitlines()
+    tuning.ensure(cluster.dropin, more)
+    assert tuning.current(cluster, wanted=True, max_connections=140)
+    assert not tuning.current(cluster, wanted=True)  # fewer processes now: back to 100
+    assert not tuning.current(cluster, wanted=True, max_connections=150)
+
+
+@pytest.mark.parametrize("where", ["postgresql.conf", "conf.d", "postgresql.auto.conf"])
+def test_a_higher_max_connections_of_the_admins_is_never_lowered(tmp_path, where):
+    cluster = a_cluster(tmp_path)
+    assert tuning.configured_max_connections(cluster) is None
+    line = "max_connections = 300\n"
+    if where == "postgresql.conf":
+        with cluster.conffile.open("a") as conf:
+            conf.write(line)
+    elif where == "conf.d":
+        (cluster.dropin.parent / "50-local.conf").write_text(line)
+    else:
+        cluster.data_directory.mkdir(parents=True, exist_ok=True)
+        (cluster.data_directory / "postgresql.auto.conf").write_text(line)
+    # Ours, from an earlier run, does not count as the admin's.
+    tuning.ensure(cluster.dropin, tuning.text_for(cluster, 500))
+    assert tuning.configured_max_connections(cluster) == 300
+    assert "max_connections" not in tuning.parse_conf(tuning.text_for(cluster, 300))
+    assert tuning.text_for(cluster, 300) == tuning.text_for(cluster)
+    assert "max_connections = '301'" in tuning.text_for(cluster, 301).splitlines()
 
 
 def test_a_cluster_that_does_not_read_conf_d_is_current_either_way(tmp_path):

@@ -13,8 +13,8 @@ This module is the command and the order of the rows (:data:`CHECKS`).  The rest
 first: ``report`` (a row, the overall status, the table and the JSON), ``server`` (the one
 login as Synapse's role), ``facts`` (what the checks share, read once), then the checks by
 what they look at: ``files`` (the snippet, its password file), ``database`` (Synapse's
-effective database, PostgreSQL), ``synapse`` (whether it answers), ``backups``,
-``versions`` (PostgreSQL's major, our tuning, the collation versions).
+effective database, PostgreSQL, the connection budget), ``synapse`` (whether it answers),
+``backups``, ``versions`` (PostgreSQL's major, our tuning, the collation versions).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ CHECKS: Mapping[str, Callable[[Facts], Check]] = {
     "privileges": database.check_privileges,
     "tls": database.check_tls,
     "connections": database.check_connections,
+    "connection budget": database.check_budget,
     "synapse": synapse.check_synapse,
     "backup disk": backups.check_backup_disk,
     "last backup": backups.check_last_backup,

@@ -1,7 +1,7 @@
 """doctor's checks of Synapse's database: which one Synapse's configuration picks (ours?),
 then what PostgreSQL says to Synapse's role (server.py logs in, once): the server's
-version, the database's encoding and collation, the role's privileges, TLS, and room for
-Synapse's connection pool."""
+version, the database's encoding and collation, the role's privileges, TLS, room for
+Synapse's connection pool, and the budget of every process's pool (main and workers)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from typing import Any
 from matrix_synapse_setup.commands.doctor.facts import Facts
 from matrix_synapse_setup.commands.doctor.report import FAIL, OK, WARN, Check, skipped
 from matrix_synapse_setup.core import messages
+from matrix_synapse_setup.postgres import budget
 from matrix_synapse_setup.postgres.queries import MIN_SERVER_VERSION, NEEDED, version_text
 from matrix_synapse_setup.synapse import config as synapse_config
 
 CONNECTIONS_LIMIT = 0.8  # of max_connections
-SYNAPSE_PROCESSES = 1  # a single-process Synapse (workers would multiply cp_max)
-# twisted.enterprise.adbapi's pool size, which Synapse keeps when its config names none
-# (our snippet names cp_max 10).
-DEFAULT_CP_MAX = 5
+SYNAPSE_PROCESSES = 1  # this row's pool; the budget row counts every process
 
 
 def _need_server(facts: Facts, name: str) -> dict[str, Any] | Check:
@@ -184,17 +182,8 @@ def check_connections(facts: Facts) -> Check:
 
 
 def pool_size(facts: Facts) -> int:
-    """Synapse's pool size: the effective database's cp_max, else the snippet's."""
-    config = facts.config()
-    args: dict[str, Any] = {}
-    if config is not None:
-        database = synapse_config.effective_database(*config)
-        if database.engine == "psycopg2":
-            args = database.args
-    try:
-        return int(args.get("cp_max", DEFAULT_CP_MAX))
-    except (TypeError, ValueError):
-        return DEFAULT_CP_MAX
+    """Synapse's pool size: the effective database's cp_max, else twisted's default."""
+    return facts.pool_size()
 
 
 def connections_check(used: int, mine: int, cp_max: int, limit: int) -> Check:
@@ -215,3 +204,34 @@ def connections_check(used: int, mine: int, cp_max: int, limit: int) -> Check:
             messages.DOCTOR_FIX_CONNECTIONS.format(needed=math.ceil(needed / CONNECTIONS_LIMIT)),
         )
     return Check("connections", OK, detail)
+
+
+# --- the connection budget: every process's pool --------------------------------------------
+
+
+def check_budget(facts: Facts) -> Check:
+    name = "connection budget"
+    server = _need_server(facts, name)
+    if isinstance(server, Check):
+        return server
+    found = facts.connection_budget()
+    if found is None:  # cannot be: the server's facts are there
+        return skipped(name, messages.DOCTOR_NO_SERVER)
+    return budget_check(found)
+
+
+def budget_check(found: budget.Budget) -> Check:
+    """ok when every pool fits with the margin kept; warn when they eat into the margin
+    (an admin's psql or the backup's pg_dump may be refused when Synapse is busy); fail
+    when they cannot all connect at once, whatever else runs."""
+    name = "connection budget"
+    text = found.text()
+    if found.fits:
+        return Check(name, OK, messages.DOCTOR_BUDGET_FITS.format(budget=text))
+    fix = messages.DOCTOR_FIX_BUDGET.format(
+        needed=budget.minimum_max_connections(found.total, found.limits, found.margin)
+    )
+    if found.total <= found.available + found.margin:
+        detail = messages.DOCTOR_BUDGET_MARGIN.format(margin=found.margin, budget=text)
+        return Check(name, WARN, detail, fix)
+    return Check(name, FAIL, messages.DOCTOR_BUDGET_OVER.format(budget=text), fix)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.settings import Settings
-from matrix_synapse_setup.postgres import diagnose, libpq
+from matrix_synapse_setup.postgres import budget, diagnose, libpq
 from matrix_synapse_setup.postgres.diagnose import reason_of
 from matrix_synapse_setup.postgres.provision import connect_error, role_params
 
@@ -24,12 +24,13 @@ SELECT current_setting('server_version_num'),
        (SELECT count(*) FROM pg_stat_activity
          WHERE {client} AND pid <> pg_backend_pid() AND usename = current_user),
        s.ssl, s.version, s.cipher,
-       pg_database_size(current_database())
+       pg_database_size(current_database()),
+       {limits}
   FROM pg_database d
   JOIN pg_roles r ON r.rolname = current_user
   LEFT JOIN pg_stat_ssl s ON s.pid = pg_backend_pid()
  WHERE d.datname = current_database()
-""".replace("{client}", CLIENT)
+""".replace("{client}", CLIENT).replace("{limits}", budget.LIMITS_COLUMNS)
 
 
 def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple | None]:
@@ -79,6 +80,7 @@ def server_facts(settings: Settings, timeout: float) -> tuple[dict | None, tuple
         "ssl_version": row[11],
         "ssl_cipher": row[12],
         "size": int(row[13]) if row[13] is not None else None,
+        "limits": budget.limits_from_row(row[14:17]),
     }
     return facts, None
 

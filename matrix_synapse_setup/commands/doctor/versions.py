@@ -175,7 +175,10 @@ def check_tuning(facts: Facts) -> Check:
         installed = None
     except (OSError, UnicodeDecodeError):
         installed = ""
-    wanted = tuning.text_for(cluster) if cluster.includes_conf_d else ""
+    # With the max_connections the budget of Synapse's processes needs: what a configure
+    # writes for them.
+    needed = facts.needed_max_connections()
+    wanted = tuning.text_for(cluster, needed) if cluster.includes_conf_d else ""
     status, detail, fix = judge_tuning(
         tune_answer(), cluster.label, cluster.includes_conf_d, installed, wanted
     )
