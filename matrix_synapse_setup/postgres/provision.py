@@ -26,7 +26,7 @@ from matrix_synapse_setup.core.errors import SetupError, debugging
 from matrix_synapse_setup.core.paths import PACKAGE, POSTGRESQL_SOCKET_DIR, SYSTEM_PATH
 from matrix_synapse_setup.core.settings import Settings
 from matrix_synapse_setup.core.steps import OK, Step
-from matrix_synapse_setup.postgres import diagnose, libpq, superuser
+from matrix_synapse_setup.postgres import budget, diagnose, libpq, superuser
 from matrix_synapse_setup.postgres.diagnose import reason_of
 from matrix_synapse_setup.postgres.queries import (
     DATABASE_QUERY_PQ,
@@ -375,6 +375,16 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
 
 
 # --- the proof of an unchanged run: one connection, one query, no psycopg ----------
+
+
+def server_limits(settings: Settings) -> budget.Limits | None:
+    """The server's connection limits, asked as Synapse's role (any role may read
+    them); None when it does not answer: the full path then explains."""
+    try:
+        with libpq.Connection(role_params(settings)) as conn:
+            return budget.read_limits(conn)
+    except (OSError, libpq.Error, ValueError, IndexError):
+        return None
 
 
 def quick_verify(settings: Settings) -> list[Step] | None:

@@ -16,6 +16,7 @@ from matrix_synapse_setup.files import atomic
 from matrix_synapse_setup.files import state as state_files
 from matrix_synapse_setup.postgres import provision, tuning
 from matrix_synapse_setup.postinst import admin, upgrades
+from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.postinst import plan as p
 from matrix_synapse_setup.synapse import porting, service
 
@@ -178,6 +179,10 @@ def remove_orphaned_dropins(run: Run, step: p.RemoveOrphanedDropins) -> None:
             say(messages.ORPHAN_REMOVED.format(path=removed))
 
 
+def workers(run: Run, step: run_workers.Workers) -> None:
+    run.changed = run_workers.carry_out(run.conv, step, run.owner) or run.changed
+
+
 def admin_account(conv: Conversation, user: str, password: str) -> None:
     """Create the admin account, or change its password; explain and ask again what
     Synapse refuses (its password policy, an account that is someone else's)."""
@@ -206,4 +211,5 @@ HANDLERS: dict[type, Any] = {
     p.Restart: restart,
     p.StoreBackupKeep: store_backup_keep,
     p.RemoveOrphanedDropins: remove_orphaned_dropins,
+    run_workers.Workers: workers,
 }

@@ -17,8 +17,11 @@ from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.settings import Settings, is_local, validate_keep
 from matrix_synapse_setup.dpkg.debconf import KEEP_SQLITE, MIGRATE, START_EMPTY, Answers
 from matrix_synapse_setup.files import snippet
+from matrix_synapse_setup.postgres import budget
 from matrix_synapse_setup.postinst import upgrades
+from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.postinst.state import State
+from matrix_synapse_setup.postinst.workers import Workers
 from matrix_synapse_setup.synapse import porting
 from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
 
@@ -155,6 +158,7 @@ PlanStep = (
     | StoreBackupKeep
     | AdminAccount
     | RemoveOrphanedDropins
+    | Workers
 )
 
 
@@ -303,10 +307,52 @@ def refuse_another_database(state: State, database: Database, settings: Settings
     )
 
 
-def extras(state: State) -> list[PlanStep]:
-    """What every successful run does besides the database: our settings left behind by
-    a cluster that is gone, the apt hook's number of dumps, and the admin account."""
-    steps: list[PlanStep] = []
+def max_connections(state: State) -> int | None:
+    """The local cluster's max_connections that every Synapse process's pool needs
+    (the tuning writes it when Debian's 100 is not enough); None for an answer the
+    plan refuses."""
+    try:
+        layout = run_workers.wanted_layout(state.workers, state.cores)
+    except SetupError:
+        return None
+    return budget.needed_max_connections(
+        run_workers.connections_needed(layout), budget.DEFAULT_LIMITS
+    )
+
+
+def workers_step(state: State, settings: Settings) -> Workers | None:
+    """What the workers' answers call for (refused before anything changed: a Redis
+    server missing, a remote server whose connections cannot hold every pool, Synapse's
+    listeners set after our snippet)."""
+    disk = state.workers_on_disk
+    if disk is None:
+        return None
+    layout = run_workers.wanted_layout(state.workers, state.cores)
+    listeners, source = state.listeners if state.listeners is not None else (None, None)
+    if layout is not None:
+        if not settings.local:
+            run_workers.refuse_budget(layout, state.server_limits, settings.host)
+        if source is not None and source.parent == paths.WORKERS_SNIPPET.parent and (
+            source.name > paths.WORKERS_SNIPPET.name
+        ):
+            raise SetupError(
+                messages.WORKERS_LISTENERS_LATER.format(source=source, path=paths.WORKERS_SNIPPET)
+            )
+    return run_workers.decide(
+        state.workers,
+        state.cores,
+        disk,
+        listeners=listeners,
+        redis=state.redis,
+        fresh=state.fresh_secrets,
+    )
+
+
+def extras(state: State, workers: Workers | None = None) -> list[PlanStep]:
+    """What every successful run does besides the database: Synapse's workers, our
+    settings left behind by a cluster that is gone, the apt hook's number of dumps, and
+    the admin account."""
+    steps: list[PlanStep] = [workers] if workers is not None else []
     if state.orphaned_dropins:
         steps.append(RemoveOrphanedDropins(state.orphaned_dropins))
     keep = str(validate_keep(state.backup_keep.strip() or paths.DEFAULT_BACKUP_KEEP))
@@ -330,10 +376,14 @@ def plan(state: State) -> Plan:
     if disk.problem is not None:
         notes.append(messages.SNIPPET_IGNORED.format(reason=disk.problem))
     settings, stamp = wanted(state)
+    workers = workers_step(state, settings)
+    if state.redis_pending and not state.deferred and workers is not None:
+        # Redis's own postinst makes the group its configuration is given to.
+        return Plan((*upgrades, Defer(state.redis_pending)), tuple(notes), settings)
     text = snippet.render_template(state.template, settings, password_set=stamp)
     if may_be_unchanged(state, settings, stamp) and database_unchanged(state, settings, text):
         return Plan(
-            (*upgrades, *extras(state)),
+            (*upgrades, *extras(state, workers)),
             tuple(notes),
             settings,
             database_unchanged=True,
@@ -381,4 +431,4 @@ def plan(state: State) -> Plan:
             )
         )
         steps.append(Restart())
-    return Plan((*steps, *extras(state)), tuple(notes), settings)
+    return Plan((*steps, *extras(state, workers)), tuple(notes), settings)
