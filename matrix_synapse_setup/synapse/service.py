@@ -4,8 +4,10 @@ Through ``deb-systemd-invoke`` when systemd runs, else ``invoke-rc.d``: both hon
 ``policy-rc.d``.  With workers (``matrix-synapse.target`` enabled) a stop or a start for
 the whole of Synapse acts on the target, which takes the main process and every worker
 with it; a restart, and the question whether Synapse runs, are about the main process
-(the workers restart with it: their unit is PartOf it).  ``deb-systemd-invoke`` says nothing (exit 0) when the policy forbids
-an action, so a stop is checked by asking whether the service still runs.
+(the workers restart with it: their unit is PartOf it).
+
+``deb-systemd-invoke`` says nothing (exit 0) when the policy forbids an action, so a
+stop is checked by asking whether the service still runs.
 
 Children never write to fd 1: in a maintainer script that is debconf's pipe.
 """
@@ -56,15 +58,26 @@ def daemon_reload() -> None:
             pass  # systemd runs but systemctl is gone: nothing we can do
 
 
+def target_enabled(system_dir: Path | None = None) -> bool:
+    """True when the workers' target is enabled (it starts at boot)."""
+    return ((system_dir or SYSTEM_DIR) / "multi-user.target.wants" / TARGET).is_symlink()
+
+
+def whole_unit(system_dir: Path | None = None) -> str:
+    """The unit that stands for all of Synapse: the target when workers are enabled, else
+    the main process's unit."""
+    return TARGET if target_enabled(system_dir) else UNIT
+
+
 def invoke_command(action: str) -> list[str] | None:
     """The command that would run *action* on Synapse's service; None when no service
     manager knows it (no systemd running, no init script)."""
     return _command(action)
 
 
-def _command(action: str) -> list[str] | None:
+def _command(action: str, unit: str = UNIT) -> list[str] | None:
     if systemd_runs():
-        return ["deb-systemd-invoke", action, UNIT]
+        return ["deb-systemd-invoke", action, unit]
     if SYNAPSE_INITSCRIPT.exists():
         return ["invoke-rc.d", "matrix-synapse", action]
     return None
