@@ -920,3 +920,53 @@ DOCTOR_FIX_BUDGET = (
     "then), or choose fewer workers or the preset 'none' (dpkg-reconfigure "
     "matrix-synapse-setup)"
 )
+# --- workers: the model, Redis, units ---
+WORKERS_BAD_PRESET = (
+    "The workers preset {value!r} is not known: choose one of {presets} "
+    "(dpkg-reconfigure matrix-synapse-setup)."
+)
+WORKERS_BAD_COUNT = (
+    "The number of client workers {value!r} is not a whole number from 1 to {limit}: give "
+    "one, or leave it empty for {default} (from this machine's {cores} cores)."
+)
+WORKERS_PORT_TAKEN = (
+    "Port {port} on 127.0.0.1 is needed by {user}, but a listener in Synapse's configuration "
+    "already uses it: move that listener to another port in homeserver.yaml, or choose "
+    "the workers preset 'none'."
+)
+WORKERS_RENDER_MISMATCH = (
+    "{path} as rendered does not read back as the settings it was rendered from: this is a "
+    "bug in matrix-synapse-setup; nothing was written."
+)
+# The shared snippet's header.  The last line is what debian/config reads back.
+WORKERS_SHARED_HEADER = """\
+# Managed by matrix-synapse-setup: Synapse's workers (preset {preset}).
+# To change them, run "dpkg-reconfigure matrix-synapse-setup"; ucf asks before it
+# replaces a file you edited.
+# "listeners" below is a copy of the listeners of homeserver.yaml and conf.d, plus
+# the main process's replication listener: Synapse merges its configuration files
+# key by key at the top level, so a "listeners" here replaces homeserver.yaml's
+# instead of adding to it.  Change listeners in homeserver.yaml, then reconfigure.
+# Workers preset: {preset} {count}
+"""
+WORKER_FILE_HEADER = """\
+# Managed by matrix-synapse-setup: Synapse's worker {name} ({role}),
+# run by {unit}.
+# To change the workers, run "dpkg-reconfigure matrix-synapse-setup".
+# What every process shares is in {shared}.
+"""
+REDIS_CONF_HEADER = """\
+# Managed by matrix-synapse-setup: the Redis instance of Synapse's workers,
+# run by {unit}.
+# To change the workers, run "dpkg-reconfigure matrix-synapse-setup".
+# Only Synapse's processes use it, through the Unix socket below.  The socket is
+# open to every user (unixsocketperm 777) because the unit runs with PrivateUsers,
+# so no group can be shared with Synapse: the password guards it instead.  Only its
+# SHA-256 is here; Synapse reads the password from
+# {secret}.
+"""
+UNITS_NO_SYSTEMD = (
+    "systemd does not run here: the workers' units are enabled ({wants}) but not started; "
+    "they start with matrix-synapse.target when systemd boots."
+)
+UNITS_FAILED = "{command} failed (exit {code}): see 'journalctl -u {unit}'."

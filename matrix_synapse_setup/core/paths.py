@@ -23,6 +23,13 @@ WORKERS_DIR = SYNAPSE_ETC / "workers"
 # Synapse's database snippet, and the password file it names (files/snippet.py).
 SNIPPET = SYNAPSE_CONFD / "database.yaml"
 PASSFILE = SYNAPSE_CONFD / "database.pgpass"
+# Synapse's workers (synapse/workers.py): one file per worker, the snippet they share
+# with the main process, the two secrets, and the nginx include of the client preset.
+WORKERS_DIR = SYNAPSE_ETC / "workers"
+WORKERS_SNIPPET = SYNAPSE_CONFD / "workers.yaml"
+REPLICATION_SECRET = WORKERS_DIR / "replication.secret"
+REDIS_SECRET = WORKERS_DIR / "redis.secret"
+NGINX_INCLUDE = SYNAPSE_ETC / "nginx-workers.conf"
 # What ucf may leave beside a file it manages (the old, the new and the shipped version).
 UCF_BACKUP_SUFFIXES = (".ucf-old", ".ucf-new", ".ucf-dist")
 

@@ -208,13 +208,19 @@ def test_the_runtime_dropin_of_older_versions_goes_unless_edited(tmp_path):
     assert dropin.exists()
 
 
-def test_the_shipped_dropin_only_orders(tmp_path):
+def test_the_shipped_dropin_only_orders_and_joins_the_target(tmp_path):
     # No Wants=: with a remote server, starting Synapse must not start a local cluster.
+    # PartOf= the workers' target, which it does not start either.
     shipped = (
         Path(__file__).resolve().parents[2] / "debian" / "systemd" / "matrix-synapse-setup.conf"
     )
     lines = [ln for ln in shipped.read_text().splitlines() if ln and not ln.startswith("#")]
-    assert lines == ["[Unit]", "After=postgresql.service"]
+    assert lines == [
+        "[Unit]",
+        "After=postgresql.service",
+        "PartOf=matrix-synapse.target",
+        "ReloadPropagatedFrom=matrix-synapse.target",
+    ]
 
 
 def test_a_private_primary_group_gets_read_access():
