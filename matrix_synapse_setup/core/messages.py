@@ -858,8 +858,9 @@ WORKERS_INVALID = (
     "(dpkg-reconfigure matrix-synapse-setup)."
 )
 CLIENT_WORKERS_INVALID = (
-    "'{value}' is not a number of client workers. Use a whole number from 1 to {maximum}, "
-    "or leave it empty for one per core beyond the first."
+    "{value!r} is not a number of client workers: use a whole number from 1 to {maximum}, "
+    "or leave it empty for {default} (one per core beyond the first; this machine has "
+    "{cores})."
 )
 WORKERS_NEED_REDIS = (
     "Synapse's workers need a Redis server, and none is installed. Install one "
@@ -921,14 +922,6 @@ DOCTOR_FIX_BUDGET = (
     "matrix-synapse-setup)"
 )
 # --- workers: the model, Redis, units ---
-WORKERS_BAD_PRESET = (
-    "The workers preset {value!r} is not known: choose one of {presets} "
-    "(dpkg-reconfigure matrix-synapse-setup)."
-)
-WORKERS_BAD_COUNT = (
-    "The number of client workers {value!r} is not a whole number from 1 to {limit}: give "
-    "one, or leave it empty for {default} (from this machine's {cores} cores)."
-)
 WORKERS_PORT_TAKEN = (
     "Port {port} on 127.0.0.1 is needed by {user}, but a listener in Synapse's configuration "
     "already uses it: move that listener to another port in homeserver.yaml, or choose "

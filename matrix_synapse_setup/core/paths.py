@@ -19,7 +19,6 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Synapse's configuration: homeserver.yaml, then every *.yaml in conf.d.
 SYNAPSE_ETC = Path("/etc/matrix-synapse")
 SYNAPSE_CONFD = SYNAPSE_ETC / "conf.d"
-WORKERS_DIR = SYNAPSE_ETC / "workers"
 # Synapse's database snippet, and the password file it names (files/snippet.py).
 SNIPPET = SYNAPSE_CONFD / "database.yaml"
 PASSFILE = SYNAPSE_CONFD / "database.pgpass"

@@ -247,9 +247,14 @@ def validate_client_workers(value: str, cores: int = 1) -> int:
     text = value.strip()
     if not text:
         return default_client_workers(cores)
-    if not text.isdigit() or not 1 <= int(text) <= MAX_CLIENT_WORKERS:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CLIENT_WORKERS:
         raise SetupError(
-            messages.CLIENT_WORKERS_INVALID.format(value=text, maximum=MAX_CLIENT_WORKERS)
+            messages.CLIENT_WORKERS_INVALID.format(
+                value=value,
+                maximum=MAX_CLIENT_WORKERS,
+                default=default_client_workers(cores),
+                cores=cores,
+            )
         )
     return int(text)
 

@@ -75,6 +75,15 @@ def ownership(user: str = SYNAPSE_USER) -> Ownership:
     return Ownership(entry.pw_uid, 0, 0o440)
 
 
+def group_ownership(group: str) -> Ownership:
+    """0640 root:*group*, for a server that runs as that group (root's alone until the
+    group exists)."""
+    try:
+        return Ownership(0, grp.getgrnam(group).gr_gid, 0o640)
+    except KeyError:
+        return Ownership(0, 0, 0o640)
+
+
 def passfile_ownership(user: str = SYNAPSE_USER) -> Ownership:
     """The password file's: Synapse's user's, 0600 (root's until that user exists)."""
     try:

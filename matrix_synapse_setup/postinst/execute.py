@@ -16,8 +16,8 @@ from matrix_synapse_setup.files import atomic
 from matrix_synapse_setup.files import state as state_files
 from matrix_synapse_setup.postgres import provision, tuning
 from matrix_synapse_setup.postinst import admin, upgrades
-from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.postinst import plan as p
+from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.synapse import porting, service
 
 

@@ -332,8 +332,10 @@ def workers_step(state: State, settings: Settings) -> Workers | None:
     if layout is not None:
         if not settings.local:
             run_workers.refuse_budget(layout, state.server_limits, settings.host)
-        if source is not None and source.parent == paths.WORKERS_SNIPPET.parent and (
-            source.name > paths.WORKERS_SNIPPET.name
+        if (
+            source is not None
+            and source.parent == paths.WORKERS_SNIPPET.parent
+            and (source.name > paths.WORKERS_SNIPPET.name)
         ):
             raise SetupError(
                 messages.WORKERS_LISTENERS_LATER.format(source=source, path=paths.WORKERS_SNIPPET)

@@ -186,9 +186,7 @@ def decide(
     )
     remove = tuple(sorted(path for path in disk.files if path not in texts))
     names = tuple(w.name for w in layout.workers)
-    units_right = (
-        set(disk.enabled) == set(names) and disk.redis_enabled and disk.target_enabled
-    )
+    units_right = set(disk.enabled) == set(names) and disk.redis_enabled and disk.target_enabled
     if not install and not remove and not secrets and units_right:
         return None
     return Workers(layout, install, tuple(secrets), remove, redis)
@@ -201,7 +199,7 @@ def _owner(kind: str, synapse_owner: atomic.Ownership, redis: Any) -> atomic.Own
     if kind == SYNAPSE_READS:
         return synapse_owner
     if kind == REDIS_READS and redis is not None:
-        return units.group_ownership(redis.group)
+        return atomic.group_ownership(redis.group)
     return atomic.Ownership(0, 0, 0o644)
 
 

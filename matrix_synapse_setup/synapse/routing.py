@@ -20,10 +20,10 @@ from pathlib import Path
 
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
-from matrix_synapse_setup.core.paths import PACKAGE, SYNAPSE_ETC
+from matrix_synapse_setup.core.paths import NGINX_INCLUDE, PACKAGE
 
 PATTERNS = Path(__file__).with_name("worker-endpoints.txt")
-INCLUDE = SYNAPSE_ETC / "nginx-workers.conf"
+INCLUDE = NGINX_INCLUDE
 
 # Synapse's docs: "all requests for a given room must be routed to the same instance" for
 # pagination.  These are routed by room; every other pattern by request.

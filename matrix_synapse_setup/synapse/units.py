@@ -65,6 +65,11 @@ def enabled_workers(wants: Path = WANTS_DIR) -> tuple[str, ...]:
     return tuple(names)
 
 
+def redis_enabled(wants: Path = WANTS_DIR) -> bool:
+    """Our Redis instance (redis-server's or valkey-server's) is enabled in the target."""
+    return any((wants / unit).is_symlink() for unit in sorted(_OUR_REDIS_UNITS))
+
+
 def _ours(entry: str) -> bool:
     match = _WORKER_LINK.match(entry)
     if match:

@@ -35,9 +35,16 @@ from matrix_synapse_setup.core.paths import (
     WORKERS_DIR,
     WORKERS_SNIPPET,
 )
+from matrix_synapse_setup.core.settings import (
+    MAX_CLIENT_WORKERS,
+    WORKER_PRESETS,
+    default_client_workers,
+    validate_client_workers,
+    validate_workers,
+)
 
 NONE = "none"
-PRESETS = (NONE, "federation", "client")
+PRESETS = WORKER_PRESETS
 MAIN = "main"  # Synapse's instance name of the main process
 LOOPBACK = "127.0.0.1"
 MAIN_REPLICATION_PORT = 9093
@@ -45,7 +52,7 @@ FIRST_CLIENT_PORT = 8083
 EVENTS_PORT = 9094
 # More client workers than this would not help on one machine, and would leave the
 # ports below the event persister's (8083 + 16 - 1 = 8098).
-MAX_COUNT = 16
+MAX_COUNT = MAX_CLIENT_WORKERS
 WORKER_APP = "synapse.app.generic_worker"
 WORKER_UNIT = "matrix-synapse-worker@{name}.service"
 # The line of the shared snippet that says what was chosen (debian/config reads it too).
@@ -120,42 +127,21 @@ class Layout(NamedTuple):
 
 
 def default_count(cores: int) -> int:
-    """Client workers for a machine of *cores* cores: one core is left to the main
-    process, the event persister, PostgreSQL and Redis; past four, PostgreSQL and the
-    event persister are the limit, not the client workers."""
-    return max(1, min(4, cores - 1))
-
-
-def _bad_count(value: object, cores: int) -> SetupError:
-    return SetupError(
-        messages.WORKERS_BAD_COUNT.format(
-            value=value, limit=MAX_COUNT, default=default_count(cores), cores=cores
-        )
-    )
+    """Client workers for a machine of *cores* cores (core/settings.py says why)."""
+    return default_client_workers(cores)
 
 
 def parse_count(text: str, cores: int) -> int:
     """The debconf answer for the number of client workers: empty is the default for
     *cores*; else a whole number from 1 to MAX_COUNT (SetupError otherwise)."""
-    stripped = text.strip()
-    if not stripped:
-        return default_count(cores)
-    if not (stripped.isascii() and stripped.isdigit()):
-        raise _bad_count(text, cores)
-    count = int(stripped)
-    if not 1 <= count <= MAX_COUNT:
-        raise _bad_count(text, cores)
-    return count
+    return validate_client_workers(text, cores)
 
 
 def layout(preset: str, count: int | None = None, cores: int | None = None) -> Layout | None:
     """The workers of *preset* (None for "none").  *count* is the number of client
     workers (client preset only; None: derived from *cores*, this machine's by default).
     SetupError for an unknown preset or a count out of range."""
-    if preset not in PRESETS:
-        raise SetupError(
-            messages.WORKERS_BAD_PRESET.format(value=preset, presets=", ".join(PRESETS))
-        )
+    validate_workers(preset)
     if preset == NONE:
         return None
     if preset == "federation":
@@ -168,8 +154,8 @@ def layout(preset: str, count: int | None = None, cores: int | None = None) -> L
         cores = _cores()
     if count is None:
         count = default_count(cores)
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-        raise _bad_count(count, cores)
+    # A bool is an int to Python; as text ("True") it is refused like any other.
+    validate_client_workers(str(count), cores)
     clients = tuple(
         Worker(f"{CLIENT}{i}", CLIENT, FIRST_CLIENT_PORT + i - 1, ("client",))
         for i in range(1, count + 1)

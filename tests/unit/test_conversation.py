@@ -248,6 +248,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
             Q.ADMIN_USER: [""],
             Q.PURGE: ["false"],
             Q.BACKUP_KEEP: ["3"],
+            Q.WORKERS: ["none"],
         },
     )
     for question in (Q.HOST, Q.PORT):
@@ -265,6 +266,7 @@ def test_an_invalid_answer_is_asked_again_until_it_is_valid(session):
         Q.ADMIN_USER,
         Q.PURGE,
         Q.BACKUP_KEEP,
+        Q.WORKERS,
     ]
     assert all("lower-case letters" in e for e in fe.errors)
 
@@ -303,12 +305,18 @@ def test_mismatched_passwords_are_explained_and_asked_again(session):
     conv, fe = session(
         priority="medium",
         preseed={Q.PASSWORD: "first", Q.PASSWORD_AGAIN: "frist"},
-        user={Q.PASSWORD: ["second"], Q.PASSWORD_AGAIN: ["second"], Q.ADMIN_USER: [""]},
+        user={
+            Q.PASSWORD: ["second"],
+            Q.PASSWORD_AGAIN: ["second"],
+            Q.ADMIN_USER: [""],
+            Q.WORKERS: ["none"],
+        },
     )
     answers = conv.ask(known_password=False)
     assert answers.password == "second"
-    # After the mismatch, what was never seen is shown too (the admin account's name).
-    assert fe.shown == [Q.MISMATCH, Q.PASSWORD, Q.PASSWORD_AGAIN, Q.ADMIN_USER]
+    # After the mismatch, what was never seen is shown too (the admin account's name,
+    # the workers' preset).
+    assert fe.shown == [Q.MISMATCH, Q.PASSWORD, Q.PASSWORD_AGAIN, Q.ADMIN_USER, Q.WORKERS]
 
 
 def test_a_preseeded_password_needs_no_confirmation(session):
@@ -473,11 +481,11 @@ def test_admin_passwords_that_differ_are_asked_again(session, no_record):
     conv, fe = session(
         priority="medium",
         preseed={Q.ADMIN_USER: "alice", Q.ADMIN_PASSWORD: "one", Q.ADMIN_PASSWORD_AGAIN: "two"},
-        user={Q.ADMIN_PASSWORD: ["three"], Q.ADMIN_PASSWORD_AGAIN: ["three"]},
+        user={Q.ADMIN_PASSWORD: ["three"], Q.ADMIN_PASSWORD_AGAIN: ["three"], Q.WORKERS: ["none"]},
     )
     conv.ask(known_password=True)
     assert conv.admin_answers() == ("alice", "three")
-    assert fe.shown == [Q.MISMATCH, Q.ADMIN_PASSWORD, Q.ADMIN_PASSWORD_AGAIN]
+    assert fe.shown == [Q.MISMATCH, Q.ADMIN_PASSWORD, Q.ADMIN_PASSWORD_AGAIN, Q.WORKERS]
 
 
 def test_backing_up_from_the_admin_confirmation_asks_the_password_again(session, no_record):
@@ -486,7 +494,11 @@ def test_backing_up_from_the_admin_confirmation_asks_the_password_again(session,
     conv, fe = session(
         priority="medium",
         preseed={Q.ADMIN_USER: "alice", Q.ADMIN_PASSWORD: "one", Q.ADMIN_PASSWORD_AGAIN: "two"},
-        user={Q.ADMIN_PASSWORD: ["three", "four"], Q.ADMIN_PASSWORD_AGAIN: [BACK, "four"]},
+        user={
+            Q.ADMIN_PASSWORD: ["three", "four"],
+            Q.ADMIN_PASSWORD_AGAIN: [BACK, "four"],
+            Q.WORKERS: ["none"],
+        },
     )
     conv.ask(known_password=True)
     assert conv.admin_answers() == ("alice", "four")
@@ -496,6 +508,7 @@ def test_backing_up_from_the_admin_confirmation_asks_the_password_again(session,
         Q.ADMIN_PASSWORD_AGAIN,
         Q.ADMIN_PASSWORD,
         Q.ADMIN_PASSWORD_AGAIN,
+        Q.WORKERS,
     ]
 
 
