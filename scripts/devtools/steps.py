@@ -29,6 +29,7 @@ def preseed(root: Root, **answers: str) -> None:
         "purge_database": "boolean",
         "tune_postgresql": "boolean",
         "admin_password": "password",
+        "workers": "select",
     }
     lines = []
     for key, value in answers.items():

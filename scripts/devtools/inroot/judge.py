@@ -11,6 +11,9 @@
                                      back, and calls the admin API (it is a server admin)
     judge.py refused --user U        a login of U with the password on stdin is refused
 
+--server URL (every command) talks to Synapse there instead of 127.0.0.1:8008: through a
+reverse proxy, for instance.
+
 Users, passwords and messages are kept in /root/judge-state.json between calls, so a
 recheck after a restart or a reconfiguration proves the data is still in the same database.
 Prints one line per step; exits 1 with the reason on any failure.
@@ -52,7 +55,7 @@ class Failed(Exception):
 
 
 def http(method: str, path: str, body: dict | None = None, token: str = "") -> dict:
-    """A JSON request to Synapse on loopback (SERVER is a constant http:// URL)."""
+    """A JSON request to Synapse on loopback (SERVER: an http:// URL of the test's)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(SERVER + path, data=data, method=method)  # noqa: S310
     req.add_header("Content-Type", "application/json")
@@ -217,6 +220,7 @@ async def refused(user: str, password: str) -> None:
 
 
 def main() -> int:
+    global SERVER  # the one server this run talks to (--server)
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "command", choices=("wait", "chat", "recheck", "passwd", "admin", "refused")
@@ -224,7 +228,9 @@ def main() -> int:
     parser.add_argument("--user")
     parser.add_argument("--timeout", type=float, default=90)
     parser.add_argument("--messages", type=int, default=10)
+    parser.add_argument("--server", default=SERVER)
     args = parser.parse_args()
+    SERVER = args.server.rstrip("/")
     state = json.loads(STATE.read_text()) if STATE.exists() else {"users": []}
     try:
         if args.command == "wait":
