@@ -963,3 +963,11 @@ UNITS_NO_SYSTEMD = (
     "they start with matrix-synapse.target when systemd boots."
 )
 UNITS_FAILED = "{command} failed (exit {code}): see 'journalctl -u {unit}'."
+NGINX_NOT_RELOADED = (
+    "nginx -t refuses nginx's configuration, so nginx was not reloaded for the new workers' "
+    "routes: fix what nginx -t says, then systemctl reload nginx."
+)
+WORKERS_REMOVED = (
+    "Synapse's workers stop with this package: {path} is removed, so Synapse runs as one "
+    "process; the workers' files stay until purge, and a reinstall brings them back."
+)

@@ -24,7 +24,7 @@ from matrix_synapse_setup.dpkg import debconf, packages
 from matrix_synapse_setup.dpkg.debconf import IGNORE, RETRY, Conversation
 from matrix_synapse_setup.files import atomic, lock
 from matrix_synapse_setup.postgres.queries import ServerUnavailable
-from matrix_synapse_setup.postinst import execute, inspect
+from matrix_synapse_setup.postinst import execute, inspect, workers
 from matrix_synapse_setup.postinst import plan as planner
 from matrix_synapse_setup.synapse import service
 
@@ -60,6 +60,9 @@ def dispatch(argv: list[str]) -> int:
                         # must not fail because of the account; the admin can retry.
                         say(err.message)
         return status
+    if script == "prerm" and action == "remove":
+        with lock.exclusive(say):
+            return workers.package_removed()
     return 0
 
 

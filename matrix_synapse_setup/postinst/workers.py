@@ -150,9 +150,7 @@ def decide(
     """The step that makes the workers what *answers* ask for; None when they are."""
     layout = wanted_layout(answers, cores)
     if layout is None:
-        if not disk.anything:
-            return None
-        return Workers(None, (), (), tuple(sorted(disk.files)), redis)
+        return _none(answers[0] or workers.NONE, disk, redis)
     if redis is None:
         raise SetupError(messages.WORKERS_NEED_REDIS)
     if listeners is None:
@@ -179,6 +177,8 @@ def decide(
     if layout.routed:
         ports = tuple(w.port for w in layout.routed)
         texts[paths.NGINX_INCLUDE] = (routing.render_nginx(ports, routing.load_patterns()), PUBLIC)
+    elif paths.NGINX_INCLUDE in disk.files:
+        texts[paths.NGINX_INCLUDE] = (routing.render_no_routes(layout.preset), PUBLIC)
     install = tuple(
         (path, text, kind)
         for path, (text, kind) in sorted(texts.items())
@@ -190,6 +190,26 @@ def decide(
     if not install and not remove and not secrets and units_right:
         return None
     return Workers(layout, install, tuple(secrets), remove, redis)
+
+
+def _none(preset: str, disk: WorkersOnDisk, redis: Any) -> Workers | None:
+    """No workers: every file and unit of ours goes, but the nginx include, which an
+    admin's server block may name: it stays, routing nothing."""
+    install: tuple[tuple[Path, str, str], ...] = ()
+    if paths.NGINX_INCLUDE in disk.files:
+        text = routing.render_no_routes(preset)
+        if disk.files[paths.NGINX_INCLUDE] != text:
+            install = ((paths.NGINX_INCLUDE, text, PUBLIC),)
+    remove = tuple(
+        sorted(path for path in (*disk.files, *disk.secrets) if path != paths.NGINX_INCLUDE)
+    )
+    if (
+        not install
+        and not remove
+        and not (disk.enabled or disk.redis_enabled or disk.target_enabled)
+    ):
+        return None
+    return Workers(None, install, (), remove, redis)
 
 
 # --- execute -------------------------------------------------------------------------------
@@ -220,9 +240,44 @@ def carry_out(conv: Any, step: Workers, synapse_owner: atomic.Ownership) -> bool
             say(messages.WORKERS_FILE_REMOVED.format(path=path))
             changed = True
     names = tuple(w.name for w in step.layout.workers) if step.layout is not None else ()
-    for done in units.apply(names, step.redis if step.layout is not None else None, changed):
+    redis = step.redis if step.layout is not None else None
+    for done in units.apply(names, redis, changed):
         say(str(done))
+    written = {path for path, _, _ in step.install}
+    if redis is not None and redis.conffile in written and units.systemd_runs():
+        # A new password (its secret was lost): Redis reads it only when it starts.
+        say(str(units.run_unit("restart", redis.unit)))
+    if paths.NGINX_INCLUDE in written:
+        reloaded = units.reload_nginx()
+        if reloaded is not None:
+            say(str(reloaded))
     if step.layout is None and changed:
         # One process again: the main process must forget the workers' settings.
         service.restart_synapse("try-restart")
     return changed
+
+
+def package_removed() -> int:
+    """``prerm remove``: the workers' units go with the package.  Synapse is left as one
+    process (the shared snippet removed, the main process restarted), the include routes
+    nothing, our Redis instance stops; the workers' own files and secrets are
+    configuration and stay until purge (a reinstall uses them again)."""
+    enabled = units.enabled_workers() or units.redis_enabled() or units.target_enabled()
+    if not paths.WORKERS_SNIPPET.exists() and not enabled:
+        return 0
+    if paths.NGINX_INCLUDE.exists():
+        ucf.install_file(
+            None,
+            paths.NGINX_INCLUDE,
+            routing.render_no_routes("none"),
+            atomic.Ownership(0, 0, 0o644),
+        )
+        reloaded = units.reload_nginx()
+        if reloaded is not None:
+            say(str(reloaded))
+    for done in units.apply((), None, False):
+        say(str(done))
+    if ucf.remove_file(paths.WORKERS_SNIPPET):
+        say(messages.WORKERS_REMOVED.format(path=paths.WORKERS_SNIPPET))
+        service.restart_synapse("try-restart")
+    return 0

@@ -177,6 +177,32 @@ def apply(
     return steps
 
 
+NGINX = Path("/usr/sbin/nginx")
+NGINX_UNIT = "nginx.service"
+
+
+def reload_nginx() -> Step | None:
+    """After the include changed: reload a running nginx when it accepts its
+    configuration (``nginx -t``), so that the routes follow the workers; None when no
+    nginx runs here.  A configuration nginx refuses is left to the admin: reloading
+    would fail anyway."""
+    if not NGINX.exists() or not systemd_runs():
+        return None
+    active = subprocess.run(["systemctl", "is-active", "--quiet", NGINX_UNIT], **child_fds())
+    if active.returncode != 0:
+        return None
+    test = subprocess.run([str(NGINX), "-t", "-q"], **child_fds())
+    if test.returncode != 0:
+        say(messages.NGINX_NOT_RELOADED)
+        return Step("reload nginx", "not done", "nginx -t refuses its configuration")
+    return _run(["deb-systemd-invoke", "reload", NGINX_UNIT])
+
+
+def run_unit(action: str, unit: str) -> Step:
+    """*action* on *unit* through deb-systemd-invoke (policy-rc.d is honoured)."""
+    return _run(["deb-systemd-invoke", action, unit])
+
+
 def _run(cmd: list[str]) -> Step:
     name = " ".join(cmd)
     try:

@@ -127,11 +127,17 @@ def test_fewer_client_workers_remove_the_extra_file_only():
     assert {path for path, _, _ in step.install} == {paths.WORKERS_SNIPPET, paths.NGINX_INCLUDE}
 
 
-def test_none_again_removes_every_file_of_ours():
+def test_none_again_removes_every_file_of_ours_but_empties_the_nginx_include():
     disk = done("client", 1)
     step = the_step(p.plan(with_workers("none", "", disk)))
-    assert step.layout is None and step.install == ()
-    assert set(step.remove) == set(disk.files)
+    assert step.layout is None
+    # An admin's server block may include it: it stays, and routes nothing.
+    ((path, text, _),) = step.install
+    assert path == paths.NGINX_INCLUDE and "location" not in text
+    assert set(step.remove) == (set(disk.files) | set(disk.secrets)) - {paths.NGINX_INCLUDE}
+    # Once done, none again changes nothing.
+    after = WorkersOnDisk(files={paths.NGINX_INCLUDE: text})
+    assert not p.plan(with_workers("none", "", after))
 
 
 def test_the_federation_preset_has_no_nginx_include():
@@ -147,8 +153,9 @@ def test_switching_presets_removes_the_old_workers():
     assert set(step.remove) == {
         paths.WORKERS_DIR / "client1.yaml",
         paths.WORKERS_DIR / "events1.yaml",
-        paths.NGINX_INCLUDE,
     }
+    include = dict((path, text) for path, text, _ in step.install)[paths.NGINX_INCLUDE]
+    assert "federation" in include and "location" not in include
 
 
 def test_a_unit_not_enabled_is_a_step_even_when_the_files_are_right():
