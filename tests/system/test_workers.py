@@ -59,10 +59,11 @@ log_format mss_upstream '$request_method $uri $upstream_addr';
 server {{
     listen 127.0.0.1:{NGINX_PORT};
     access_log {UPSTREAM_LOG} mss_upstream;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header Host $host;
     location / {{
         proxy_pass http://127.0.0.1:8008;
-        proxy_set_header X-Forwarded-For $remote_addr;
-        proxy_set_header Host $host;
     }}
     include {NGINX_INCLUDE};
 }}
@@ -123,20 +124,37 @@ def judge_rooms(root: Root) -> list[str]:
     return [entry["room"] for entry in json.loads(root.read(JUDGE_STATE))["users"]]
 
 
-def log_lines(root: Root, unit: str, access_logger: str, room: str) -> list[str]:
-    """The lines about sending into ROOM that one Synapse process logged: its unit's journal
-    (a process without a log file logs there), and the lines of its access logger
-    (synapse.access.http.PORT) in the log files (processes may share one)."""
+def log_lines(root: Root, unit: str, port: int, *needles: str) -> list[str]:
+    """The requests one Synapse process logged that hold every one of NEEDLES: from its
+    unit's journal (a process without a log file logs there) and from the log files, the
+    lines of its access logger (synapse.access.http.PORT: processes may share a file)."""
+    access_logger = f"synapse.access.http.{port} "
     journal = root.run(["journalctl", "-u", unit, "--no-pager", "-q", "-o", "cat"]).output
     files = root.run(
-        f"grep -hF '{access_logger} ' /var/log/matrix-synapse/*.log 2>/dev/null || true"
+        f"grep -hF '{access_logger}' /var/log/matrix-synapse/*.log 2>/dev/null || true"
     ).output
-    key = room.lstrip("!").split(":")[0]
     return [
         line
         for line in (journal + "\n" + files).splitlines()
-        if "/send/" in line and key in line and (unit != SYNAPSE_UNIT or access_logger in line)
+        if access_logger in line and all(needle in line for needle in needles)
     ]
+
+
+def sends(root: Root, unit: str, port: int, room: str) -> list[str]:
+    """The sends into ROOM that one Synapse process served, by its log."""
+    return log_lines(root, unit, port, "/send/", room.lstrip("!").split(":")[0])
+
+
+def replication_port(root: Root, name: str) -> int:
+    """The port of a worker's replication listener, from its own file."""
+    listeners = worker_config(root, name).get("worker_listeners") or []
+    ports = [
+        int(x["port"])
+        for x in listeners
+        if "replication" in str(x.get("resources")) and "port" in x
+    ]
+    root.check(len(ports) == 1, f"{name} has a replication listener", "one port", repr(listeners))
+    return ports[0]
 
 
 def upstreams(root: Root) -> list[tuple[str, str, str]]:
@@ -300,28 +318,40 @@ def client_through_nginx(root: Root) -> None:
     room = judge_rooms(root)[-1]
     port = client_port(root)
 
-    sends = [(m, uri, up) for m, uri, up in upstreams(root) if m == "PUT" and "/send/" in uri]
-    elsewhere = [s for s in sends if s[2] != f"127.0.0.1:{port}"]
+    proxied = [(m, uri, up) for m, uri, up in upstreams(root) if m == "PUT" and "/send/" in uri]
+    elsewhere = [s for s in proxied if s[2] != f"127.0.0.1:{port}"]
     root.check(
-        len(sends) >= MESSAGES and not elsewhere,
+        len(proxied) >= MESSAGES and not elsewhere,
         "nginx passed every send to the client worker (the include's route)",
         f">= {MESSAGES} PUT .../send/ to 127.0.0.1:{port}",
-        "\n".join(" ".join(s) for s in (elsewhere or sends)) or "no send",
+        "\n".join(" ".join(s) for s in (elsewhere or proxied)) or "no send",
     )
-    # The worker's own log says it served them (a log file may be flushed some seconds later).
+    # The workers' own logs say they served them: the client worker the sends, the event
+    # persister the events it was handed to write (a log file may be flushed seconds later).
+    persister = replication_port(root, "events1")
     deadline = time.monotonic() + 30
-    served = log_lines(root, worker_unit("client1"), f"synapse.access.http.{port}", room)
-    while len(served) < MESSAGES and time.monotonic() < deadline:
+    while True:
+        served = sends(root, worker_unit("client1"), port, room)
+        persisted = log_lines(
+            root, worker_unit("events1"), persister, "/_synapse/replication/send_events"
+        )
+        if len(served) >= MESSAGES and len(persisted) >= MESSAGES:
+            break
+        if time.monotonic() > deadline:
+            break
         time.sleep(1)
-        served = log_lines(root, worker_unit("client1"), f"synapse.access.http.{port}", room)
-    journal = ["journalctl", "-u", worker_unit("client1"), "--no-pager", "-n", "30"]
-    root.check(
-        len(served) >= MESSAGES,
-        "the client worker's log shows the sends",
-        f">= {MESSAGES} lines with /send/ into {room}",
-        "\n".join(served) or root.run(journal).output,
-    )
-    main = log_lines(root, SYNAPSE_UNIT, "synapse.access.http.8008", room)
+    for unit, lines, what in (
+        (worker_unit("client1"), served, f"PUT .../send/ into {room}"),
+        (worker_unit("events1"), persisted, "POST /_synapse/replication/send_events"),
+    ):
+        journal = ["journalctl", "-u", unit, "--no-pager", "-n", "30"]
+        root.check(
+            len(lines) >= MESSAGES,
+            f"the log of {unit} shows it served the messages",
+            f">= {MESSAGES} requests {what}",
+            "\n".join(lines) or root.run(journal).output,
+        )
+    main = sends(root, SYNAPSE_UNIT, 8008, room)
     root.check(main == [], "the main process did not serve the sends", "none", "\n".join(main))
 
 
@@ -353,7 +383,7 @@ def restart_target(root: Root) -> None:
     )
     # Stopped processes have flushed their log files: the main process served no send.
     for room in judge_rooms(root):
-        main = log_lines(root, SYNAPSE_UNIT, "synapse.access.http.8008", room)
+        main = sends(root, SYNAPSE_UNIT, 8008, room)
         root.check(main == [], "the main process served no send", "none", "\n".join(main))
 
 
