@@ -803,6 +803,9 @@ def report(data: dict) -> None:
         print(f"\n{label}: msg/s per round, median, ratio to SQLite's median{extra}")
         for name in names:
             entry = summary["setups"][name][which]
+            if not entry["per_round"]:
+                print(f"  {name:<26} not measured (failed)")
+                continue
             shown = "  ".join(f"{v:6.1f}" if v else "   n/a" for v in entry["per_round"])
             line = (f"  {name:<26} {shown}   median {entry['median'] or 0:6.1f}   "
                     f"{times(entry['vs_sqlite'])}")  # fmt: skip
@@ -823,8 +826,10 @@ def report(data: dict) -> None:
     if data["single_messages"]:
         print("\n/sync (timeout=0) median ms per round")
         for name in names:
-            values = [r.get(name, {}).get("one", {}).get("sync_ms_median") for r in rounds]
-            print(f"  {name:<26} " + "  ".join(f"{v or 0:6.1f}" for v in values))
+            values = [m["one"].get("sync_ms_median") for r in rounds
+                      if (m := measured(r, name)) and "one" in m]  # fmt: skip
+            shown = "  ".join(f"{v or 0:6.1f}" for v in values)
+            print(f"  {name:<26} {shown or 'n/a'}")
     print(f"\nCPU seconds per 1000 messages ({SENDERS} senders; median over rounds), "
           "machine busy %")  # fmt: skip
     for name in names:
