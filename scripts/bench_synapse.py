@@ -640,9 +640,18 @@ def measure(layers: Layers, setup: Setup, name: str, args) -> dict:
                 ["dpkg-query", "-W", "-f", "${Version}", steps.PKG], what="package version"
             ).output.strip()
             info["postgresql"] = cluster_version(root)
-        if kind == PRESET:
-            check_preset_files(root, setup.count)
         install_synapse(root)
+        if kind == PRESET:
+            if not root.exists(WORKERS_SNIPPET):
+                # Our package came before Synapse's (as in setup b): its files may wait for
+                # Synapse's homeserver.yaml, whose listeners the shared snippet copies.
+                info["reconfigured"] = True
+                root.ok(
+                    ["dpkg-reconfigure", "-fnoninteractive", steps.PKG],
+                    what="dpkg-reconfigure with Synapse installed",
+                    env=steps.NONINTERACTIVE,
+                )
+            check_preset_files(root, setup.count)
         if kind == "postgresql" and variant.parts:
             root.ok(["systemctl", "stop", "matrix-synapse.service"], what="stopping Synapse")
             info["applied"] = variant.apply(root)
