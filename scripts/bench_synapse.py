@@ -953,6 +953,8 @@ def main() -> int:
         data["deb"] = deb.name
         data["synapse"] = layers.synapse_facts()[0]
         missing = runtime_missing(deb) if counts else None
+        if missing:
+            say(f"the {PRESET} preset will not be measured: {missing}")
         for number in range(1, args.rounds + 1):
             this: dict = {}
             for setup in setups:
