@@ -374,15 +374,20 @@ BENCH_PARTS = ("scripts", "synapse", "provision", "migration")
         "rounds": "rounds of the Synapse and migration benchmarks, each in fresh roots",
         "seed_from": "make the migration's cached data set from this directory (homeserver.db "
         "and mss.test.signing.key of the same Synapse) instead of generating it (~25 min)",
+        "workers": "synapse: the client workers preset with these counts, e.g. 1,2,3 for the "
+        "curve, or none (default 1)",
+        "messages": "synapse: messages with 8 senders (default the script's, 3000; half as "
+        "many with 1 sender)",
     }
 )
-def bench(c, only="", suite="", runs=6, repeat=10, rounds=0, seed_from=""):
+def bench(c, only="", suite="", runs=6, repeat=10, rounds=0, seed_from="", workers="", messages=0):
     """Benchmarks, nothing asserted; each runs side by side with what it compares to.  scripts:
     `dpkg --configure` and an unchanged `dpkg-reconfigure` against a dbconfig-common
     package doing the same job (scripts/bench_scripts.py); synapse: a real Synapse on
-    SQLite and on the database this package made (scripts/bench_synapse.py);
-    provision: against a throwaway cluster (scripts/bench.py); migration: a
-    50,000-event homeserver.db against synapse_port_db alone (scripts/bench_migration.py)."""
+    SQLite, on the database this package made with one process, and with the client
+    workers preset behind nginx (scripts/bench_synapse.py); provision: against a
+    throwaway cluster (scripts/bench.py); migration: a 50,000-event homeserver.db against
+    synapse_port_db alone (scripts/bench_migration.py)."""
     if only and only not in BENCH_PARTS:
         raise Exit(f"--only {only}: use one of {', '.join(BENCH_PARTS)}")
     parts = [only] if only else list(BENCH_PARTS)
@@ -393,7 +398,9 @@ def bench(c, only="", suite="", runs=6, repeat=10, rounds=0, seed_from=""):
             "scripts/bench_scripts.py", "--suite", suite or "bookworm", "--runs", str(int(runs))
         ],
         "synapse": ["scripts/bench_synapse.py", "--suite", suite or "trixie"]
-        + (["--rounds", str(int(rounds))] if rounds else []),
+        + (["--rounds", str(int(rounds))] if rounds else [])
+        + (["--workers", workers] if workers else [])
+        + (["--messages", str(int(messages))] if messages else []),
         "provision": ["scripts/bench.py", "--repeat", str(int(repeat))],
         "migration": ["scripts/bench_migration.py", "--suite", suite or "trixie"]
         + ["--rounds", str(int(rounds) or 1)]
