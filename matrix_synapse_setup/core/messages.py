@@ -971,3 +971,4 @@ WORKERS_REMOVED = (
     "Synapse's workers stop with this package: {path} is removed, so Synapse runs as one "
     "process; the workers' files stay until purge, and a reinstall brings them back."
 )
+WORKERS_FILE_OWNER = "{path}: now {owner}"

@@ -119,4 +119,5 @@ def synapse_arrived(path: Path = paths.SNIPPET) -> int:
     if changed:
         say(messages.WROTE_SNIPPET.format(path=path, owner=owner.describe()))
         service.restart_synapse("restart")
+    workers.synapse_arrived()
     return 0

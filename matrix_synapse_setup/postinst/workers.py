@@ -241,7 +241,9 @@ def carry_out(conv: Any, step: Workers, synapse_owner: atomic.Ownership) -> bool
             changed = True
     names = tuple(w.name for w in step.layout.workers) if step.layout is not None else ()
     redis = step.redis if step.layout is not None else None
-    for done in units.apply(names, redis, changed):
+    # Without Synapse's unit the workers cannot start: Synapse's arrival (our trigger on
+    # its unit) starts the target then.
+    for done in units.apply(names, redis, changed, start=service.synapse_installed()):
         say(str(done))
     written = {path for path, _, _ in step.install}
     if redis is not None and redis.conffile in written and units.systemd_runs():
@@ -281,3 +283,15 @@ def package_removed() -> int:
         say(messages.WORKERS_REMOVED.format(path=paths.WORKERS_SNIPPET))
         service.restart_synapse("try-restart")
     return 0
+
+
+def synapse_arrived() -> None:
+    """Synapse's unit appeared (our trigger): give Synapse's user the workers' shared
+    snippet and secrets (root's alone while that user did not exist), then start the
+    workers' target, which could not start without Synapse's unit."""
+    owner = atomic.ownership()
+    for path in (paths.WORKERS_SNIPPET, paths.REPLICATION_SECRET, paths.REDIS_SECRET):
+        if path.exists() and atomic.fix_ownership(path, owner):
+            say(messages.WORKERS_FILE_OWNER.format(path=path, owner=owner.describe()))
+    if units.target_enabled() and units.systemd_runs():
+        say(str(units.run_unit("start", units.TARGET)))

@@ -125,6 +125,7 @@ def commands(
     was_enabled: bool,
     reload: bool,
     systemd: bool,
+    start: bool = True,
 ) -> list[list[str]]:
     """What :func:`apply` runs after the links are made, in order (pure)."""
     cmds: list[list[str]] = []
@@ -138,6 +139,8 @@ def commands(
         cmds.append(["systemctl", "daemon-reload"])
     if removed:
         cmds.append(["deb-systemd-invoke", "stop", *removed])
+    if not start:
+        return cmds  # Synapse is not installed yet: its arrival starts the target
     if redis is not None:
         cmds.append(["deb-systemd-invoke", "start", redis.unit])
     if names:
@@ -152,6 +155,7 @@ def apply(
     *,
     wants: Path = WANTS_DIR,
     template: Path = WORKER_TEMPLATE,
+    start: bool = True,
 ) -> list[Step]:
     """Enable exactly the workers *names* (and *redis*'s instance) in the target, enable
     the target when there are workers, disable it when there are none; then, under
@@ -170,6 +174,7 @@ def apply(
         was_enabled=was_enabled,
         reload=bool(steps),
         systemd=systemd,
+        start=start,
     ):
         steps.append(_run(cmd))
     if names and not systemd:

@@ -604,3 +604,52 @@ def test_remote_budget_refused(make_root, debs, suite):
     root.ok(["dpkg", "--configure", "-a"], what="configure with workers none", env=NONINTERACTIVE)
     steps.check_snippet(root, password=REMOTE_PASSWORD, group=SYNAPSE_GROUP, host=DB_ADDR)
     root.check(not root.exists(WORKERS_SNIPPET), "no workers with none", "absent", "present")
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_workers_wait_for_synapse(make_root, debs, suite):
+    """Installed before Synapse, with the client preset: the workers cannot start without
+    Synapse's unit, and nothing fails; when Synapse's package arrives, our trigger on its
+    unit gives its user the shared snippet and secrets and starts the target: the main
+    process and both workers run, and a client chats through the client worker."""
+    root = make_root(suite, postgresql=True, booted=True)
+    root.ok(
+        ["apt-get", "install", "-y", "-q", "redis-server"],
+        what="installing Debian's redis-server (offline)",
+        env=NONINTERACTIVE,
+    )
+    steps.preseed(root, workers="client", client_workers="1")
+    steps.apt_install(root, debs["current"], what="apt install before Synapse")
+    for name in WORKERS:
+        root.check(
+            root.exists(f"{WORKERS_DIR}/{name}.yaml"),
+            "the workers' files are written before Synapse",
+            f"{WORKERS_DIR}/{name}.yaml",
+            "absent",
+        )
+    failed = root.run(["systemctl", "--failed", "--plain", "--no-legend"]).output.strip()
+    root.check(failed == "", "no unit failed while Synapse is missing", "none", failed)
+
+    steps.apt_install(root, debs["synapse"], what="installing Synapse (stand-in) afterwards")
+    steps.synapse_up(root, "the main process answers")
+    for unit in (SYNAPSE_UNIT, *map(worker_unit, WORKERS), REDIS_UNIT):
+        check_running(root, unit, f"{unit} runs once Synapse is installed")
+    for path in SECRETS:
+        got = stat(root, path)
+        root.check(
+            got == f"640 root {SYNAPSE_GROUP}",
+            f"{path} is given to Synapse's group when Synapse arrives",
+            f"640 root {SYNAPSE_GROUP}",
+            got,
+        )
+    port = client_port(root)
+    wait_answers(root, f"http://127.0.0.1:{port}", "the client worker answers the client API")
+    steps.judge(
+        root,
+        "chat",
+        "--messages",
+        "3",
+        "--server",
+        f"http://127.0.0.1:{port}",
+        what="a client registers, sends and reads back on the client worker",
+    )
