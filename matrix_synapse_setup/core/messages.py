@@ -972,3 +972,6 @@ WORKERS_REMOVED = (
     "process; the workers' files stay until purge, and a reinstall brings them back."
 )
 WORKERS_FILE_OWNER = "{path}: now {owner}"
+WORKERS_WAIT_FOR_SYNAPSE = (
+    "Synapse is not installed yet ({path} is missing): its workers are set up when it is."
+)

@@ -205,6 +205,7 @@ def inspect(
         cores=os.cpu_count() or 1,
         workers_on_disk=run_workers.read(redis),
         listeners=synapse_config.listeners(paths.WORKERS_SNIPPET) if with_workers else None,
+        homeserver_exists=synapse_config.HOMESERVER.exists(),
         redis=redis,
         redis_pending=tuple(packages.being_installed(packages.REDIS_PACKAGES))
         if with_workers and not deferred

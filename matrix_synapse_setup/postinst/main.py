@@ -19,7 +19,7 @@ from pathlib import Path
 from matrix_synapse_setup.core import messages, paths
 from matrix_synapse_setup.core.errors import SetupError, run
 from matrix_synapse_setup.core.output import say
-from matrix_synapse_setup.core.settings import drop_libpq_environment
+from matrix_synapse_setup.core.settings import WORKER_PRESETS, drop_libpq_environment
 from matrix_synapse_setup.dpkg import debconf, packages
 from matrix_synapse_setup.dpkg.debconf import IGNORE, RETRY, Conversation
 from matrix_synapse_setup.files import atomic, lock
@@ -27,6 +27,8 @@ from matrix_synapse_setup.postgres.queries import ServerUnavailable
 from matrix_synapse_setup.postinst import execute, inspect, workers
 from matrix_synapse_setup.postinst import plan as planner
 from matrix_synapse_setup.synapse import service
+
+NONE = WORKER_PRESETS[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +52,10 @@ def dispatch(argv: list[str]) -> int:
             status = status or synapse_arrived()
             if not status and debconf.debconf_running():
                 conv = Conversation(debconf.connect())
+                if conv.workers()[0] != NONE:
+                    # The workers wait for Synapse's configuration (see plan.workers_step):
+                    # the whole run, which also makes the admin account.
+                    return configure(conv, deferred=True)
                 user, password = conv.admin_answers()
                 if user:
                     try:

@@ -22,6 +22,7 @@ from matrix_synapse_setup.postinst import upgrades
 from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.postinst.state import State
 from matrix_synapse_setup.postinst.workers import Workers
+from matrix_synapse_setup.synapse import config as synapse_config
 from matrix_synapse_setup.synapse import porting
 from matrix_synapse_setup.synapse.config import Database, SqliteFacts, SynapseState
 
@@ -320,14 +321,18 @@ def max_connections(state: State) -> int | None:
     )
 
 
-def workers_step(state: State, settings: Settings) -> Workers | None:
-    """What the workers' answers call for (refused before anything changed: a Redis
-    server missing, a remote server whose connections cannot hold every pool, Synapse's
-    listeners set after our snippet)."""
+def workers_step(state: State, settings: Settings) -> tuple[Workers | None, list[str]]:
+    """What the workers' answers call for, and what to say (refused before anything
+    changed: a Redis server missing, a remote server whose connections cannot hold every
+    pool, Synapse's listeners set after our snippet)."""
     disk = state.workers_on_disk
     if disk is None:
-        return None
+        return None, []
     layout = run_workers.wanted_layout(state.workers, state.cores)
+    if layout is not None and not state.homeserver_exists:
+        # The shared snippet repeats Synapse's listeners, which do not exist yet: our
+        # trigger on Synapse's unit sets the workers up when Synapse arrives.
+        return None, [messages.WORKERS_WAIT_FOR_SYNAPSE.format(path=synapse_config.HOMESERVER)]
     listeners, source = state.listeners if state.listeners is not None else (None, None)
     if layout is not None:
         if not settings.local:
@@ -340,7 +345,7 @@ def workers_step(state: State, settings: Settings) -> Workers | None:
             raise SetupError(
                 messages.WORKERS_LISTENERS_LATER.format(source=source, path=paths.WORKERS_SNIPPET)
             )
-    return run_workers.decide(
+    step = run_workers.decide(
         state.workers,
         state.cores,
         disk,
@@ -348,6 +353,7 @@ def workers_step(state: State, settings: Settings) -> Workers | None:
         redis=state.redis,
         fresh=state.fresh_secrets,
     )
+    return step, []
 
 
 def extras(state: State, workers: Workers | None = None) -> list[PlanStep]:
@@ -378,7 +384,8 @@ def plan(state: State) -> Plan:
     if disk.problem is not None:
         notes.append(messages.SNIPPET_IGNORED.format(reason=disk.problem))
     settings, stamp = wanted(state)
-    workers = workers_step(state, settings)
+    workers, said = workers_step(state, settings)
+    notes += said
     if state.redis_pending and not state.deferred and workers is not None:
         # Redis's own postinst makes the group its configuration is given to.
         return Plan((*upgrades, Defer(state.redis_pending)), tuple(notes), settings)

@@ -202,3 +202,9 @@ def test_the_local_cluster_is_given_the_connections_the_pools_need():
 def test_the_pool_size_is_the_database_snippets():
     template = Path(paths.__file__).parent.parent / "files" / "templates" / "database.yaml.j2"
     assert f"cp_max: {run_workers.POOL_SIZE}\n" in template.read_text(encoding="utf-8")
+
+
+def test_without_synapses_configuration_the_workers_wait_for_it():
+    plan = p.plan(with_workers("client", "1", homeserver_exists=False))
+    assert plan.of(Workers) == []
+    assert any("Synapse is not installed yet" in note for note in plan.notes)
