@@ -22,7 +22,7 @@ from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
 from matrix_synapse_setup.core.paths import NGINX_INCLUDE, PACKAGE
 
-PATTERNS = Path(__file__).with_name("worker-endpoints.txt")
+PATTERNS = Path(__file__).with_name("worker-endpoints.list")
 INCLUDE = NGINX_INCLUDE
 
 # Synapse's docs: "all requests for a given room must be routed to the same instance" for
