@@ -438,7 +438,13 @@ def start_preset(root: harness.Root, count: int) -> dict:
         ["systemctl", "list-units", "--all", "--plain", "--no-legend", "redis-server@*",
          "valkey-server@*"]
     ).output  # fmt: skip
-    redis = [line.split()[0] for line in listed.splitlines() if line.split()]
+    # Only the servers installed: the worker unit orders itself after both kinds, so the
+    # other one is listed too, "not-found".
+    redis = [
+        fields[0]
+        for fields in map(str.split, listed.splitlines())
+        if len(fields) > 1 and fields[1] == "loaded"
+    ]
     for unit in [steps.SYNAPSE_UNIT, *units, *redis]:
         state = root.run(["systemctl", "is-active", unit]).output.strip()
         if restart.code or state != "active":
