@@ -579,9 +579,12 @@ def text_for(cluster: Cluster, max_connections: int | None = None) -> str:
     """The drop-in this machine calls for: its memory, cores, and the storage under the
     cluster's data directory; *max_connections* as recommended() takes it, unless the
     cluster's own configuration already sets as many or more (ours would lower it)."""
-    own = configured_max_connections(cluster)
-    if max_connections is not None and own is not None and own >= max_connections:
-        max_connections = None
+    if max_connections is not None and max_connections > MAX_CONNECTIONS:
+        # Read only when ours would be written: parsing postgresql.conf is not free, and
+        # every configure (an unchanged one too) comes here.
+        own = configured_max_connections(cluster)
+        if own is not None and own >= max_connections:
+            max_connections = None
     memory = machine_memory()
     disk = rotational(cluster.data_directory)
     values = recommended(memory, os.cpu_count() or 1, disk, max_connections)
