@@ -169,7 +169,7 @@ class Debconf:
                 name.replace("_", "-"), "string"
             )
             kind = "boolean" if name == "purge_database" else kind
-            kind = "select" if name in ("db_sslmode", "db_failure") else kind
+            kind = "select" if name in ("db_sslmode", "db_failure", "workers") else kind
             lines.append(f"{PKG} {question} {kind} {value}")
         self.run(["debconf-set-selections"], stdin="\n".join(lines) + "\n")
 
@@ -290,6 +290,8 @@ def test_preseeded_answers_are_kept_exactly(dc):
         ({"db_host": "db.example.org", "db_password": "a", "db_password_again": "b"}, "differ"),
         ({"backup_keep": "0"}, "whole number from 1 to 1000"),
         ({"backup_keep": "three"}, "whole number from 1 to 1000"),
+        ({"workers": "everything"}, "is not a worker preset"),
+        ({"workers": "client", "client_workers": "17"}, "whole number from 1 to 16"),
     ],
 )
 def test_an_invalid_preseed_fails_the_postinst_with_one_clear_line(dc, preseed, expected):
@@ -505,3 +507,27 @@ def test_values_the_shell_cannot_read_are_left_to_the_helper(dc, args):
     assert "edited by hand and differs from the answers in" in errors[0]
     assert "dbname" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+WORKERS_SNIPPET = "matrix-synapse/conf.d/workers.yaml"
+
+
+def test_a_reconfigure_reads_the_workers_preset_back_from_the_files(dc):
+    # A lost debconf database (never seen): the preset and count come from the header
+    # line of the shared snippet; an answer given since then (seen) wins.
+    path = dc.etc / WORKERS_SNIPPET
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Managed by matrix-synapse-setup\n# Workers preset: client 3\nredis: {}\n")
+    dc.config()
+    assert (dc.get("workers"), dc.get("client-workers")) == ("client", "3")
+    dc.preseed(workers="none")
+    dc.config()
+    assert dc.get("workers") == "none"
+
+
+def test_a_workers_file_without_our_line_changes_no_answer(dc):
+    path = dc.etc / WORKERS_SNIPPET
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Workers preset: everything 2\nredis: {}\n")
+    dc.config()
+    assert dc.get("workers") == "none"
