@@ -975,3 +975,8 @@ WORKERS_FILE_OWNER = "{path}: now {owner}"
 WORKERS_WAIT_FOR_SYNAPSE = (
     "Synapse is not installed yet ({path} is missing): its workers are set up when it is."
 )
+WORKERS_NEED_UPSTREAM_SYNAPSE = (
+    "The workers' unit runs Synapse from upstream's package (matrix-synapse-py3, in "
+    "/opt/venvs/matrix-synapse), which is not installed. Install it, or answer none to the "
+    "workers question (dpkg-reconfigure matrix-synapse-setup)."
+)

@@ -29,7 +29,7 @@ from matrix_synapse_setup.postinst import plan, upgrades
 from matrix_synapse_setup.postinst import workers as run_workers
 from matrix_synapse_setup.postinst.state import Cluster, OnDisk, State
 from matrix_synapse_setup.synapse import config as synapse_config
-from matrix_synapse_setup.synapse import porting, workers
+from matrix_synapse_setup.synapse import porting, units, workers
 
 
 def _read(path: Path) -> tuple[str | None, str | None]:
@@ -206,6 +206,7 @@ def inspect(
         workers_on_disk=run_workers.read(redis),
         listeners=synapse_config.listeners(paths.WORKERS_SNIPPET) if with_workers else None,
         homeserver_exists=synapse_config.HOMESERVER.exists(),
+        worker_python=units.WORKER_PYTHON.exists() if with_workers else True,
         redis=redis,
         redis_pending=tuple(packages.being_installed(packages.REDIS_PACKAGES))
         if with_workers and not deferred

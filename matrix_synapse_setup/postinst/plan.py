@@ -333,6 +333,8 @@ def workers_step(state: State, settings: Settings) -> tuple[Workers | None, list
         # The shared snippet repeats Synapse's listeners, which do not exist yet: our
         # trigger on Synapse's unit sets the workers up when Synapse arrives.
         return None, [messages.WORKERS_WAIT_FOR_SYNAPSE.format(path=synapse_config.HOMESERVER)]
+    if layout is not None and not state.worker_python:
+        raise SetupError(messages.WORKERS_NEED_UPSTREAM_SYNAPSE)
     listeners, source = state.listeners if state.listeners is not None else (None, None)
     if layout is not None:
         if not settings.local:

@@ -97,6 +97,7 @@ class State(NamedTuple):
     workers_on_disk: Any = None  # postinst/workers.WorkersOnDisk (None: not read)
     listeners: Any = None  # (Synapse's listeners without our workers snippet, their file)
     homeserver_exists: bool = True  # Synapse's homeserver.yaml: the listeners to repeat
+    worker_python: bool = True  # the interpreter our worker unit runs (upstream's package)
     redis: Any = None  # synapse/workers.RedisServer: the Redis server installed
     redis_pending: tuple[str, ...] = ()  # Redis unpacked, not configured yet
     server_limits: Any = None  # postgres/budget.Limits of a remote server, with workers

@@ -45,6 +45,9 @@ __all__ = ["TARGET", "WANTS_DIR", "apply", "enabled_workers", "target_enabled"]
 
 WANTS_DIR = SYSTEM_DIR / f"{TARGET}.wants"
 WORKER_TEMPLATE = Path("/usr/lib/systemd/system/matrix-synapse-worker@.service")
+# The interpreter the worker unit runs: upstream's package's (matrix-synapse-py3), as its
+# own unit does.  Debian's matrix-synapse runs /usr/bin/python3 instead.
+WORKER_PYTHON = Path("/opt/venvs/matrix-synapse/bin/python")
 _WORKER_LINK = re.compile(r"^matrix-synapse-worker@(.+)\.service$")
 # The names our presets give (synapse/workers.py): only these links are ours to remove.
 _OUR_WORKER = re.compile(rf"^({CLIENT}|{EVENTS}|{FEDERATION_SENDER}|{BACKGROUND})[0-9]+$")

@@ -208,3 +208,16 @@ def test_without_synapses_configuration_the_workers_wait_for_it():
     plan = p.plan(with_workers("client", "1", homeserver_exists=False))
     assert plan.of(Workers) == []
     assert any("Synapse is not installed yet" in note for note in plan.notes)
+
+
+def test_workers_need_the_synapse_their_unit_runs():
+    with pytest.raises(SetupError, match="matrix-synapse-py3"):
+        p.plan(with_workers("client", "1", worker_python=False))
+
+
+def test_the_interpreter_checked_is_the_one_the_worker_unit_runs():
+    from matrix_synapse_setup.synapse import units
+
+    unit = Path(__file__).parents[2] / "debian" / "systemd" / "matrix-synapse-worker@.service"
+    (execstart,) = [x for x in unit.read_text().splitlines() if x.startswith("ExecStart=")]
+    assert execstart.split("=", 1)[1].split()[0] == str(units.WORKER_PYTHON)
