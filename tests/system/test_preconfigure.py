@@ -30,6 +30,7 @@ QUESTIONS = [
     ("Name of the first server admin account (empty for none):", ""),
     ("Delete Synapse's database when this package is purged?", "no"),
     ("Number of database dumps to keep:", "4"),
+    ("Synapse worker processes:", "1"),  # the first choice: none
 ]
 PASSWORD = "typed before unpack"
 UNPACKING = "Unpacking matrix-synapse-setup"

@@ -64,6 +64,7 @@ def all_answers(password: str) -> list[dict]:
         {"expect": r"Name of the first server admin account \(empty for none\):", "send": ""},
         {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
         {"expect": r"Number of database dumps to keep:", "send": "3"},
+        {"expect": r"Synapse worker processes:", "send": "1"},  # the first choice: none
     ]
 
 
@@ -138,6 +139,8 @@ def test_interactive_install(make_root, debs, suite):
             *password_steps((TYPED, TYPED)),
             # at medium priority the first admin account is asked too; none here
             {"expect": ADMIN_PROMPT, "send": ""},
+            # and the workers' preset: the first choice, none
+            {"expect": r"Synapse worker processes:", "send": "1"},
         ],
     }
     env = {"DEBIAN_FRONTEND": "readline", "DEBIAN_PRIORITY": "medium"}

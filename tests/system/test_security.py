@@ -535,6 +535,7 @@ def ucf_answers(password: str) -> list[dict]:
         {"expect": r"Name of the first server admin account \(empty for none\):", "send": ""},
         {"expect": r"Delete Synapse's database when this package is purged\?", "send": "no"},
         {"expect": r"Number of database dumps to keep:", "send": "3"},
+        {"expect": r"Synapse worker processes:", "send": "1"},  # the first choice: none
         {"expect": prompt, "send": "show the differences"},
         {"expect": r"differences between versions", "send": None},
         {"expect": prompt, "send": "install the package"},
