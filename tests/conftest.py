@@ -22,7 +22,7 @@ LONGEST_FIRST = (
     "test_publish_autopkgtest.py",
     "test_migration.py",
     "test_booted.py",
-    "test_workers.py",
+    "test_workers_booted.py",
     "test_unchanged.py",
     "test_scenarios.py",
     "test_backup_booted.py",

@@ -129,6 +129,7 @@ def test_a_person_corrects_mistakes_and_the_answers_are_stored(tmp_path, cluster
             (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "yes"),
             ("Number of database dumps to keep:", "5"),
+            ("Synapse worker processes:", "1"),
             # the postinst's helper: told why, asked again
             (
                 r"not a number from 1 to 65535[\s\S]*Port of the PostgreSQL server:",
@@ -168,6 +169,7 @@ def test_a_remote_host_asks_the_tls_mode_and_insists_on_a_password(dc):
             ("CA certificate file for the PostgreSQL server:", ""),
             ("Password of the PostgreSQL role for Synapse:", ""),
             (r"Name of the first server admin account \(empty for none\):", ""),
+            ("Synapse worker processes:", "1"),
             # the helper refuses the empty password for a remote server
             (r"remote server needs the password[\s\S]*Password of the PostgreSQL role", "pw"),
             ("Password confirmation:", "pw"),
@@ -198,6 +200,7 @@ def test_a_ca_file_that_is_no_certificate_is_asked_again(dc, tmp_path):
             ("Password of the PostgreSQL role for Synapse:", "pw"),
             ("Password confirmation:", "pw"),
             (r"Name of the first server admin account \(empty for none\):", ""),
+            ("Synapse worker processes:", "1"),
             (r"holds no\s+PEM certificate[\s\S]*CA certificate file for the PostgreSQL", ""),
             (FAILURE, "abort"),
         ],
@@ -219,6 +222,7 @@ def test_french_questions_for_a_french_speaker(dc, tmp_path):
             ("Nom d'hôte du serveur PostgreSQL pour Synapse :", "localhost"),
             ("Mot de passe du rôle PostgreSQL pour Synapse :", ""),
             (r"Nom du premier compte administrateur du serveur \(vide pour aucun\) :", ""),
+            ("Processus auxiliaires \\(workers\\) de Synapse :", "1"),
         ],
         priority="medium",
         env={"LOCPATH": str(tmp_path), "LANG": "fr_FR.UTF-8"},
@@ -247,6 +251,7 @@ def test_enter_keeps_the_value_shown(dc):
             (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
             ("Number of database dumps to keep:", ""),
+            ("Synapse worker processes:", "1"),
         ],
         script="config",
     )
@@ -375,6 +380,7 @@ def prompts(transcript: str) -> list[str]:
         "admin": "Name of the first server admin account (empty for none):",
         "purge": "Delete Synapse's database when this package is purged?",
         "keep": "Number of database dumps to keep:",
+        "workers": "Synapse worker processes:",
     }
     where = {}
     for name, text in names.items():
@@ -400,6 +406,7 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
             (r"Name of the first server admin account \(empty for none\):", type_("")),
             (r"Delete Synapse's database when this package is purged\?", type_("no")),
             ("Number of database dumps to keep:", type_("3")),
+            ("Synapse worker processes:", type_("1")),
         ],
         env=readline_gnu,
         script="config",
@@ -411,7 +418,7 @@ def test_going_back_shows_the_question_before_and_takes_the_new_answer(dc, readl
     assert "db.example.org" in again.split("Port of the PostgreSQL server:", 1)[0]
     assert prompts(proc.stdout) == [
         "host", "port", "host", "port", "name", "user", "password", "again", "tune", "admin",
-        "purge", "keep",
+        "purge", "keep", "workers",
     ]  # fmt: skip
     # The local cluster: no TLS questions.
     assert (dc.get("db-host"), dc.get("db-port"), dc.get("db-name"), dc.get("db-user")) == (
@@ -433,6 +440,7 @@ def test_going_back_from_the_confirmation_asks_the_password_again(dc, readline_g
             ("Password of the PostgreSQL role for Synapse:", "second"),
             ("Password confirmation:", "second"),
             (r"Name of the first server admin account \(empty for none\):", type_("")),
+            ("Synapse worker processes:", type_("1")),
         ],
         priority="medium",
         env=readline_gnu,
@@ -440,7 +448,9 @@ def test_going_back_from_the_confirmation_asks_the_password_again(dc, readline_g
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "<<no prompt" not in proc.stdout, proc.stdout
-    assert prompts(proc.stdout) == ["host", "password", "again", "password", "again", "admin"]
+    assert prompts(proc.stdout) == [
+        "host", "password", "again", "password", "again", "admin", "workers"
+    ]  # fmt: skip
     assert (dc.get("db-password"), dc.get("db-password-again")) == ("second", "second")
 
 
@@ -460,6 +470,7 @@ def test_the_admin_password_is_asked_again_after_a_mismatch_and_after_going_back
             ("Admin account password confirmation:", BACK, "raw"),
             ("Password of the server admin account:", "four"),
             ("Admin account password confirmation:", "four"),
+            ("Synapse worker processes:", type_("1")),
         ],
         priority="medium",
         env=readline_gnu,
@@ -486,6 +497,7 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
             ("Password of the PostgreSQL role for Synapse:", "pw"),
             ("Password confirmation:", "pw"),
             (r"Name of the first server admin account \(empty for none\):", type_("")),
+            ("Synapse worker processes:", type_("1")),
         ],
         priority="medium",
         env=readline_gnu,
@@ -494,7 +506,7 @@ def test_going_back_over_questions_not_shown_lands_on_the_last_one_shown(dc, rea
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "<<no prompt" not in proc.stdout, proc.stdout
     assert prompts(proc.stdout) == [
-        "host", "password", "host", "tls", "password", "again", "admin"
+        "host", "password", "host", "tls", "password", "again", "admin", "workers"
     ]  # fmt: skip
     assert (dc.get("db-host"), dc.get("db-sslmode"), dc.get("db-password")) == (
         "db.example.org",
@@ -530,11 +542,13 @@ def test_an_upgrade_does_not_ask_the_new_questions_a_first_install_does(dc):
     assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     assert "Number of database dumps to keep:" not in upgrade.stdout
     assert "admin account" not in upgrade.stdout
+    assert "Synapse worker processes:" not in upgrade.stdout
     proc = converse(
         dc,
         [
             (r"Name of the first server admin account \(empty for none\):", ""),
             ("Number of database dumps to keep:", "6"),
+            ("Synapse worker processes:", "1"),
         ],
         script="config",
     )

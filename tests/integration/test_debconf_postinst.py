@@ -515,6 +515,7 @@ def test_interactive_wrong_database_asks_the_questions_again(site, cluster, tmp_
                 (r"Name of the first server admin account \(empty for none\):", ""),
                 (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
                 ("Number of database dumps to keep:", "3"),
+                ("Synapse worker processes:", "1"),
             ],
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -631,6 +632,7 @@ def test_after_answering_everything_the_next_run_asks_nothing(site, cluster, tmp
             (r"Name of the first server admin account \(empty for none\):", ""),
             (r"Delete Synapse's database when this package is purged\? \[yes/no\]", "no"),
             ("Number of database dumps to keep:", "4"),
+            ("Synapse worker processes:", "1"),
         ],
         priority="low",
     )
