@@ -161,21 +161,7 @@ def install(
                 return Installed(changed=False)
     if before != text and unedited:
         write_atomic(path, text, owner)
-    tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
-    try:
-        new = Path(tmpdir) / path.name
-        write_atomic(new, text, owner)
-        # ucf records the file's checksum (to detect later edits); when the admin
-        # edited it, ucf asks what to do (non-interactive: keeps the admin's file).
-        ucf(conv, ["--debconf-ok", str(new), str(path)])
-    finally:
-        for leftover in Path(tmpdir).iterdir():
-            leftover.unlink()
-        os.rmdir(tmpdir)
-    ucfr_register(path)
-    fix_ownership(path, owner)
-    for suffix in UCF_BACKUP_SUFFIXES:
-        fix_ownership(path.with_name(path.name + suffix), owner)
+    through_ucf(conv, path, text, owner)
     # Our text is in place unless ucf had an edit to ask about: only then is the file
     # read again, to learn what the admin chose.
     after = text if unedited else current_text(path)
@@ -216,16 +202,15 @@ def ucfr_register(path: Path) -> None:
         raise SetupError(f"ucfr {PACKAGE} {path} failed (exit {proc.returncode}).")
 
 
-def install_file(conv: Conversation | None, path: Path, text: str, owner: Ownership) -> bool:
-    """Put *text* in *path* through ucf (it asks about, or keeps, an admin's edit), with
-    *owner*; True when the file changed.  For the files without a password: the
-    database snippet has :func:`install`."""
-    before = current_text(path)
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+def through_ucf(conv: Conversation | None, path: Path, text: str, owner: Ownership) -> None:
+    """Hand *text* to ucf for *path* (from a private temporary copy with *owner*), and
+    register *path* as ours; *owner* for the file and ucf's copies beside it."""
     tmpdir = tempfile.mkdtemp(prefix="matrix-synapse-setup.")
     try:
         new = Path(tmpdir) / path.name
         write_atomic(new, text, owner)
+        # ucf records the file's checksum (to detect later edits); when the admin
+        # edited it, ucf asks what to do (non-interactive: keeps the admin's file).
         ucf(conv, ["--debconf-ok", str(new), str(path)])
     finally:
         for leftover in Path(tmpdir).iterdir():
@@ -235,6 +220,15 @@ def install_file(conv: Conversation | None, path: Path, text: str, owner: Owners
     fix_ownership(path, owner)
     for suffix in UCF_BACKUP_SUFFIXES:
         fix_ownership(path.with_name(path.name + suffix), owner)
+
+
+def install_file(conv: Conversation | None, path: Path, text: str, owner: Ownership) -> bool:
+    """Put *text* in *path* through ucf (it asks about, or keeps, an admin's edit), with
+    *owner*; True when the file changed.  For the files without a password: the
+    database snippet has :func:`install`."""
+    before = current_text(path)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    through_ucf(conv, path, text, owner)
     return current_text(path) != before
 
 
