@@ -69,6 +69,8 @@ DOWNLOAD_ONLY = [
     # Synapse's workers: Redis between the processes, nginx routing to them.
     "redis-server",
     "nginx",
+    # The `dendrite` command edits Dendrite's YAML with its comments kept (a Suggests).
+    "python3-ruamel.yaml",
 ]
 # The redis extra (txredisapi, hiredis): workers talk to each other through Redis.
 SYNAPSE_PIP = ["matrix-synapse[redis]==1.163.2", "psycopg2-binary==2.9.10"]
