@@ -12,7 +12,8 @@
     judge.py refused --user U        a login of U with the password on stdin is refused
 
 --server URL (every command) talks to Synapse there instead of 127.0.0.1:8008: through a
-reverse proxy, for instance.
+reverse proxy, for instance.  --secret-file FILE (chat) reads the registration shared secret
+from another configuration, where it may be nested (Dendrite's client_api section).
 
 Users, passwords and messages are kept in /root/judge-state.json between calls, so a
 recheck after a restart or a reconfiguration proves the data is still in the same database.
@@ -85,7 +86,7 @@ def wait(timeout: float) -> None:
 
 def register(user: str, password: str) -> None:
     text = SECRET_FILE.read_text()
-    match = re.search(r"^registration_shared_secret:\s*\"?([^\"\n]+)\"?", text, re.M)
+    match = re.search(r"^[ \t]*registration_shared_secret:\s*\"?([^\"\n]+)\"?", text, re.M)
     if not match:
         raise Failed(f"no registration_shared_secret in {SECRET_FILE}")
     nonce = http("GET", "/_synapse/admin/v1/register")["nonce"]
@@ -220,7 +221,7 @@ async def refused(user: str, password: str) -> None:
 
 
 def main() -> int:
-    global SERVER  # the one server this run talks to (--server)
+    global SERVER, SECRET_FILE  # the one server this run talks to (--server), its secret
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "command", choices=("wait", "chat", "recheck", "passwd", "admin", "refused")
@@ -229,8 +230,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=90)
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--server", default=SERVER)
+    parser.add_argument("--secret-file", type=Path, default=SECRET_FILE)
     args = parser.parse_args()
     SERVER = args.server.rstrip("/")
+    SECRET_FILE = args.secret_file
     state = json.loads(STATE.read_text()) if STATE.exists() else {"users": []}
     try:
         if args.command == "wait":
