@@ -16,6 +16,7 @@ from typing import Any
 from matrix_synapse_setup.commands import (
     admin,
     backup,
+    dendrite,
     doctor,
     migrate,
     plan,
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.set_defaults(func=upgrade_postgresql.command)
     sub.add_argument("--dry-run", action="store_true", help="print the plan only")
+    dendrite.add_parser(commands)
     return parser
 
 

@@ -97,9 +97,9 @@ SERVER_TOO_OLD = (
     "upgrade the cluster (pg_upgradecluster) and run this again."
 )
 WRONG_DATABASE = (
-    "The existing database '{dbname}' has {found}, but Synapse needs {needed}; it was left "
-    "untouched. Dump it (pg_dump), recreate it with ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
-    "TEMPLATE template0 OWNER {user}, and restore the dump."
+    "The existing database '{dbname}' has {found}, but the homeserver needs {needed}; it "
+    "was left untouched. Dump it (pg_dump), recreate it with ENCODING 'UTF8' LC_COLLATE 'C' "
+    "LC_CTYPE 'C' TEMPLATE template0 OWNER {user}, and restore the dump."
 )
 WRONG_OWNER = (
     "The existing database '{dbname}' is owned by '{owner}', not by '{user}'; it was left "
@@ -112,7 +112,7 @@ CANNOT_CREATE_TABLE = (
 )
 EMPTY_PASSWORD = "No password was given for role '{user}': Synapse logs in with a password."
 ROLE_IS_SUPERUSER = (
-    "The existing role '{user}' is a PostgreSQL superuser; Synapse must not log in as one: "
+    "The existing role '{user}' is a PostgreSQL superuser; a homeserver must not log in as one: "
     "choose another role name, or run ALTER ROLE {user} NOSUPERUSER."
 )
 SUPERUSER_FAILED = "Provisioning as the postgres user failed: {reason}"
@@ -979,4 +979,90 @@ WORKERS_NEED_UPSTREAM_SYNAPSE = (
     "The workers' unit runs Synapse from upstream's package (matrix-synapse-py3, in "
     "/opt/venvs/matrix-synapse), which is not installed. Install it, or answer none to the "
     "workers question (dpkg-reconfigure matrix-synapse-setup)."
+)
+
+# --- Dendrite (matrix-synapse-setup dendrite) --------------------------------------------
+DENDRITE_NO_RUAMEL = (
+    "Editing Dendrite's configuration needs python3-ruamel.yaml (it keeps the file's "
+    "comments): run 'apt install python3-ruamel.yaml', then this command again."
+)
+DENDRITE_NO_FILE = (
+    "{path} does not exist: give Dendrite's configuration file with --config (generate one "
+    "with Dendrite's generate-config, or start from its dendrite-sample.yaml)."
+)
+DENDRITE_NOT_FILE = "{path} is not a file: give Dendrite's configuration file with --config."
+DENDRITE_UNREADABLE = (
+    "Cannot read {path} ({reason}): run this command as root, or make the file readable."
+)
+DENDRITE_NOT_YAML = (
+    "{path} is not valid YAML ({where}: {problem}): fix the file (Dendrite could not read "
+    "it either), then run this command again; nothing was changed."
+)
+DENDRITE_NOT_DENDRITE = (
+    "{path} has no 'global' section, so it is not Dendrite's configuration: give "
+    "dendrite.yaml with --config; nothing was changed."
+)
+DENDRITE_NOT_POSTGRES = (
+    "{path} sets global.database.connection_string to {value!r}, which is not PostgreSQL; "
+    "it was left as it is. To move Dendrite to PostgreSQL, empty that value first."
+)
+DENDRITE_OTHER_DATABASE = (
+    "{path} already points Dendrite at database '{dbname}' on {where}, not at '{ours}': "
+    "Dendrite's data may be there, so nothing was changed. Give --dbname/--host for that "
+    "database, or empty global.database.connection_string to use '{ours}'."
+)
+DENDRITE_COMPONENT_OVERRIDE = (
+    "{path} sets {key} to another database, which overrides the global one for that "
+    "component; nothing was changed. Remove it (or make it the global value) first."
+)
+DENDRITE_EDIT_FAILED = (
+    "{path} could not be changed safely ({key} has no place of its own that keeps every "
+    "comment): set {key} by hand; nothing was changed."
+)
+DENDRITE_NO_SYSTEM_USER = (
+    "No system user '{user}' to log in to PostgreSQL as (peer authentication): create it "
+    "('adduser --system --group {user}') for Dendrite to run as, or give --password-file."
+)
+DENDRITE_SSLMODE = (
+    "The TLS mode {value!r} is not one that Dendrite's driver (lib/pq) knows: use one of "
+    "{modes}."
+)
+DENDRITE_REMOTE_PASSWORD = (
+    "A remote server needs the password of role '{user}': give it with --password-file "
+    "FILE (or '-' for standard input)."
+)
+DENDRITE_PASSWORD_IN_FILE = (
+    "{path} now holds the database password ({owner}): keep it readable only by root and "
+    "Dendrite's user."
+)
+DENDRITE_BUDGET = (
+    "Dendrite's connections may not fit: {text}. Lower global.database.max_open_conns in "
+    "{path}, or raise max_connections."
+)
+DENDRITE_UNLIMITED = (
+    "Dendrite's pool {pool} has no limit (max_open_conns 0 or less): set "
+    "global.database.max_open_conns in {path} to at most {available}."
+)
+DOCTOR_DENDRITE_NOT_POSTGRES = (
+    "{path} sets global.database.connection_string to {value}, which is no PostgreSQL URI"
+)
+DOCTOR_DENDRITE_FILE = "{path}: {owner}, Dendrite logs in with {how}"
+DOCTOR_DENDRITE_READABLE = "{path} holds the database password and others may read it ({owner})"
+DOCTOR_FIX_DENDRITE_MODE = "chmod o-rwx {path}"
+DOCTOR_FIX_DENDRITE = "matrix-synapse-setup dendrite --config {path} (add your usual options)"
+DOCTOR_DENDRITE_BUDGET_FITS = "Dendrite's pools (and Synapse's on this cluster) fit: {budget}"
+DOCTOR_BUDGET_MARGIN_ALL = (
+    "the pools leave less than the {margin} connections kept for admins and backups: {budget}"
+)
+DOCTOR_BUDGET_OVER_ALL = (
+    "the pools need more connections than PostgreSQL allows, so some will be refused under "
+    "load: {budget}"
+)
+DOCTOR_FIX_DENDRITE_BUDGET = (
+    "lower global.database.max_open_conns in {path}, or raise max_connections to at least "
+    "{needed} and restart PostgreSQL"
+)
+DENDRITE_NEED_ROOT = (
+    "Setting up Dendrite's database needs root (it acts as the postgres user and as "
+    "Dendrite's user, and rewrites its file): run it as root, or add --dry-run."
 )

@@ -68,3 +68,27 @@ def store_keep(value: str, path: Path = KEEP_FILE) -> bool:
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return True
+
+
+# --- Dendrite's configuration, as the dendrite command last left it ----------------------
+
+DENDRITE_FILE = STATE_DIR / "dendrite"
+
+
+def read_dendrite(path: Path = DENDRITE_FILE) -> Path | None:
+    """The Dendrite configuration file the dendrite command pointed at our database."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(text) if text.startswith("/") else None
+
+
+def store_dendrite(config: Path, path: Path = DENDRITE_FILE) -> bool:
+    """Remember *config* for doctor; True when that changed the file."""
+    text = f"{config}\n"
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    write_atomic(path, text, Ownership(0, 0, 0o644), crash_point=None)
+    return True

@@ -76,10 +76,12 @@ class Error(Exception):
 class Connection:
     """A blocking libpq connection (``connect_timeout`` in *params* bounds it)."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], *, expand: bool = False) -> None:
+        """*expand*: *params*' dbname may be a whole connection string (a URI), which
+        libpq reads as such; the other keywords then add to it."""
         pq = lib()
         keys, values = keywords(params | {"client_encoding": "UTF8"})
-        self._conn = pq.PQconnectdbParams(keys, values, 0)
+        self._conn = pq.PQconnectdbParams(keys, values, 1 if expand else 0)
         if not self._conn:
             raise Error("libpq could not allocate a connection")
         if pq.PQstatus(self._conn) != CONNECTION_OK:

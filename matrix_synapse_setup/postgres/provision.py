@@ -47,18 +47,22 @@ def provision(
     socket_dir: str = POSTGRESQL_SOCKET_DIR,
     facts: dict[str, Any] | None = None,
     tune: dict[str, Any] | None = None,
+    peer: bool = False,
+    verify_as_role: bool = True,
 ) -> list[Step]:
     """Local: create or update role and database, then verify.  Remote: verify.
+    *peer*: the role gets no password (its system user logs in over the socket); the
+    caller then verifies as that user (*verify_as_role* False skips our verification).
     *tune*: the PostgreSQL settings for Synapse to apply too (tuning.apply's request).
     *facts*: filled with what the superuser part saw and did ("other_databases": the
     cluster's databases that are not Synapse's; "tuning": tuning.apply's answer)."""
     steps: list[Step] = []
     if settings.local:
-        if not settings.password:
+        if not settings.password and not peer:
             raise SetupError(messages.EMPTY_PASSWORD.format(user=settings.user))
         socket = settings.socket_dir or socket_dir
         steps += _run_as_postgres(settings, socket, facts, tune)
-    return steps + verify(settings)
+    return (steps + verify(settings)) if verify_as_role else steps
 
 
 # --- the superuser part, in a child with the postgres uid -------------------
@@ -337,40 +341,48 @@ def verify(settings: Settings, *, show_certificate: bool = False) -> list[Step]:
 
     Through libpq directly (:mod:`matrix_synapse_setup.postgres.libpq`): nothing here needs
     psycopg, whose import would cost more than the whole check."""
-    where = f"{settings.host}:{settings.port}"
-    if settings.socket_dir:
-        where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
     try:
         conn = libpq.Connection(role_params(settings))
     except libpq.Error as err:
         raise connect_error(err, settings) from None
     with conn:
-        steps = [check_version(conn.server_version, where)]
-        how = "over the Unix socket" if settings.socket_dir else "over TCP"
-        steps.append(Step(f"login as {settings.user} {how}", OK, where))
-        rows = conn.query(DATABASE_QUERY_PQ, settings.dbname)
-        steps += check_database(rows[0] if rows else None, settings, where)  # type: ignore[arg-type]
-        tls = conn.tls()
-        if tls is not None:
-            detail = f"{tls[0]}, {tls[1]}, sslmode {settings.sslmode}"
-            if show_certificate:
-                detail += "; " + describe_certificate(settings)
-            steps.append(Step("TLS", OK, detail))
-        elif not settings.local:
-            steps.append(Step("TLS", "not used", f"sslmode {settings.sslmode}"))
-        conn.command("BEGIN")
-        try:
-            # A constant name, quoted: nothing of the input is in this statement.
-            conn.command(f'CREATE TABLE "{PROBE_TABLE}" (id integer)')
-        except libpq.Error as err:
-            raise SetupError(
-                messages.CANNOT_CREATE_TABLE.format(
-                    user=settings.user, dbname=settings.dbname, reason=reason_of(err)
-                )
-            ) from None
-        finally:
-            conn.command("ROLLBACK")
-        steps.append(Step(f"create tables in {settings.dbname}", OK, "as " + settings.user))
+        return checks(conn, settings, show_certificate=show_certificate)
+
+
+def checks(
+    conn: libpq.Connection, settings: Settings, *, show_certificate: bool = False
+) -> list[Step]:
+    """:func:`verify`'s checks on *conn*, a connection as *settings*' role however it
+    was opened (Dendrite's connects with its connection string: dendrite/database.py)."""
+    where = f"{settings.host}:{settings.port}"
+    if settings.socket_dir:
+        where = f"{settings.socket_dir}/.s.PGSQL.{settings.port}"
+    steps = [check_version(conn.server_version, where)]
+    how = "over the Unix socket" if settings.socket_dir else "over TCP"
+    steps.append(Step(f"login as {settings.user} {how}", OK, where))
+    rows = conn.query(DATABASE_QUERY_PQ, settings.dbname)
+    steps += check_database(rows[0] if rows else None, settings, where)  # type: ignore[arg-type]
+    tls = conn.tls()
+    if tls is not None:
+        detail = f"{tls[0]}, {tls[1]}, sslmode {settings.sslmode}"
+        if show_certificate:
+            detail += "; " + describe_certificate(settings)
+        steps.append(Step("TLS", OK, detail))
+    elif not settings.local:
+        steps.append(Step("TLS", "not used", f"sslmode {settings.sslmode}"))
+    conn.command("BEGIN")
+    try:
+        # A constant name, quoted: nothing of the input is in this statement.
+        conn.command(f'CREATE TABLE "{PROBE_TABLE}" (id integer)')
+    except libpq.Error as err:
+        raise SetupError(
+            messages.CANNOT_CREATE_TABLE.format(
+                user=settings.user, dbname=settings.dbname, reason=reason_of(err)
+            )
+        ) from None
+    finally:
+        conn.command("ROLLBACK")
+    steps.append(Step(f"create tables in {settings.dbname}", OK, "as " + settings.user))
     return steps
 
 

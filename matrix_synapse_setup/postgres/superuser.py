@@ -37,6 +37,9 @@ from matrix_synapse_setup.postgres.queries import (
 
 
 def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
+    """The role, able to log in with *settings*' password; without one (peer
+    authentication: the system user of the same name logs in over the socket) a new role
+    gets none, and an existing role keeps whatever password it has."""
     name = f"role {settings.user}"
     row = conn.execute(
         "SELECT rolsuper, rolcanlogin, rolpassword FROM pg_authid WHERE rolname = %s",
@@ -44,6 +47,8 @@ def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
     ).fetchone()
     if row is not None and row[0]:
         raise SetupError(messages.ROLE_IS_SUPERUSER.format(user=settings.user))
+    if not settings.password:
+        return _ensure_peer_role(conn, sql, settings, row)
     if row is not None and row[1] and scram_matches(row[2], settings.password):
         return Step(name, UNCHANGED)
     # Hashed here, on the client side: the clear text never reaches the server.
@@ -65,6 +70,21 @@ def ensure_role(conn: Any, sql: Any, settings: Settings) -> Step:
     )
     fault("after-password-changed")
     return Step(name, CHANGED, "password set" if row[1] else "login and password set")
+
+
+def _ensure_peer_role(conn: Any, sql: Any, settings: Settings, row: Any) -> Step:
+    name = f"role {settings.user}"
+    if row is None:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+                sql.Identifier(settings.user)
+            )
+        )
+        return Step(name, CREATED, "no password: peer authentication")
+    if row[1]:
+        return Step(name, UNCHANGED)
+    conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN").format(sql.Identifier(settings.user)))
+    return Step(name, CHANGED, "login set")
 
 
 def inspect_database(conn: Any, settings: Settings, where: str) -> bool:
@@ -95,7 +115,8 @@ def provision_as_superuser(
         port=validate_port(request["port"]),
         dbname=validate_name("database", request["dbname"]),
         user=validate_name("role", request["user"]),
-        password=validate_password(request["password"]),
+        # No password: peer authentication (a role for a system user of the same name).
+        password=validate_password(request["password"]) if request.get("password") else "",
     )
     psycopg = import_psycopg()
     where = f"local cluster (port {settings.port})"

@@ -136,7 +136,7 @@ def test_mentions_and_lookalikes_are_not_imports(source):
 
 # Bottom first; docs/development.md says what each holds and why in this order.  A
 # module may import its own sub-package and the ones below it, never one above.
-LAYERS = ("core", "files", "dpkg", "postgres", "synapse", "postinst", "commands")
+LAYERS = ("core", "files", "dpkg", "postgres", "synapse", "dendrite", "postinst", "commands")
 PACKAGE = "matrix_synapse_setup"
 
 

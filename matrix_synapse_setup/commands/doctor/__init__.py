@@ -14,15 +14,24 @@ first: ``report`` (a row, the overall status, the table and the JSON), ``server`
 login as Synapse's role), ``facts`` (what the checks share, read once), then the checks by
 what they look at: ``files`` (the snippet, its password file), ``database`` (Synapse's
 effective database, PostgreSQL, the connection budget), ``synapse`` (whether it answers),
-``backups``, ``versions`` (PostgreSQL's major, our tuning, the collation versions).
+``backups``, ``versions`` (PostgreSQL's major, our tuning, the collation versions), and
+``dendrite`` (its rows, only when the dendrite command recorded a dendrite.yaml).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from matrix_synapse_setup.commands.doctor import backups, database, files, synapse, versions
+from matrix_synapse_setup.commands.doctor import (
+    backups,
+    database,
+    dendrite,
+    files,
+    synapse,
+    versions,
+)
 from matrix_synapse_setup.commands.doctor.facts import TIMEOUT, Facts, Paths
 from matrix_synapse_setup.commands.doctor.report import (
     FAIL,
@@ -33,6 +42,7 @@ from matrix_synapse_setup.commands.doctor.report import (
 )
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.settings import drop_libpq_environment
+from matrix_synapse_setup.files import state
 
 # Each row's name and its check, in the table's order: a row that is skipped names one
 # above it as its cause.
@@ -61,8 +71,10 @@ def run(
     *,
     timeout: float = TIMEOUT,
     checks: Mapping[str, Callable[[Facts], Check]] = CHECKS,
+    dendrite_config: Path | None = None,
 ) -> list[Check]:
-    """Every check's row, in order; a check that breaks is a failure row of its name."""
+    """Every check's row, in order; a check that breaks is a failure row of its name.
+    Dendrite's rows follow when *dendrite_config* names its file."""
     facts = Facts(paths, timeout=timeout)
     rows = []
     for name, check in checks.items():
@@ -77,12 +89,24 @@ def run(
                     messages.DOCTOR_FIX_BUG,
                 )
             )
+    try:
+        rows += dendrite.rows(facts, dendrite_config)
+    except Exception as err:  # noqa: BLE001 - as above
+        reason = f"{type(err).__name__}: {err}"
+        rows.append(
+            Check(
+                dendrite.CONFIG,
+                FAIL,
+                messages.DOCTOR_CHECK_BROKE.format(reason=reason),
+                messages.DOCTOR_FIX_BUG,
+            )
+        )
     return rows
 
 
 def main(*, as_json: bool = False, paths: Paths | None = None) -> int:
     drop_libpq_environment()  # connect as Synapse does, not with the admin's PG* defaults
-    rows = run(paths)
+    rows = run(paths, dendrite_config=state.read_dendrite())
     print(render_json(rows) if as_json else render_table(rows), end="", flush=True)
     return exit_code(rows)
 
