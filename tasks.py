@@ -551,6 +551,16 @@ def roots(c, suite=None, force=False, dry_run=False):
     c.run(shlex.join(args), echo=True)
 
 
+@task(help={"force": "rebuild even if cached"})
+def dendrite(c, force=False):
+    """Build Dendrite's binaries and sample configuration for the system test, with the
+    host's Go, into build/dendrite-<version>/ (scripts/devtools/dendrite.py; cached)."""
+    args = [PYTHON, "-m", "scripts.devtools.dendrite"]
+    if force:
+        args.append("--force")
+    c.run(shlex.join(args), echo=True)
+
+
 @task(
     help={
         "suite": "bookworm or trixie (repeatable; default: both)",
@@ -601,3 +611,4 @@ ns.add_task(autopkgtest)
 ns.add_task(piuparts)
 ns.add_task(roots)
 ns.add_task(layers)
+ns.add_task(dendrite)
