@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -88,11 +90,16 @@ def dbname(cluster):
 
 
 @pytest.fixture
-def yaml_file(tmp_path):
-    path = tmp_path / "dendrite.yaml"
+def yaml_file():
+    """dendrite.yaml in a directory that Dendrite's user (nobody) can search, as
+    /etc/dendrite is (pytest's own temporary directories are root's alone)."""
+    directory = Path(tempfile.mkdtemp(prefix="mss-dendrite-"))
+    directory.chmod(0o755)
+    path = directory / "dendrite.yaml"
     path.write_text(SAMPLE)
     path.chmod(0o644)
-    return path
+    yield path
+    shutil.rmtree(directory)
 
 
 def peer_args(cluster, path: Path, dbname: str) -> list[str]:
@@ -238,7 +245,7 @@ def test_doctor_fails_a_password_others_can_read(cluster, dbname, yaml_file):
     ("change", "words"),
     [
         (lambda t: t.replace("postgresql://username:password@hostname/dendrite?sslmode=disable",
-                             "file:dendrite.db"), "which is not PostgreSQL"),
+                             "file:dendrite.db"), "not PostgreSQL: Dendrite's data is there"),
         (lambda t: t.replace("username:password@hostname/dendrite",
                              "dendrite:x@db.example.org/dendrite"), "Dendrite's data may be there"),
         (lambda t: t + "sync_api:\n  database:\n    connection_string: postgresql://a:b@c/sync\n",
@@ -278,3 +285,21 @@ def test_an_existing_role_keeps_its_password_under_peer(cluster, dbname, yaml_fi
         cluster.query("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (PEER_USER,))
         == hashed
     )
+
+
+def test_a_symbolic_link_stays_one(cluster, dbname, yaml_file):
+    link = yaml_file.parent / "link.yaml"
+    link.symlink_to(yaml_file)
+    result = admin(*peer_args(cluster, link, dbname))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink()
+    assert conninfo_to_dict(connection_string(yaml_file))["dbname"] == dbname
+    assert list(yaml_file.parent.glob("dendrite.yaml.before-setup-*"))
+
+
+def test_doctor_fails_a_file_dendrites_user_cannot_read(cluster, dbname, yaml_file):
+    assert admin(*peer_args(cluster, yaml_file, dbname)).returncode == 0
+    yaml_file.chmod(0o600)
+    rows = {row.name: row for row in doctor.run(dendrite_config=yaml_file)}
+    assert rows["dendrite config"].status == "fail"
+    assert f"cannot be read by {PEER_USER}" in rows["dendrite config"].detail
