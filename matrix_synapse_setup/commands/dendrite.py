@@ -171,7 +171,7 @@ def backup_name(path: Path) -> Path:
 
 def keep_backup(document: config.Document) -> Path:
     """A copy of the file as it was, 0600 root's (it may hold the old password)."""
-    backup = backup_name(document.path)
+    backup = backup_name(document.path.resolve())
     tmp = backup.with_name(f".{backup.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -238,7 +238,8 @@ def command(args: argparse.Namespace) -> int:
         if text != document.text or mode != document.mode:
             backup = keep_backup(document)
             owner = Ownership(document.uid, document.gid, mode)
-            write_atomic(path, text, owner, crash_point=None)
+            # A symbolic link stays one: the file it names is replaced.
+            write_atomic(path.resolve(), text, owner, crash_point=None)
             detail = "global.database.connection_string"
             if mode != document.mode:
                 detail += f", mode {mode:04o}"

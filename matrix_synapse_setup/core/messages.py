@@ -1003,8 +1003,9 @@ DENDRITE_NOT_DENDRITE = (
     "dendrite.yaml with --config; nothing was changed."
 )
 DENDRITE_NOT_POSTGRES = (
-    "{path} sets global.database.connection_string to {value!r}, which is not PostgreSQL; "
-    "it was left as it is. To move Dendrite to PostgreSQL, empty that value first."
+    "{path} sets global.database.connection_string to {value!r}, not PostgreSQL: Dendrite's "
+    "data is there, so nothing was changed. To start afresh on PostgreSQL (Dendrite has no "
+    "tool to move that data), empty the value first."
 )
 DENDRITE_OTHER_DATABASE = (
     "{path} already points Dendrite at database '{dbname}' on {where}, not at '{ours}': "
@@ -1049,6 +1050,10 @@ DOCTOR_DENDRITE_NOT_POSTGRES = (
 DOCTOR_DENDRITE_FILE = "{path}: {owner}, Dendrite logs in with {how}"
 DOCTOR_DENDRITE_READABLE = "{path} holds the database password and others may read it ({owner})"
 DOCTOR_FIX_DENDRITE_MODE = "chmod o-rwx {path}"
+DOCTOR_DENDRITE_UNREADABLE = (
+    "{path} cannot be read by {user}, the user Dendrite logs in as ({owner})"
+)
+DOCTOR_FIX_DENDRITE_READ = "chgrp {user} {path}; chmod g+r {path}"
 DOCTOR_FIX_DENDRITE = "matrix-synapse-setup dendrite --config {path} (add your usual options)"
 DOCTOR_DENDRITE_BUDGET_FITS = "Dendrite's pools (and Synapse's on this cluster) fit: {budget}"
 DOCTOR_BUDGET_MARGIN_ALL = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matrix_synapse_setup.commands.doctor.facts import Facts
+from matrix_synapse_setup.commands.doctor.files import unreadable_by
 from matrix_synapse_setup.commands.doctor.report import FAIL, OK, WARN, Check, skipped
 from matrix_synapse_setup.core import messages
 from matrix_synapse_setup.core.errors import SetupError
@@ -105,7 +106,24 @@ def check_config(facts: Facts, dendrite: DendriteFacts) -> Check:
             messages.DOCTOR_DENDRITE_READABLE.format(path=dendrite.path, owner=owner),
             messages.DOCTOR_FIX_DENDRITE_MODE.format(path=dendrite.path),
         )
+    if target.password is None and _unreadable(dendrite.path, target.user):
+        # Peer authentication: the role's name is the system user Dendrite runs as.
+        return Check(
+            CONFIG,
+            FAIL,
+            messages.DOCTOR_DENDRITE_UNREADABLE.format(
+                path=dendrite.path, user=target.user, owner=owner
+            ),
+            messages.DOCTOR_FIX_DENDRITE_READ.format(path=dendrite.path, user=target.user),
+        )
     return Check(CONFIG, OK, detail)
+
+
+def _unreadable(path: Path, user: str) -> bool:
+    try:
+        return unreadable_by(path, user) is not None
+    except (KeyError, OSError):  # no such user: the database row says so
+        return False
 
 
 def check_database(facts: Facts, dendrite: DendriteFacts) -> Check:
