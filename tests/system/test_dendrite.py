@@ -357,7 +357,7 @@ def dendrite_chats(root: Root, config: str, db: str) -> None:
 # --- the journey ------------------------------------------------------------------------------
 
 
-@pytest.mark.smoke  # cheap: Dendrite starts in about a second
+@pytest.mark.smoke  # one root per release, no init system: cheap enough for every release
 @pytest.mark.journey
 @pytest.mark.parametrize("suite", SUITES, scope="class")
 class TestDendrite:
