@@ -61,6 +61,9 @@ TCP_URI = re.compile(
 )
 RECORD = "/var/lib/matrix-synapse-setup/dendrite"
 MESSAGES = 5
+# Dendrite's sync API sees a sent event once it has come through its stream: a read
+# right after the sends may wait this long for them.
+SETTLE = 30
 # Tables that Dendrite's own schema creates (roomserver, user API, sync API).
 DENDRITE_TABLES = ("roomserver_rooms", "userapi_accounts", "syncapi_output_room_events")
 
@@ -323,6 +326,8 @@ def dendrite_chats(root: Root, config: str, db: str) -> None:
         SERVER,
         "--secret-file",
         config,
+        "--settle",
+        str(SETTLE),
         what="the client registers on Dendrite, makes a room, sends and reads back",
     )
     entry = json.loads(root.read("/root/judge-state.json"))["users"][-1]

@@ -13,7 +13,8 @@
 
 --server URL (every command) talks to Synapse there instead of 127.0.0.1:8008: through a
 reverse proxy, for instance.  --secret-file FILE (chat) reads the registration shared secret
-from another configuration, where it may be nested (Dendrite's client_api section).
+from another configuration, where it may be nested (Dendrite's client_api section);
+--settle S lets a read back wait up to S seconds for the messages sent to show.
 
 Users, passwords and messages are kept in /root/judge-state.json between calls, so a
 recheck after a restart or a reconfiguration proves the data is still in the same database.
@@ -49,6 +50,10 @@ from nio import (
 SERVER = "http://127.0.0.1:8008"
 SECRET_FILE = Path("/etc/matrix-synapse/conf.d/zz-test-registration.yaml")
 STATE = Path("/root/judge-state.json")
+# Seconds a read may wait for the messages sent (--settle): 0 for Synapse, whose sends
+# are readable once they return; Dendrite's sync API learns of an event from its stream
+# after the send has returned.
+SETTLE = 0.0
 
 
 class Failed(Exception):
@@ -120,17 +125,22 @@ async def send(client: AsyncClient, room: str, bodies: list[str]) -> None:
 
 
 async def read_back(client: AsyncClient, room: str, expected: list[str]) -> None:
-    sync = await client.sync(timeout=0)
-    if not isinstance(sync, SyncResponse):
-        raise Failed(f"sync failed: {sync}")
-    resp = await client.room_messages(
-        room, start=sync.next_batch, direction=MessageDirection.back, limit=len(expected) + 50
-    )
-    if not isinstance(resp, RoomMessagesResponse):
-        raise Failed(f"reading the room failed: {resp}")
-    seen = [ev.body for ev in reversed(resp.chunk) if isinstance(ev, RoomMessageText)]
-    if seen != expected:
-        raise Failed(f"messages read back differ: expected {expected}, seen {seen}")
+    deadline = time.monotonic() + SETTLE
+    while True:
+        sync = await client.sync(timeout=0)
+        if not isinstance(sync, SyncResponse):
+            raise Failed(f"sync failed: {sync}")
+        resp = await client.room_messages(
+            room, start=sync.next_batch, direction=MessageDirection.back, limit=len(expected) + 50
+        )
+        if not isinstance(resp, RoomMessagesResponse):
+            raise Failed(f"reading the room failed: {resp}")
+        seen = [ev.body for ev in reversed(resp.chunk) if isinstance(ev, RoomMessageText)]
+        if seen == expected:
+            break
+        if time.monotonic() >= deadline:
+            raise Failed(f"messages read back differ: expected {expected}, seen {seen}")
+        await asyncio.sleep(0.2)
     print(f"read back {len(seen)} messages in order")
 
 
@@ -221,7 +231,7 @@ async def refused(user: str, password: str) -> None:
 
 
 def main() -> int:
-    global SERVER, SECRET_FILE  # the one server this run talks to (--server), its secret
+    global SERVER, SECRET_FILE, SETTLE  # the one server this run talks to, as told
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "command", choices=("wait", "chat", "recheck", "passwd", "admin", "refused")
@@ -231,9 +241,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--server", default=SERVER)
     parser.add_argument("--secret-file", type=Path, default=SECRET_FILE)
+    parser.add_argument("--settle", type=float, default=SETTLE)
     args = parser.parse_args()
     SERVER = args.server.rstrip("/")
     SECRET_FILE = args.secret_file
+    SETTLE = args.settle
     state = json.loads(STATE.read_text()) if STATE.exists() else {"users": []}
     try:
         if args.command == "wait":
