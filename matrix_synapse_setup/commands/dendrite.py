@@ -45,6 +45,9 @@ from matrix_synapse_setup.files.atomic import Ownership, write_atomic
 from matrix_synapse_setup.postgres import budget
 
 DEFAULT_HOST = "/run/postgresql"
+# A password without --host: over TCP to the local cluster, since Debian's pg_hba.conf
+# takes peer authentication only on the socket.
+TCP_HOST = "127.0.0.1"
 DEFAULT_NAME = "dendrite"
 # Placeholders of Dendrite's dendrite-sample.yaml: a value nobody's data is behind.
 SAMPLE_USER, SAMPLE_HOST = "username", "hostname"
@@ -66,9 +69,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--dbname", default=DEFAULT_NAME, help="database name (default: %(default)s)")
     sub.add_argument(
         "--host",
-        default=DEFAULT_HOST,
-        help="a socket directory (peer authentication, default: %(default)s), 'localhost', "
-        "127.0.0.1 or ::1 (the local cluster over TCP, with a password), or a remote server",
+        default=None,
+        help=f"a socket directory (peer authentication, default: {DEFAULT_HOST}; "
+        f"{TCP_HOST} with --password-file), 'localhost', 127.0.0.1 or ::1 (the local "
+        "cluster over TCP, with a password), or a remote server",
     )
     sub.add_argument("--port", default="5432", help="server port (default: %(default)s)")
     sub.add_argument("--sslmode", help="TLS mode: " + ", ".join(uri.SSLMODES))
@@ -88,7 +92,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def choose_target(args: argparse.Namespace, current: str) -> Target:
     """Where and how Dendrite will log in, from the options and the file's current
     connection string (whose password is kept when it is the same role's)."""
-    host = validate_host(args.host)
+    host = validate_host(args.host or (TCP_HOST if args.password_file else DEFAULT_HOST))
     port = validate_port(args.port)
     user = validate_name("role", args.user)
     dbname = validate_name("database", args.dbname)
@@ -148,12 +152,24 @@ def check_current(document: config.Document, target: Target, value: str) -> None
                     ours=target.dbname,
                 )
             )
-    for key, string in config.component_strings(document.data):
-        other = uri.parse(string)
-        if string != value and (other is None or not same_database(other, target)):
-            raise SetupError(
-                messages.DENDRITE_COMPONENT_OVERRIDE.format(path=document.path, key=key)
+    others = [
+        key
+        for key, string in config.component_strings(document.data)
+        if string != value and not _names(string, target)
+    ]
+    if others:
+        more = messages.DENDRITE_COMPONENT_MORE.format(count=len(others) - 1)
+        raise SetupError(
+            messages.DENDRITE_COMPONENT_OVERRIDE.format(
+                path=document.path, key=others[0], more=more if len(others) > 1 else ""
             )
+        )
+
+
+def _names(string: str, target: Target) -> bool:
+    """Whether *string* names *target*'s database."""
+    other = uri.parse(string)
+    return other is not None and same_database(other, target)
 
 
 def new_mode(document: config.Document, target: Target) -> int:
@@ -205,6 +221,8 @@ def command(args: argparse.Namespace) -> int:
     path = Path(args.config)
     document = config.read(path)
     target = choose_target(args, document.connection_string)
+    if args.host is None and target.password is not None:
+        note(messages.DENDRITE_PASSWORD_OVER_TCP.format(host=target.host))
     value = uri.build(target)
     check_current(document, target, value)
     text = config.edit(document, value)

@@ -1013,8 +1013,13 @@ DENDRITE_OTHER_DATABASE = (
     "database, or empty global.database.connection_string to use '{ours}'."
 )
 DENDRITE_COMPONENT_OVERRIDE = (
-    "{path} sets {key} to another database, which overrides the global one for that "
+    "{path} sets {key}{more} to another database, which overrides the global one for that "
     "component; nothing was changed. Remove it (or make it the global value) first."
+)
+DENDRITE_COMPONENT_MORE = " (and {count} more components)"
+DENDRITE_PASSWORD_OVER_TCP = (
+    "a password: over TCP to {host}, where Debian's pg_hba.conf takes one (the socket "
+    "takes peer authentication); --host chooses"
 )
 DENDRITE_EDIT_FAILED = (
     "{path} could not be changed safely ({key} has no place of its own that keeps every "

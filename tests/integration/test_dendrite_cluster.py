@@ -303,3 +303,28 @@ def test_doctor_fails_a_file_dendrites_user_cannot_read(cluster, dbname, yaml_fi
     rows = {row.name: row for row in doctor.run(dendrite_config=yaml_file)}
     assert rows["dendrite config"].status == "fail"
     assert f"cannot be read by {PEER_USER}" in rows["dendrite config"].detail
+
+
+def test_a_password_without_a_host_goes_over_tcp(cluster, dbname, yaml_file):
+    result = admin(
+        "--config", str(yaml_file), "--user", dbname, "--dbname", dbname,
+        "--port", str(cluster.port), "--socket-dir", cluster.socket_dir,
+        "--password-file", "-", stdin=HARD,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "over TCP to 127.0.0.1" in result.stderr
+    params = conninfo_to_dict(connection_string(yaml_file))
+    assert (params["host"], params["password"]) == ("127.0.0.1", HARD)
+
+
+def test_every_component_override_is_counted(cluster, dbname, yaml_file):
+    blocks = "".join(
+        f"{section}:\n  database:\n    connection_string: file:{section}.db\n"
+        for section in ("federation_api", "media_api", "sync_api")
+    )
+    yaml_file.write_text(SAMPLE + blocks)
+    before = snapshot(cluster, yaml_file)
+    result = admin(*peer_args(cluster, yaml_file, dbname))
+    assert result.returncode == 1
+    assert "federation_api.database.connection_string (and 2 more components)" in result.stderr
+    assert snapshot(cluster, yaml_file) == before
