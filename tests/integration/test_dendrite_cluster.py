@@ -50,9 +50,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acts as postgres and 
 
 
 def admin(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """The command, with its record for doctor kept beside the file it is given."""
     code = "import sys; from matrix_synapse_setup.commands.cli import main; sys.exit(main())"
+    config_file = Path(args[args.index("--config") + 1])
+    record = ["--record", str(config_file.parent / "record")]
     return subprocess.run(
-        ["/usr/bin/python3", "-c", code, "dendrite", *args],
+        ["/usr/bin/python3", "-c", code, "dendrite", *args, *record],
         input=stdin,
         capture_output=True,
         text=True,
@@ -166,6 +169,7 @@ def test_peer_by_default_then_unchanged(cluster, dbname, yaml_file):
     assert second.returncode == 0, second.stderr
     assert "unchanged: nothing to do" in second.stdout
     assert snapshot(cluster, yaml_file) == before
+    assert (yaml_file.parent / "record").read_text() == f"{yaml_file.resolve()}\n"
 
 
 def test_a_password_with_uri_characters_over_tcp(cluster, dbname, yaml_file, tmp_path):
