@@ -164,3 +164,14 @@ def test_the_diff_masks_passwords(tmp_path):
     assert "s%40cret" not in diff and ":password@" not in diff
     assert "-    connection_string: postgresql://username:****@hostname" in diff
     assert "+    connection_string: postgresql://d:****@127.0.0.1:5432/d" in diff
+
+
+def test_without_ruamel_yaml_the_command_says_what_to_install(tmp_path, monkeypatch):
+    # python3-ruamel.yaml is a Suggests: a system without it is real; its absence is made
+    # here by hiding the module from the import system.
+    monkeypatch.setitem(__import__("sys").modules, "ruamel.yaml", None)
+    path = tmp_path / "dendrite.yaml"
+    path.write_text(SAMPLE)
+    with pytest.raises(SetupError) as err:
+        config.read(path)
+    assert "apt install python3-ruamel.yaml" in err.value.message
