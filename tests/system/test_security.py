@@ -12,30 +12,29 @@
   moves the password to the password file without restarting Synapse.
 
 The remote cluster lives in its own network namespace behind a veth pair, as in
-test_scenarios.test_remote_server.  Quick mode (conftest.py): the smoke tests run on
-bookworm too.
+test_scenarios.test_remote_server; it and the test CA's certificates come from
+scripts/devtools/remote_tls.py, which test_dendrite.py shares.  Quick mode (conftest.py):
+the smoke tests run on bookworm too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from scripts.devtools import roots, steps
+from scripts.devtools import remote_tls, roots, steps
 from scripts.devtools.harness import DEBS, HELPERS, Result, Root
+from scripts.devtools.remote_tls import CA_CN, DB_ADDR, SERVER_CN, Certs, pg_version
 from scripts.devtools.steps import PKG, SNIPPET
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -48,93 +47,19 @@ PASSWORDS_DAT = "/var/cache/debconf/passwords.dat"
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CA_IN_ROOT = "/etc/ssl/private-ca/test-ca.pem"
 OTHER_CA_IN_ROOT = "/etc/ssl/private-ca/other-ca.pem"
-HERE_ADDR, DB_ADDR = "10.231.12.1", "10.231.12.2"
-REMOTE_SOCKET = "/run/pg-remote"
-SERVER_CN = "mss-remote-db"
-CA_CN = "MSS Test CA"
-OTHER_CA_CN = "MSS Other CA"
 REMOTE_PASSWORD = "remote 'tls' pw"
 # The 0.2.0 release: the password inline in database.yaml.
 RELEASE_0_2_0 = "7f0369c"
 
 
-# --- certificates (made on the host with openssl, copied into the root) --------------------
-
-OPENSSL_CNF = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[v3_server]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-subjectAltName = IP:{ip}
-"""
-
-
-@dataclass
-class Certs:
-    ca: Path  # the CA's certificate (PEM): what the root trusts
-    server_cert: Path  # the server's certificate, signed by the CA, SAN IP:DB_ADDR
-    server_key: Path
-    other_ca: Path  # a CA that did not sign the server's certificate
-
-    def server_sha256(self) -> str:
-        der = ssl.PEM_cert_to_DER_cert(self.server_cert.read_text())
-        return hashlib.sha256(der).hexdigest()
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode:
-        raise AssertionError(f"openssl {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-
-
-def make_ca(tmp: Path, name: str, cn: str) -> Path:
-    openssl(
-        "req", "-x509", "-config", "openssl.cnf", "-extensions", "v3_ca",
-        "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-        "-days", "30", "-subj", f"/CN={cn}", cwd=tmp,
-    )  # fmt: skip
-    return tmp / f"{name}.pem"
+# --- the remote cluster (scripts/devtools/remote_tls.py) ---------------------------------
 
 
 @pytest.fixture
 def certs() -> Iterator[Certs]:
     """A test CA, a server certificate it signed for DB_ADDR, and an unrelated CA."""
-    tmp = Path(tempfile.mkdtemp(prefix="mss-certs-"))
-    try:
-        (tmp / "openssl.cnf").write_text(OPENSSL_CNF.format(ip=DB_ADDR))
-        ca = make_ca(tmp, "ca", CA_CN)
-        other = make_ca(tmp, "other-ca", OTHER_CA_CN)
-        openssl(
-            "req", "-new", "-config", "openssl.cnf", "-newkey", "rsa:2048", "-nodes",
-            "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={SERVER_CN}", cwd=tmp,
-        )  # fmt: skip
-        openssl(
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-set_serial", str(secrets.randbits(63)), "-days", "30", "-out", "server.pem",
-            "-extfile", "openssl.cnf", "-extensions", "v3_server", cwd=tmp,
-        )  # fmt: skip
-        yield Certs(ca, tmp / "server.pem", tmp / "server.key", other)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# --- the remote cluster ------------------------------------------------------------------
-
-
-def pg_version(root: Root) -> str:
-    return root.ok(["pg_lsclusters", "-h"], what="listing PostgreSQL clusters").output.split()[0]
+    with remote_tls.make_certs() as made:
+        yield made
 
 
 def remote_cluster(root: Root, certs: Certs):
@@ -143,66 +68,13 @@ def remote_cluster(root: Root, certs: Certs):
     synapse made by its admin.  Returns psql(sql, db) as the remote superuser (socket)."""
     version = pg_version(root)
     root.ok(["pg_dropcluster", "--stop", version, "main"], what="removing the local cluster")
-    root.add_netns("dbnet", HERE_ADDR, DB_ADDR)
-    conf = f"/etc/postgresql/{version}/remote"
-    root.ok(
-        f"install -d -o postgres -g postgres -m 0700 {REMOTE_SOCKET}\n"
-        f"pg_createcluster {version} remote -p 5432 >/dev/null",
-        what="making the remote cluster",
-    )
-    root.put_file(certs.server_cert, f"{conf}/server-test.crt", 0o644)
-    root.put_file(certs.server_key, f"{conf}/server-test.key", 0o600)
-    root.ok(
-        f"""
-        chown postgres:postgres {conf}/server-test.crt {conf}/server-test.key
-        cat >> {conf}/postgresql.conf <<EOF
-listen_addresses = '{DB_ADDR}'
-unix_socket_directories = '{REMOTE_SOCKET}'
-ssl = on
-ssl_cert_file = '{conf}/server-test.crt'
-ssl_key_file = '{conf}/server-test.key'
-EOF
-        echo "host all all 10.231.12.0/24 scram-sha-256" >> {conf}/pg_hba.conf
-        """,
-        what="configuring the remote cluster (TLS with the test CA's certificate)",
-    )
-    root.ok(
-        ["pg_ctlcluster", version, "remote", "start"],
-        net="dbnet",
-        what="starting the remote cluster in its own network namespace",
-    )
-
-    def psql(sql: str, db: str = "postgres") -> str:
-        return steps.psql(root, sql, db, what=f"remote: {sql[:50]}", socket_dir=REMOTE_SOCKET)
-
-    psql(
-        "SET password_encryption = 'scram-sha-256'; "
-        f"CREATE ROLE synapse LOGIN PASSWORD '{REMOTE_PASSWORD.replace(chr(39), chr(39) * 2)}'"
-    )
-    psql(
-        "CREATE DATABASE synapse ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
-        "TEMPLATE template0 OWNER synapse"
-    )
+    psql = remote_tls.tls_cluster(root, certs)
+    remote_tls.make_role_and_database(psql, "synapse", REMOTE_PASSWORD)
     return psql
 
 
-def synapse_tls_connections(root: Root, psql) -> list[str]:
-    """ "ssl|version" of every backend of role synapse on the remote server."""
-    out = psql(
-        "SELECT ssl, coalesce(version, '') FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
-        "WHERE usename = 'synapse'"
-    )
-    return [line for line in out.splitlines() if line.strip()]
-
-
 def check_synapse_over_tls(root: Root, psql) -> None:
-    rows = synapse_tls_connections(root, psql)
-    root.check(
-        bool(rows) and all(re.fullmatch(r"t\|TLSv1\.[23]", row) for row in rows),
-        "every connection of Synapse's role to the remote server uses TLS (pg_stat_ssl)",
-        "at least one row, all 't|TLSv1.2' or 't|TLSv1.3'",
-        repr(rows),
-    )
+    remote_tls.check_over_tls(root, psql, "synapse")
 
 
 def with_synapse(root: Root, debs) -> None:
