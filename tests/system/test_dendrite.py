@@ -16,6 +16,13 @@ what changes `global.database.connection_string`.
 - password over TCP to the local cluster: a password of URI-special characters, percent-
   encoded in the file, which loses its "other" permission bits; the password is in no
   other file; Dendrite logs in with it and the client chats; a second run changes nothing.
+- a remote server over TLS (a cluster in its own network namespace with a test CA's
+  certificate: scripts/devtools/remote_tls.py, shared with test_security.py) whose admin
+  made the role and the database: the command only verifies them, over TLS with
+  verify-full and the CA file given, and writes the connection string (the password
+  percent-encoded, the CA file named); nothing is made on either cluster; Dendrite runs on
+  the remote database and the client chats; a second run changes nothing; a CA that did
+  not sign the server's certificate is refused in one line, and nothing changes.
 - bad input: a missing file, a file that is not YAML, a SQLite connection string, a file
   the caller cannot read: one line on stderr, exit 1, and nothing changed.
 """
@@ -30,7 +37,7 @@ import urllib.parse
 import pytest
 import yaml
 
-from scripts.devtools import dendrite, steps
+from scripts.devtools import dendrite, remote_tls, steps
 from scripts.devtools.harness import DEBS, Root
 from scripts.devtools.steps import NONINTERACTIVE
 
@@ -59,6 +66,21 @@ TCP_URI = re.compile(
     rf"postgresql://{TCP_ROLE}:(?P<password>{USERINFO_PASSWORD})@127\.0\.0\.1:5432/{TCP_ROLE}"
     r"\?sslmode=disable"
 )
+REMOTE_CONFIG = f"{ETC}/remote.yaml"
+REMOTE_ROLE = "dendrite_remote"
+# The remote server's admin chose it: URI-special characters again, in another order.
+REMOTE_PASSWORD = "r@mote/p%ss:w? #2"
+REMOTE_PASSWORD_FILE = "/root/remote-pw"
+# The test CA's certificate, and a CA that did not sign the server's: readable by Dendrite,
+# which opens the file itself (lib/pq) when it connects.
+REMOTE_CA = f"{ETC}/remote-ca.pem"
+OTHER_CA = f"{ETC}/other-ca.pem"
+REMOTE_URI = re.compile(
+    rf"postgresql://{REMOTE_ROLE}:(?P<password>{USERINFO_PASSWORD})"
+    rf"@{re.escape(remote_tls.DB_ADDR)}:5432/{REMOTE_ROLE}"
+    rf"\?sslmode=verify-full&sslrootcert={re.escape(REMOTE_CA)}"
+)
+TLS_LINE = re.compile(r"TLS: ok \(TLSv1\.[23], [^,]+, sslmode verify-full\)")
 RECORD = "/var/lib/matrix-synapse-setup/dendrite"
 MESSAGES = 5
 # Dendrite's sync API sees a sent event once it has come through its stream: a read
@@ -314,9 +336,10 @@ def stop_dendrite(root: Root) -> None:
     )
 
 
-def dendrite_chats(root: Root, config: str, db: str) -> None:
+def dendrite_chats(root: Root, config: str, db: str, *, socket_dir: str | None = None) -> None:
     """A new user registers through Dendrite's shared-secret API, logs in with matrix-nio,
-    makes a room, sends and reads back; its account and room are in database DB."""
+    makes a room, sends and reads back; its account and room are in database DB (of the
+    cluster whose socket is in SOCKET_DIR if given, else the local one)."""
     steps.judge(
         root,
         "chat",
@@ -336,6 +359,7 @@ def dendrite_chats(root: Root, config: str, db: str) -> None:
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
         db,
         what=f"Dendrite's tables in {db}",
+        socket_dir=socket_dir,
     ).split()
     missing = [t for t in DENDRITE_TABLES if t not in tables]
     root.check(not missing, f"Dendrite's schema is in database {db}", "its tables", repr(missing))
@@ -344,12 +368,14 @@ def dendrite_chats(root: Root, config: str, db: str) -> None:
         f"SELECT count(*) FROM userapi_accounts WHERE localpart = '{entry['user']}'",  # noqa: S608
         db,
         what="the judge's account",
+        socket_dir=socket_dir,
     )
     room = steps.psql(
         root,
         f"SELECT count(*) FROM roomserver_rooms WHERE room_id = '{entry['room']}'",  # noqa: S608
         db,
         what="the judge's room",
+        socket_dir=socket_dir,
     )
     root.check(
         (account, room) == ("1", "1"),
@@ -367,7 +393,8 @@ def dendrite_chats(root: Root, config: str, db: str) -> None:
 @pytest.mark.parametrize("suite", SUITES, scope="class")
 class TestDendrite:
     """One root per release (quick mode: trixie; MSS_SYSTEM_FULL=1: both), PostgreSQL
-    running: peer, then a password over TCP, then bad input."""
+    running: peer, then a password over TCP, then a remote server over TLS, then bad
+    input."""
 
     @pytest.fixture(scope="class")
     def root(self, journey_root, suite) -> Root:
@@ -381,6 +408,9 @@ class TestDendrite:
 
     def test_password_over_tcp(self, root):
         password_over_tcp(root)
+
+    def test_remote_server_over_tls(self, root):
+        remote_server_over_tls(root)
 
     def test_bad_input_changes_nothing(self, root):
         bad_input(root)
@@ -561,6 +591,112 @@ def password_over_tcp(root: Root) -> None:
         repr(state),
         repr(again),
     )
+
+
+def remote_server_over_tls(root: Root) -> None:
+    """A remote server (its own network namespace, TLS from a test CA) whose admin made
+    the role and the database: the command verifies them over TLS and writes the file,
+    provisions nothing anywhere; Dendrite runs there; another CA is refused."""
+    local = cluster_state(root)
+    with remote_tls.make_certs() as certs:
+        remote_psql = remote_tls.tls_cluster(root, certs)
+        root.put_file(certs.ca, REMOTE_CA, 0o644)
+        root.put_file(certs.other_ca, OTHER_CA, 0o644)
+    remote_tls.make_role_and_database(remote_psql, REMOTE_ROLE, REMOTE_PASSWORD)
+    admin_config(root, REMOTE_CONFIG, f"{HOME}/remote", "640")
+    root.write(REMOTE_PASSWORD_FILE, REMOTE_PASSWORD, mode=0o600)
+    args = ["--config", REMOTE_CONFIG, "--host", remote_tls.DB_ADDR, "--user", REMOTE_ROLE]
+    args += ["--dbname", REMOTE_ROLE, "--password-file", REMOTE_PASSWORD_FILE]
+    before = root.read(REMOTE_CONFIG)
+    old_backups = backups(root, REMOTE_CONFIG)
+    encoded = urllib.parse.quote(REMOTE_PASSWORD, safe="")
+
+    code, out, err = run_setup(root, *args, "--sslrootcert", REMOTE_CA)
+    check_ran(root, "the command points Dendrite at a remote server", code, out, err, "changed")
+    made = [line for line in out.splitlines() if re.match(r"(role|database) .*: created", line)]
+    root.check(
+        not made,
+        "a remote server is only verified: no role or database made",
+        "no 'created' role or database line",
+        "\n".join(made),
+    )
+    root.check(
+        any(TLS_LINE.fullmatch(line.strip()) for line in out.splitlines()),
+        "the command logged in over TLS, the certificate verified",
+        "TLS: ok (TLSv1.x, cipher, sslmode verify-full)",
+        out,
+    )
+    root.check(
+        REMOTE_PASSWORD not in out + err and encoded not in out + err,
+        "the command never prints the password",
+        "absent from its output",
+        "present",
+    )
+    after = root.read(REMOTE_CONFIG)
+    uri = yaml.safe_load(after)["global"]["database"]["connection_string"]
+    match = REMOTE_URI.fullmatch(uri)
+    root.check(
+        match is not None and urllib.parse.unquote(match["password"]) == REMOTE_PASSWORD,
+        f"{REMOTE_CONFIG}: the remote server, verify-full with the CA file, the password "
+        "percent-encoded",
+        f"postgresql://{REMOTE_ROLE}:{encoded}@{remote_tls.DB_ADDR}:5432/{REMOTE_ROLE}"
+        f"?sslmode=verify-full&sslrootcert={REMOTE_CA}",
+        uri,
+    )
+    check_comments_and_keys(root, before, after, REMOTE_CONFIG)
+    got = mode_owner(root, REMOTE_CONFIG)
+    want = "root:dendrite 640"
+    root.check(got == want, f"{REMOTE_CONFIG} keeps its owner and mode", want, got)
+    check_backup(root, REMOTE_CONFIG, old_backups, before)
+    now = cluster_state(root)
+    root.check(
+        now == local and REMOTE_ROLE not in now,
+        f"the local cluster got no role or database {REMOTE_ROLE}",
+        local,
+        now,
+    )
+
+    start_dendrite(root, REMOTE_CONFIG)  # it logs in over TLS, the CA file read as its user
+    dendrite_chats(root, REMOTE_CONFIG, REMOTE_ROLE, socket_dir=remote_tls.REMOTE_SOCKET)
+    remote_tls.check_over_tls(root, remote_psql, REMOTE_ROLE)
+    stop_dendrite(root)
+
+    def whole_state() -> tuple:
+        return (
+            file_state(root, REMOTE_CONFIG),
+            backups(root, REMOTE_CONFIG),
+            cluster_state(root),
+            root.run(["cat", RECORD]).output,
+        )
+
+    state = whole_state()
+    code, out, err = run_setup(root, *args, "--sslrootcert", REMOTE_CA)
+    check_ran(root, "a second run (remote, TLS)", code, out, err, "unchanged: nothing to do")
+    again = whole_state()
+    root.check(
+        again == state,
+        "a second run leaves the file (bytes, owner, mode), the backups and the cluster",
+        repr(state),
+        repr(again),
+    )
+
+    # The server's certificate is not signed by the CA named: refused before any change.
+    code, out, err = run_setup(root, *args, "--sslrootcert", OTHER_CA)
+    lines = [line for line in err.splitlines() if line.strip()]
+    root.check(
+        code == 1 and len(lines) == 1 and "Traceback" not in out + err,
+        "a CA that did not sign the server's certificate is refused in one line",
+        "exit 1, one line on stderr",
+        f"exit {code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+    )
+    root.check(
+        "TLS" in lines[0] and OTHER_CA in lines[0],
+        "the refusal says TLS failed and names the CA file",
+        f"a line naming TLS and {OTHER_CA}",
+        lines[0],
+    )
+    again = whole_state()
+    root.check(again == state, "the refused CA changes nothing", repr(state), repr(again))
 
 
 def bad_input(root: Root) -> None:
