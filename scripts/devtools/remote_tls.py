@@ -114,12 +114,13 @@ def pg_version(root: Root) -> str:
     return root.ok(["pg_lsclusters", "-h"], what="listing PostgreSQL clusters").output.split()[0]
 
 
-def tls_cluster(root: Root, certs: Certs) -> Callable[..., str]:
-    """Cluster `remote` at DB_ADDR only (network namespace NETNS), TLS on with the test
-    CA's server certificate, scram-sha-256 from the pair's subnet; any local cluster is
-    left as it is (the remote one has its own socket directory, so the same port does not
-    clash).  Returns psql(sql, db="postgres") as the remote superuser (its socket)."""
-    version = pg_version(root)
+def tls_cluster(root: Root, certs: Certs, version: str = "") -> Callable[..., str]:
+    """Cluster `remote` of PostgreSQL VERSION (default: the local cluster's) at DB_ADDR
+    only (network namespace NETNS), TLS on with the test CA's server certificate,
+    scram-sha-256 from the pair's subnet; any local cluster is left as it is (the remote
+    one has its own socket directory, so the same port does not clash).  Returns
+    psql(sql, db="postgres") as the remote superuser (its socket)."""
+    version = version or pg_version(root)
     root.add_netns(NETNS, HERE_ADDR, DB_ADDR)
     conf = f"/etc/postgresql/{version}/remote"
     root.ok(

@@ -68,7 +68,7 @@ def remote_cluster(root: Root, certs: Certs):
     synapse made by its admin.  Returns psql(sql, db) as the remote superuser (socket)."""
     version = pg_version(root)
     root.ok(["pg_dropcluster", "--stop", version, "main"], what="removing the local cluster")
-    psql = remote_tls.tls_cluster(root, certs)
+    psql = remote_tls.tls_cluster(root, certs, version)  # no local cluster left to ask
     remote_tls.make_role_and_database(psql, "synapse", REMOTE_PASSWORD)
     return psql
 
