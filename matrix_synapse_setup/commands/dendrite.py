@@ -190,13 +190,7 @@ def backup_name(path: Path) -> Path:
 def keep_backup(document: config.Document) -> Path:
     """A copy of the file as it was, 0600 root's (it may hold the old password)."""
     backup = backup_name(document.path.resolve())
-    tmp = backup.with_name(f".{backup.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(document.text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.rename(tmp, backup)
+    write_atomic(backup, document.text, Ownership(0, 0, 0o600), crash_point=None)
     return backup
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,6 @@ class Document:
     uid: int
     gid: int
     mode: int
-    pools: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def connection_string(self) -> str:
@@ -117,43 +116,49 @@ def read(path: Path) -> Document:
     return Document(path, text, data, st.st_uid, st.st_gid, st.st_mode & 0o7777)
 
 
-def component_strings(data: Any) -> list[tuple[str, str]]:
-    """(key, value) of every component's own, non-empty connection string."""
+def _component_databases(data: Any) -> list[tuple[str, Any]]:
+    """(section, database mapping) of every component that names its own, non-empty
+    connection string."""
     found = []
     for section, key in COMPONENTS:
-        database = (
-            (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
-        )
+        block = data.get(section)
+        database = block.get(key) if isinstance(block, dict) else None
         if isinstance(database, dict) and database.get("connection_string"):
-            found.append((f"{section}.{key}.connection_string", str(database["connection_string"])))
+            found.append((f"{section}.{key}", database))
     return found
+
+
+def component_strings(data: Any) -> list[tuple[str, str]]:
+    """(key, value) of every component's own, non-empty connection string."""
+    return [
+        (f"{where}.connection_string", str(database["connection_string"]))
+        for where, database in _component_databases(data)
+    ]
+
+
+def _size(database: Any, default: int) -> int:
+    value = database.get("max_open_conns") if isinstance(database, dict) else None
+    try:
+        number = default if value is None else int(value)
+    except (TypeError, ValueError):
+        number = default
+    return max(number, 0)
 
 
 def pools(data: Any, connection_string: str) -> list[tuple[str, int]]:
     """Dendrite's connection pools once *connection_string* is the global one: one per
     distinct connection string (the global one, and any component's own), each with its
     max_open_conns; 0 stands for no limit (Go's database/sql: 0 or less)."""
-    sizes: dict[str, tuple[str, int]] = {}
-
-    def size(section: Any, default: int) -> int:
-        value = section.get("max_open_conns") if isinstance(section, dict) else None
-        try:
-            number = default if value is None else int(value)
-        except (TypeError, ValueError):
-            number = default
-        return max(number, 0)
-
-    sizes[connection_string] = (
-        "dendrite",
-        size(data["global"].get("database"), GLOBAL_MAX_OPEN_CONNS),
-    )
-    for section, key in COMPONENTS:
-        block = data.get(section)
-        database = block.get(key) if isinstance(block, dict) else None
-        if isinstance(database, dict) and database.get("connection_string"):
-            string = str(database["connection_string"])
-            if string not in sizes:
-                sizes[string] = (f"dendrite {section}", size(database, 0))
+    sizes = {
+        connection_string: (
+            "dendrite",
+            _size(data["global"].get("database"), GLOBAL_MAX_OPEN_CONNS),
+        )
+    }
+    for where, database in _component_databases(data):
+        string = str(database["connection_string"])
+        if string not in sizes:
+            sizes[string] = (f"dendrite {where.split('.')[0]}", _size(database, 0))
     return list(sizes.values())
 
 

@@ -6,7 +6,7 @@ Synapse's connection pool, and the budget of every process's pool (main and work
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from matrix_synapse_setup.commands.doctor.facts import Facts
 from matrix_synapse_setup.commands.doctor.report import FAIL, OK, WARN, Check, skipped
@@ -220,18 +220,36 @@ def check_budget(facts: Facts) -> Check:
     return budget_check(found)
 
 
-def budget_check(found: budget.Budget) -> Check:
+class BudgetTexts(NamedTuple):
+    """A budget row's name and words: Synapse's pools, or Dendrite's with Synapse's."""
+
+    name: str
+    fits: str
+    margin: str
+    over: str
+    fix: str
+
+
+SYNAPSE_BUDGET = BudgetTexts(
+    "connection budget",
+    messages.DOCTOR_BUDGET_FITS,
+    messages.DOCTOR_BUDGET_MARGIN,
+    messages.DOCTOR_BUDGET_OVER,
+    messages.DOCTOR_FIX_BUDGET,
+)
+
+
+def budget_check(found: budget.Budget, texts: BudgetTexts = SYNAPSE_BUDGET, **fix: str) -> Check:
     """ok when every pool fits with the margin kept; warn when they eat into the margin
     (an admin's psql or the backup's pg_dump may be refused when Synapse is busy); fail
-    when they cannot all connect at once, whatever else runs."""
-    name = "connection budget"
+    when they cannot all connect at once, whatever else runs.  *fix*: more fields for
+    the fix's text."""
     text = found.text()
     if found.fits:
-        return Check(name, OK, messages.DOCTOR_BUDGET_FITS.format(budget=text))
-    fix = messages.DOCTOR_FIX_BUDGET.format(
-        needed=budget.minimum_max_connections(found.total, found.limits, found.margin)
-    )
+        return Check(texts.name, OK, texts.fits.format(budget=text))
+    needed = budget.minimum_max_connections(found.total, found.limits, found.margin)
+    hint = texts.fix.format(needed=needed, **fix)
     if found.total <= found.available + found.margin:
-        detail = messages.DOCTOR_BUDGET_MARGIN.format(margin=found.margin, budget=text)
-        return Check(name, WARN, detail, fix)
-    return Check(name, FAIL, messages.DOCTOR_BUDGET_OVER.format(budget=text), fix)
+        detail = texts.margin.format(margin=found.margin, budget=text)
+        return Check(texts.name, WARN, detail, hint)
+    return Check(texts.name, FAIL, texts.over.format(budget=text), hint)

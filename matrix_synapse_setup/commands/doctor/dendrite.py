@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matrix_synapse_setup.commands.doctor import database
 from matrix_synapse_setup.commands.doctor.facts import Facts
 from matrix_synapse_setup.commands.doctor.files import unreadable_by
 from matrix_synapse_setup.commands.doctor.report import FAIL, OK, WARN, Check, skipped
@@ -21,6 +22,13 @@ from matrix_synapse_setup.files.atomic import Ownership
 from matrix_synapse_setup.postgres import budget
 
 CONFIG, DATABASE, BUDGET = "dendrite config", "dendrite database", "dendrite connection budget"
+DENDRITE_BUDGET = database.BudgetTexts(
+    BUDGET,
+    messages.DOCTOR_DENDRITE_BUDGET_FITS,
+    messages.DOCTOR_BUDGET_MARGIN_ALL,
+    messages.DOCTOR_BUDGET_OVER_ALL,
+    messages.DOCTOR_FIX_DENDRITE_BUDGET,
+)
 
 
 class DendriteFacts:
@@ -159,17 +167,7 @@ def check_budget(facts: Facts, dendrite: DendriteFacts) -> Check:
                 pool=", ".join(unlimited), path=dendrite.path, available=found.available
             ),
         )
-    text = found.text()
-    if found.fits:
-        return Check(BUDGET, OK, messages.DOCTOR_DENDRITE_BUDGET_FITS.format(budget=text))
-    fix = messages.DOCTOR_FIX_DENDRITE_BUDGET.format(
-        path=dendrite.path,
-        needed=budget.minimum_max_connections(found.total, found.limits, found.margin),
-    )
-    if found.total <= found.available + found.margin:
-        detail = messages.DOCTOR_BUDGET_MARGIN_ALL.format(margin=found.margin, budget=text)
-        return Check(BUDGET, WARN, detail, fix)
-    return Check(BUDGET, FAIL, messages.DOCTOR_BUDGET_OVER_ALL.format(budget=text), fix)
+    return database.budget_check(found, DENDRITE_BUDGET, path=str(dendrite.path))
 
 
 CHECKS = {CONFIG: check_config, DATABASE: check_database, BUDGET: check_budget}
