@@ -416,6 +416,38 @@ class TestDendrite:
         bad_input(root)
 
 
+def check_password_written(
+    root: Root,
+    path: str,
+    pattern: re.Pattern[str],
+    password: str,
+    output: tuple[str, str],
+    expected: str,
+) -> tuple[str, re.Match[str]]:
+    """The command printed neither the password nor its encoded form, and PATH's
+    connection string is PATTERN with the password percent-encoded in it; PATH's new text
+    and the match."""
+    encoded = urllib.parse.quote(password, safe="")
+    printed = "".join(output)
+    root.check(
+        password not in printed and encoded not in printed,
+        "the command never prints the password",
+        "absent from its output",
+        "present",
+    )
+    after = root.read(path)
+    uri = yaml.safe_load(after)["global"]["database"]["connection_string"]
+    match = pattern.fullmatch(uri)
+    root.check(
+        match is not None and urllib.parse.unquote(match["password"]) == password,
+        f"{path}: the password, percent-encoded, in the connection string",
+        expected,
+        uri,
+    )
+    assert match is not None  # root.check failed otherwise
+    return after, match
+
+
 def install(root: Root, debs) -> None:
     """Our package with ruamel.yaml (offline), Dendrite's user, binaries, key and the
     admin's configuration."""
@@ -532,20 +564,13 @@ def password_over_tcp(root: Root) -> None:
 
     code, out, err = run_setup(root, *args)
     check_ran(root, "the command provisions (password, TCP)", code, out, err, "changed")
-    root.check(
-        TCP_PASSWORD not in out + err and encoded not in out + err,
-        "the command never prints the password",
-        "absent from its output",
-        "present",
-    )
-    after = root.read(TCP_CONFIG)
-    uri = yaml.safe_load(after)["global"]["database"]["connection_string"]
-    match = TCP_URI.fullmatch(uri)
-    root.check(
-        match is not None and urllib.parse.unquote(match["password"]) == TCP_PASSWORD,
-        f"{TCP_CONFIG}: the password, percent-encoded, in the connection string",
+    after, match = check_password_written(
+        root,
+        TCP_CONFIG,
+        TCP_URI,
+        TCP_PASSWORD,
+        (out, err),
         f"postgresql://{TCP_ROLE}:{encoded}@127.0.0.1:5432/{TCP_ROLE}?sslmode=disable",
-        uri,
     )
     check_comments_and_keys(root, before, after, TCP_CONFIG)
     got = mode_owner(root, TCP_CONFIG)
@@ -626,22 +651,14 @@ def remote_server_over_tls(root: Root) -> None:
         "TLS: ok (TLSv1.x, cipher, sslmode verify-full)",
         out,
     )
-    root.check(
-        REMOTE_PASSWORD not in out + err and encoded not in out + err,
-        "the command never prints the password",
-        "absent from its output",
-        "present",
-    )
-    after = root.read(REMOTE_CONFIG)
-    uri = yaml.safe_load(after)["global"]["database"]["connection_string"]
-    match = REMOTE_URI.fullmatch(uri)
-    root.check(
-        match is not None and urllib.parse.unquote(match["password"]) == REMOTE_PASSWORD,
-        f"{REMOTE_CONFIG}: the remote server, verify-full with the CA file, the password "
-        "percent-encoded",
+    after, match = check_password_written(
+        root,
+        REMOTE_CONFIG,
+        REMOTE_URI,
+        REMOTE_PASSWORD,
+        (out, err),
         f"postgresql://{REMOTE_ROLE}:{encoded}@{remote_tls.DB_ADDR}:5432/{REMOTE_ROLE}"
         f"?sslmode=verify-full&sslrootcert={REMOTE_CA}",
-        uri,
     )
     check_comments_and_keys(root, before, after, REMOTE_CONFIG)
     got = mode_owner(root, REMOTE_CONFIG)
