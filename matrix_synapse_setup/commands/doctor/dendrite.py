@@ -41,7 +41,6 @@ class DendriteFacts:
         self.error: str | None = None
         self.limits: budget.Limits | None = None
         self.db_error: str | None = None
-        self._verified = False
         try:
             self.document = config.read(path)
         except SetupError as err:
